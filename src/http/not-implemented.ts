@@ -1,7 +1,8 @@
-// Every operation in openapi.yaml that no router has answered yet gets a 501 with the error envelope.
+// Every operation in openapi.yaml that no router has answered yet: validated like a real route, then a 501 envelope.
 import { Router } from 'express';
 import { openapi } from '../contract.ts';
 import { ApiError } from './errors.ts';
+import { validate, type OperationId } from './validation.ts';
 
 const METHODS = ['get', 'post', 'put', 'patch', 'delete'] as const;
 
@@ -12,7 +13,7 @@ export function notImplementedRouter(): Router {
     const expressPath = path.replace(/\{([^}]+)\}/g, ':$1');
     for (const method of METHODS) {
       if (!item[method]) continue;
-      router[method](expressPath, () => {
+      router[method](expressPath, validate(item[method].operationId as OperationId), () => {
         throw new ApiError(501, `${method.toUpperCase()} /v1${path} is part of the API but not implemented in this build yet.`, { code: 'not_implemented' });
       });
     }

@@ -58,6 +58,210 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/fine_tuning/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the project's fine-tuning jobs, newest first. */
+        get: operations["listFineTuningJobs"];
+        put?: never;
+        /** Create a fine-tuning job (LoRA on a local base model). */
+        post: operations["createFineTuningJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/fine_tuning/jobs/{fine_tuning_job_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        /** Retrieve a fine-tuning job. */
+        get: operations["retrieveFineTuningJob"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/fine_tuning/jobs/{fine_tuning_job_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancel a job that has not finished (a finished job is a 400, never a 409). */
+        post: operations["cancelFineTuningJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/fine_tuning/jobs/{fine_tuning_job_id}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Pause a running or queued job; it answers with status `paused`. */
+        post: operations["pauseFineTuningJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/fine_tuning/jobs/{fine_tuning_job_id}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Resume a paused job from its last checkpoint; it answers with status `queued`. */
+        post: operations["resumeFineTuningJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/fine_tuning/jobs/{fine_tuning_job_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        /** The job's events, newest first; `after` is the id of the last event of the previous page. */
+        get: operations["listFineTuningEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        /** The job's checkpoints, highest step first. */
+        get: operations["listFineTuningJobCheckpoints"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Base models and the project's fine-tuned models and checkpoints (not paginated). */
+        get: operations["listModels"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/models/{model}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A model id; fine-tuned ids contain `:`. */
+                model: string;
+            };
+            cookie?: never;
+        };
+        /** Retrieve a model. */
+        get: operations["retrieveModel"];
+        put?: never;
+        post?: never;
+        /** Delete a fine-tuned model (base models cannot be deleted). */
+        delete: operations["deleteModel"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/chat/completions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Generate a chat reply with a base or `ft:` model; `stream` sends server-sent events. */
+        post: operations["createChatCompletion"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/completions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Legacy text completion with a base or `ft:` model. */
+        post: operations["createCompletion"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -122,6 +326,398 @@ export interface components {
             object: "file";
             deleted: boolean;
         };
+        /** @description Up to 16 string pairs; keys up to 64 characters, values up to 512. */
+        Metadata: {
+            [key: string]: string;
+        } | null;
+        AutoOrBatchSize: "auto" | number;
+        AutoOrLearningRateMultiplier: "auto" | number;
+        AutoOrEpochs: "auto" | number;
+        FineTuneSupervisedHyperparameters: {
+            batch_size?: components["schemas"]["AutoOrBatchSize"];
+            learning_rate_multiplier?: components["schemas"]["AutoOrLearningRateMultiplier"];
+            n_epochs?: components["schemas"]["AutoOrEpochs"];
+        };
+        FineTuneDPOHyperparameters: {
+            batch_size?: components["schemas"]["AutoOrBatchSize"];
+            learning_rate_multiplier?: components["schemas"]["AutoOrLearningRateMultiplier"];
+            n_epochs?: components["schemas"]["AutoOrEpochs"];
+            beta?: "auto" | number;
+        };
+        FineTuneMethod: {
+            /** @enum {string} */
+            type: "supervised" | "dpo" | "reinforcement";
+            supervised?: {
+                hyperparameters?: components["schemas"]["FineTuneSupervisedHyperparameters"];
+            };
+            dpo?: {
+                hyperparameters?: components["schemas"]["FineTuneDPOHyperparameters"];
+            };
+            /** @description Accepted for shape compatibility; localtune trains supervised and DPO methods only. */
+            reinforcement?: Record<string, never>;
+        };
+        FineTuningIntegration: {
+            /** @enum {string} */
+            type: "wandb";
+            wandb: {
+                project: string;
+                name?: string | null;
+                entity?: string | null;
+                tags?: string[];
+            };
+        };
+        CreateFineTuningJobRequest: {
+            /** @description A base model id, an alias, or an `ft:` model to continue tuning. */
+            model: string;
+            /** @description Id of a `fine-tune` file. */
+            training_file: string;
+            validation_file?: string | null;
+            suffix?: string | null;
+            seed?: number | null;
+            /**
+             * @deprecated
+             * @description Use `method.supervised.hyperparameters`.
+             */
+            hyperparameters?: components["schemas"]["FineTuneSupervisedHyperparameters"];
+            method?: components["schemas"]["FineTuneMethod"];
+            metadata?: components["schemas"]["Metadata"];
+            integrations?: components["schemas"]["FineTuningIntegration"][] | null;
+        };
+        /** @description For failed jobs the reason; for other jobs every member is null, as on the hosted API. */
+        FineTuningJobError: {
+            code: string | null;
+            message: string | null;
+            param: string | null;
+        } | null;
+        /** @description "auto" until the job resolves them, then the numbers used. */
+        FineTuningJobHyperparameters: {
+            batch_size?: components["schemas"]["AutoOrBatchSize"] | null;
+            learning_rate_multiplier?: components["schemas"]["AutoOrLearningRateMultiplier"];
+            n_epochs?: components["schemas"]["AutoOrEpochs"];
+        };
+        /** @enum {string} */
+        FineTuningJobStatus: "validating_files" | "queued" | "running" | "succeeded" | "failed" | "cancelled" | "paused";
+        FineTuningJob: {
+            /** @description `ftjob-` followed by 24 letters and digits. */
+            id: string;
+            /** @enum {string} */
+            object: "fine_tuning.job";
+            created_at: number;
+            error: components["schemas"]["FineTuningJobError"];
+            fine_tuned_model: string | null;
+            finished_at: number | null;
+            hyperparameters: components["schemas"]["FineTuningJobHyperparameters"];
+            model: string;
+            organization_id: string;
+            result_files: string[];
+            status: components["schemas"]["FineTuningJobStatus"];
+            trained_tokens: number | null;
+            training_file: string;
+            validation_file: string | null;
+            seed: number;
+            estimated_finish?: number | null;
+            integrations?: components["schemas"]["FineTuningIntegration"][] | null;
+            method?: {
+                /** @enum {string} */
+                type: "supervised" | "dpo" | "reinforcement";
+                supervised?: {
+                    hyperparameters?: components["schemas"]["FineTuningJobHyperparameters"];
+                };
+                dpo?: {
+                    hyperparameters?: {
+                        beta?: "auto" | number;
+                    } & components["schemas"]["FineTuningJobHyperparameters"];
+                };
+            };
+            metadata?: components["schemas"]["Metadata"];
+            user_provided_suffix?: string | null;
+        };
+        ListPaginatedFineTuningJobsResponse: {
+            /** @enum {string} */
+            object: "list";
+            data: components["schemas"]["FineTuningJob"][];
+            has_more: boolean;
+        };
+        FineTuningJobEvent: {
+            /** @description `ftevent-` followed by 24 letters and digits. */
+            id: string;
+            /** @enum {string} */
+            object: "fine_tuning.job.event";
+            created_at: number;
+            /** @enum {string} */
+            level: "info" | "warn" | "error";
+            message: string;
+            /** @enum {string} */
+            type?: "message" | "metrics";
+            /** @description Metrics events: `{step, train_loss, train_mean_token_accuracy, total_steps, valid_loss?, …}`; otherwise null or {}. */
+            data?: Record<string, never> | null;
+        };
+        ListFineTuningJobEventsResponse: {
+            /** @enum {string} */
+            object: "list";
+            data: components["schemas"]["FineTuningJobEvent"][];
+            has_more: boolean;
+        };
+        FineTuningJobCheckpointMetrics: {
+            step?: number;
+            train_loss?: number;
+            train_mean_token_accuracy?: number;
+            valid_loss?: number;
+            valid_mean_token_accuracy?: number;
+            full_valid_loss?: number;
+            full_valid_mean_token_accuracy?: number;
+        };
+        FineTuningJobCheckpoint: {
+            /** @description `ftckpt_` followed by 24 letters and digits. */
+            id: string;
+            /** @enum {string} */
+            object: "fine_tuning.job.checkpoint";
+            created_at: number;
+            /** @description A servable model id (`ft:…:ckpt-step-N`, or the final model for the last one). */
+            fine_tuned_model_checkpoint: string;
+            fine_tuning_job_id: string;
+            step_number: number;
+            metrics: components["schemas"]["FineTuningJobCheckpointMetrics"];
+        };
+        ListFineTuningJobCheckpointsResponse: {
+            /** @enum {string} */
+            object: "list";
+            data: components["schemas"]["FineTuningJobCheckpoint"][];
+            first_id: string | null;
+            last_id: string | null;
+            has_more: boolean;
+        };
+        Model: {
+            id: string;
+            /** @enum {string} */
+            object: "model";
+            created: number;
+            /** @description `system` for base models, the project for fine-tuned ones. */
+            owned_by: string;
+        };
+        ListModelsResponse: {
+            /** @enum {string} */
+            object: "list";
+            data: components["schemas"]["Model"][];
+        };
+        DeleteModelResponse: {
+            id: string;
+            /** @enum {string} */
+            object: "model";
+            deleted: boolean;
+        };
+        /** @description A content part: `{type: "text", text}`, `{type: "image_url", image_url}`, `{type: "refusal", refusal}`… */
+        ChatContentPart: {
+            type: string;
+            text?: string;
+        };
+        ChatMessageContent: string | components["schemas"]["ChatContentPart"][];
+        ChatMessageToolCall: {
+            id: string;
+            /** @enum {string} */
+            type: "function";
+            function: {
+                name: string;
+                /** @description The arguments as a JSON string. */
+                arguments: string;
+            };
+        };
+        ChatCompletionRequestMessage: {
+            /** @enum {string} */
+            role: "developer" | "system" | "user" | "assistant" | "tool" | "function";
+            content?: components["schemas"]["ChatMessageContent"] | null;
+            name?: string;
+            refusal?: string | null;
+            tool_calls?: components["schemas"]["ChatMessageToolCall"][];
+            tool_call_id?: string;
+            function_call?: Record<string, never> | null;
+            audio?: Record<string, never> | null;
+        };
+        ChatCompletionTool: {
+            /** @enum {string} */
+            type: "function" | "custom";
+            function?: {
+                name: string;
+                description?: string;
+                parameters?: Record<string, never>;
+                strict?: boolean | null;
+            };
+        };
+        StopSequences: string | string[] | null;
+        StreamOptions: {
+            include_usage?: boolean;
+            include_obfuscation?: boolean;
+        } | null;
+        CreateChatCompletionRequest: {
+            model: string;
+            messages: components["schemas"]["ChatCompletionRequestMessage"][];
+            temperature?: number | null;
+            top_p?: number | null;
+            n?: number | null;
+            /** @deprecated */
+            max_tokens?: number | null;
+            max_completion_tokens?: number | null;
+            stop?: components["schemas"]["StopSequences"];
+            seed?: number | null;
+            stream?: boolean | null;
+            stream_options?: components["schemas"]["StreamOptions"];
+            logprobs?: boolean | null;
+            top_logprobs?: number | null;
+            response_format?: {
+                /** @enum {string} */
+                type: "text" | "json_object" | "json_schema";
+                json_schema?: Record<string, never>;
+            };
+            tools?: components["schemas"]["ChatCompletionTool"][];
+            tool_choice?: ("none" | "auto" | "required") | Record<string, never>;
+            parallel_tool_calls?: boolean;
+            frequency_penalty?: number | null;
+            presence_penalty?: number | null;
+            logit_bias?: {
+                [key: string]: number;
+            } | null;
+            /** @description Accepted and ignored. */
+            user?: string;
+            /** @description Accepted and ignored. */
+            safety_identifier?: string;
+            /** @description Accepted and ignored. */
+            prompt_cache_key?: string;
+            metadata?: components["schemas"]["Metadata"];
+            /** @description Accepted and ignored. */
+            store?: boolean | null;
+            /** @description Accepted and ignored. */
+            service_tier?: string | null;
+            /** @description Accepted and ignored. */
+            reasoning_effort?: string | null;
+            /** @description Accepted and ignored. */
+            verbosity?: string | null;
+            modalities?: "text"[] | null;
+            /** @description Deprecated: accepted and ignored. */
+            function_call?: unknown;
+            /** @description Deprecated: accepted and ignored. */
+            functions?: unknown[];
+        };
+        CompletionUsage: {
+            prompt_tokens: number;
+            completion_tokens: number;
+            total_tokens: number;
+            prompt_tokens_details?: {
+                cached_tokens?: number;
+            };
+            completion_tokens_details?: {
+                reasoning_tokens?: number;
+            };
+        };
+        /** @enum {string} */
+        FinishReason: "stop" | "length" | "tool_calls" | "content_filter" | "function_call";
+        ChatCompletionTokenLogprob: {
+            token: string;
+            logprob: number;
+            bytes: number[] | null;
+            top_logprobs: {
+                token: string;
+                logprob: number;
+                bytes: number[] | null;
+            }[];
+        };
+        ChatCompletionLogprobs: {
+            content: components["schemas"]["ChatCompletionTokenLogprob"][] | null;
+            refusal: components["schemas"]["ChatCompletionTokenLogprob"][] | null;
+        } | null;
+        ChatCompletionResponseMessage: {
+            /** @enum {string} */
+            role: "assistant";
+            content: string | null;
+            refusal: string | null;
+            tool_calls?: components["schemas"]["ChatMessageToolCall"][];
+            annotations?: Record<string, never>[];
+        };
+        CreateChatCompletionResponse: {
+            /** @description `chatcmpl-` followed by letters and digits. */
+            id: string;
+            /** @enum {string} */
+            object: "chat.completion";
+            created: number;
+            model: string;
+            system_fingerprint?: string;
+            service_tier?: string | null;
+            choices: {
+                index: number;
+                message: components["schemas"]["ChatCompletionResponseMessage"];
+                logprobs: components["schemas"]["ChatCompletionLogprobs"];
+                finish_reason: components["schemas"]["FinishReason"];
+            }[];
+            usage?: components["schemas"]["CompletionUsage"];
+        };
+        /** @description One `data:` event of a stream. With `stream_options.include_usage` every chunk has `usage: null` and a last chunk has `choices: []` and the usage. */
+        CreateChatCompletionStreamResponse: {
+            id: string;
+            /** @enum {string} */
+            object: "chat.completion.chunk";
+            created: number;
+            model: string;
+            system_fingerprint?: string;
+            choices: {
+                index: number;
+                delta: {
+                    /** @enum {string} */
+                    role?: "assistant";
+                    content?: string | null;
+                    refusal?: string | null;
+                    tool_calls?: Record<string, never>[];
+                };
+                logprobs?: components["schemas"]["ChatCompletionLogprobs"];
+                finish_reason: components["schemas"]["FinishReason"] | null;
+            }[];
+            usage?: components["schemas"]["CompletionUsage"] | null;
+        };
+        CreateCompletionRequest: {
+            model: string;
+            prompt: string | string[] | number[] | number[][];
+            /** @default 16 */
+            max_tokens: number | null;
+            temperature?: number | null;
+            top_p?: number | null;
+            n?: number | null;
+            stream?: boolean | null;
+            stream_options?: components["schemas"]["StreamOptions"];
+            logprobs?: number | null;
+            echo?: boolean | null;
+            stop?: components["schemas"]["StopSequences"];
+            presence_penalty?: number | null;
+            frequency_penalty?: number | null;
+            best_of?: number | null;
+            logit_bias?: {
+                [key: string]: number;
+            } | null;
+            seed?: number | null;
+            suffix?: string | null;
+            /** @description Accepted and ignored. */
+            user?: string;
+        };
+        CreateCompletionResponse: {
+            /** @description `cmpl-` followed by letters and digits. */
+            id: string;
+            /** @enum {string} */
+            object: "text_completion";
+            created: number;
+            model: string;
+            system_fingerprint?: string;
+            choices: {
+                text: string;
+                index: number;
+                logprobs: {
+                    tokens?: string[];
+                    token_logprobs?: number[];
+                    top_logprobs?: {
+                        [key: string]: number;
+                    }[];
+                    text_offset?: number[];
+                } | null;
+                finish_reason: ("stop" | "length" | "content_filter") | null;
+            }[];
+            usage?: components["schemas"]["CompletionUsage"];
+        };
     };
     responses: {
         /** @description An error, always in the OpenAI envelope. */
@@ -131,6 +727,15 @@ export interface components {
             };
             content: {
                 "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
+        /** @description A fine-tuning job. */
+        FineTuningJob: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["FineTuningJob"];
             };
         };
         /** @description A file object. */
@@ -249,6 +854,284 @@ export interface operations {
                 };
                 content: {
                     "application/octet-stream": string;
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    listFineTuningJobs: {
+        parameters: {
+            query?: {
+                after?: string;
+                limit?: number;
+                /** @description `metadata[k]=v` filters on metadata pairs; `metadata=` (empty) means jobs without metadata. */
+                metadata?: {
+                    [key: string]: string;
+                } | string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of jobs. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListPaginatedFineTuningJobsResponse"];
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    createFineTuningJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateFineTuningJobRequest"];
+            };
+        };
+        responses: {
+            200: components["responses"]["FineTuningJob"];
+            default: components["responses"]["Error"];
+        };
+    };
+    retrieveFineTuningJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["FineTuningJob"];
+            default: components["responses"]["Error"];
+        };
+    };
+    cancelFineTuningJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["FineTuningJob"];
+            default: components["responses"]["Error"];
+        };
+    };
+    pauseFineTuningJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["FineTuningJob"];
+            default: components["responses"]["Error"];
+        };
+    };
+    resumeFineTuningJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["FineTuningJob"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listFineTuningEvents: {
+        parameters: {
+            query?: {
+                after?: string;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of events. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListFineTuningJobEventsResponse"];
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    listFineTuningJobCheckpoints: {
+        parameters: {
+            query?: {
+                after?: string;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                fine_tuning_job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of checkpoints. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListFineTuningJobCheckpointsResponse"];
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    listModels: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description All models. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListModelsResponse"];
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    retrieveModel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A model id; fine-tuned ids contain `:`. */
+                model: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The model. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Model"];
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    deleteModel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A model id; fine-tuned ids contain `:`. */
+                model: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The model was deleted. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeleteModelResponse"];
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    createChatCompletion: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateChatCompletionRequest"];
+            };
+        };
+        responses: {
+            /** @description The completion, or with `stream` a `text/event-stream` of chunks ending in `data: [DONE]`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreateChatCompletionResponse"];
+                    "text/event-stream": components["schemas"]["CreateChatCompletionStreamResponse"];
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    createCompletion: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateCompletionRequest"];
+            };
+        };
+        responses: {
+            /** @description The completion, or with `stream` a `text/event-stream` of the same objects ending in `data: [DONE]`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreateCompletionResponse"];
+                    "text/event-stream": components["schemas"]["CreateCompletionResponse"];
                 };
             };
             default: components["responses"]["Error"];
