@@ -5,13 +5,12 @@ import { openDatabase } from './store/db.ts';
 import { apiKeyStore } from './store/api-keys.ts';
 import { MigrationError } from './store/migrations.ts';
 
-const usage = `usage:
-  localtune [serve] [options]              start the API server (default command)
-  localtune keys create --project NAME     create an API key for a project (printed once)
-  localtune keys list                      list keys (ids, projects, prefixes)
-  localtune keys revoke KEY_ID             revoke a key
-  (keys commands take --data-dir D too)
-  localtune --help
+const usage = `usage: localtune [serve] [options]           start the API server (default command)
+       localtune keys create --project NAME  create an API key for a project (printed once)
+       localtune keys list                   list keys (ids, projects, prefixes)
+       localtune keys revoke KEY_ID          revoke a key
+       localtune --help
+       (keys commands take --data-dir D too)
 
 options (each also an environment variable; flags win):
   ${configFlags.join('\n  ')}`;

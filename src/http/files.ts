@@ -106,7 +106,12 @@ export function filesRouter(ctx: AppContext, files: FileStore = fileStore(ctx.db
     if (!row) throw noSuchObject('File', req.params.file_id as string);
     res.setHeader('content-type', 'application/octet-stream');
     res.setHeader('content-length', String(row.bytes));
-    await pipeline(blobs.read(row.id), res);
+    try {
+      await pipeline(blobs.read(row.id), res);
+    } catch (err) {
+      // A client that hangs up mid-download is not a server error.
+      if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw err;
+    }
   });
 
   router.delete('/files/:file_id', validate('deleteFile'), async (req, res) => {
