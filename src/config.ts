@@ -1,0 +1,93 @@
+// Server configuration: defaults, overridden by LOCALTUNE_* environment variables, overridden by CLI flags.
+import { resolve, join } from 'node:path';
+
+export interface Config {
+  host: string;
+  port: number;
+  /** Root of everything the server stores: db.sqlite, files/, adapters/, cache/. */
+  dataDir: string;
+  /** Base models (built-in and user-provided Hugging Face directories). */
+  modelsDir: string;
+  /** Largest accepted upload, in bytes (the hosted API's limit is 512 MB). */
+  maxUploadBytes: number;
+  /** Largest accepted JSON request body, in bytes. */
+  maxJsonBytes: number;
+}
+
+const MB = 1024 * 1024;
+
+/** One row per setting: flag name, environment variable, how to parse it. */
+const settings = {
+  host: { flag: '--host', env: 'LOCALTUNE_HOST', parse: parseHost },
+  port: { flag: '--port', env: 'LOCALTUNE_PORT', parse: parsePort },
+  dataDir: { flag: '--data-dir', env: 'LOCALTUNE_DATA_DIR', parse: parsePath },
+  modelsDir: { flag: '--models-dir', env: 'LOCALTUNE_MODELS_DIR', parse: parsePath },
+  maxUploadBytes: { flag: '--max-upload-mb', env: 'LOCALTUNE_MAX_UPLOAD_MB', parse: parseMegabytes },
+  maxJsonBytes: { flag: '--max-json-mb', env: 'LOCALTUNE_MAX_JSON_MB', parse: parseMegabytes },
+} as const;
+
+export type SettingName = keyof typeof settings;
+
+/** The flags `loadConfig` understands, for usage text. */
+export const configFlags = Object.values(settings).map((s) => `${s.flag} (${s.env})`);
+
+export class ConfigError extends Error {}
+
+/**
+ * Builds the configuration from `argv` (flags such as `--port 9000` or `--port=9000`) and `env`.
+ * Flags win over environment variables; unknown flags are an error so typos do not pass silently.
+ */
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Config {
+  const flags = parseFlags(argv);
+  const pick = <K extends SettingName>(name: K): ReturnType<(typeof settings)[K]['parse']> | undefined => {
+    const s = settings[name];
+    const raw = flags.get(s.flag) ?? env[s.env];
+    if (raw === undefined || raw === '') return undefined;
+    return s.parse(raw, flags.has(s.flag) ? s.flag : s.env) as ReturnType<(typeof settings)[K]['parse']>;
+  };
+  const dataDir = pick('dataDir') ?? resolve('data');
+  return {
+    host: pick('host') ?? '127.0.0.1',
+    port: pick('port') ?? 8000,
+    dataDir,
+    modelsDir: pick('modelsDir') ?? join(dataDir, 'models'),
+    maxUploadBytes: pick('maxUploadBytes') ?? 512 * MB,
+    maxJsonBytes: pick('maxJsonBytes') ?? 16 * MB,
+  };
+}
+
+/** Splits `--name value` / `--name=value` pairs; rejects flags that are not settings. */
+function parseFlags(argv: readonly string[]): Map<string, string> {
+  const known = new Set<string>(Object.values(settings).map((s) => s.flag));
+  const out = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const eq = arg.indexOf('=');
+    const name = eq >= 0 ? arg.slice(0, eq) : arg;
+    if (!known.has(name)) throw new ConfigError(`unknown option '${arg}'`);
+    const value = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined) throw new ConfigError(`option '${name}' needs a value`);
+    out.set(name, value);
+  }
+  return out;
+}
+
+function parseHost(raw: string): string {
+  return raw;
+}
+
+function parsePort(raw: string, source: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`${source}: '${raw}' is not a port (0-65535)`);
+  return n;
+}
+
+function parsePath(raw: string): string {
+  return resolve(raw);
+}
+
+function parseMegabytes(raw: string, source: string): number {
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${source}: '${raw}' is not a positive number of megabytes`);
+  return Math.floor(n * MB);
+}

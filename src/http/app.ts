@@ -1,0 +1,40 @@
+// The express application: request ids, JSON parsing, auth and one router per resource under /v1, then the error envelope.
+import express, { type Express, type RequestHandler, type Router } from 'express';
+import { randomBytes } from 'node:crypto';
+import type { AppContext } from './context.ts';
+import { authenticate } from './auth.ts';
+import { errorHandler, unknownRoute } from './errors.ts';
+import { filesRouter } from './files.ts';
+import { notImplementedRouter } from './not-implemented.ts';
+import { apiKeyStore } from '../store/api-keys.ts';
+
+/** `x-request-id` on every response (the SDKs expose it as `requestID` / `_request_id`). */
+const requestId: RequestHandler = (req, res, next) => {
+  req.requestId = `req_${randomBytes(16).toString('hex')}`;
+  res.setHeader('x-request-id', req.requestId);
+  next();
+};
+
+/** The resource routers, mounted under /v1 in this order. Add a new resource's router here. */
+function resourceRouters(ctx: AppContext): Router[] {
+  return [filesRouter(ctx)];
+}
+
+export function createApp(ctx: AppContext): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  // qs parsing so `metadata[key]=value` and `a[]=x` arrive as objects and arrays.
+  app.set('query parser', 'extended');
+  app.use(requestId);
+  app.use(express.json({ limit: ctx.config.maxJsonBytes, type: ['application/json', 'application/*+json'] }));
+
+  const v1 = express.Router();
+  v1.use(authenticate(apiKeyStore(ctx.db)));
+  for (const router of resourceRouters(ctx)) v1.use(router);
+  v1.use(notImplementedRouter());
+  app.use('/v1', v1);
+
+  app.use(unknownRoute);
+  app.use(errorHandler);
+  return app;
+}

@@ -1,0 +1,28 @@
+// Bearer-key authentication for /v1: sets req.project, or answers 401. Open (project "default") while no keys exist.
+import type { RequestHandler } from 'express';
+import type { ApiKeyStore } from '../store/api-keys.ts';
+import { ApiError } from './errors.ts';
+
+export const DEFAULT_PROJECT = 'default';
+
+export function authenticate(keys: ApiKeyStore): RequestHandler {
+  return (req, _res, next) => {
+    // Checked per request so a key created while the server runs takes effect at once.
+    if (!keys.hasActiveKeys()) {
+      req.project = DEFAULT_PROJECT;
+      return next();
+    }
+    const header = req.headers.authorization ?? '';
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!match) {
+      return next(new ApiError(401, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", { type: 'invalid_request_error' }));
+    }
+    const project = keys.projectOf(match[1]!);
+    if (!project) {
+      const shown = match[1]!.length > 8 ? `${match[1]!.slice(0, 6)}…${match[1]!.slice(-4)}` : '***';
+      return next(new ApiError(401, `Incorrect API key provided: ${shown}.`, { type: 'invalid_request_error', code: 'invalid_api_key' }));
+    }
+    req.project = project;
+    next();
+  };
+}

@@ -1,0 +1,21 @@
+// What every router is built from (AppContext), and the fields our middleware adds to express requests.
+import type { Config } from '../config.ts';
+import type { Db } from '../store/db.ts';
+
+export interface AppContext {
+  config: Config;
+  db: Db;
+}
+
+declare global {
+  namespace Express {
+    interface Request {
+      /** Set on every request; also sent back as the `x-request-id` header. */
+      requestId: string;
+      /** The project the API key belongs to ("default" when no keys are configured). Set on every /v1 request. */
+      project: string;
+      /** The query string after `validate(operationId)`: coerced to the contract's types, defaults filled in. */
+      validQuery: Record<string, unknown>;
+    }
+  }
+}

@@ -1,0 +1,126 @@
+// /v1/files: upload (multipart, streamed to disk), list, retrieve, download and delete files.
+import { Router } from 'express';
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { pipeline } from 'node:stream/promises';
+import type { AppContext } from './context.ts';
+import { badRequest, noSuchObject } from './errors.ts';
+import { singleFileUpload } from './multipart.ts';
+import { validate, type BodyOf, type QueryOf } from './validation.ts';
+import { blobStore, type BlobStore } from '../store/blobs.ts';
+import { fileStore, type FileRow, type FileStore } from '../store/files.ts';
+import { newId, nowSeconds } from '../store/ids.ts';
+import type { components } from './openapi-types.ts';
+
+type FileObject = components['schemas']['OpenAIFile'];
+
+/** The wire shape of a file row. */
+export function toFileObject(row: FileRow): FileObject {
+  return {
+    id: row.id,
+    object: 'file',
+    bytes: row.bytes,
+    created_at: row.created_at,
+    expires_at: row.expires_at,
+    filename: row.filename,
+    purpose: row.purpose,
+    status: row.status,
+    status_details: row.status_details,
+  };
+}
+
+/**
+ * The structural check the hosted API does at upload for `fine-tune`: a .jsonl name and every non-blank
+ * line a JSON object. What the objects must contain is checked when a job is created.
+ */
+async function checkFineTuneJsonl(path: string, filename: string): Promise<void> {
+  if (!filename.toLowerCase().endsWith('.jsonl')) {
+    throw badRequest(`Invalid file format for Fine-Tuning API. Must be .jsonl (got '${filename}').`, 'file', 'invalid_file_format');
+  }
+  const lines = createInterface({ input: createReadStream(path, 'utf8'), crlfDelay: Infinity });
+  let n = 0;
+  for await (const line of lines) {
+    n++;
+    if (line.trim() === '') continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (err) {
+      lines.close();
+      throw badRequest(`Invalid file format for Fine-Tuning API: line ${n} is not valid JSON (${(err as Error).message}).`, 'file', 'invalid_file_format');
+    }
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+      lines.close();
+      throw badRequest(`Invalid file format for Fine-Tuning API: line ${n} is not a JSON object.`, 'file', 'invalid_file_format');
+    }
+  }
+}
+
+export function filesRouter(ctx: AppContext, files: FileStore = fileStore(ctx.db), blobs: BlobStore = blobStore(ctx.config.dataDir)): Router {
+  const router = Router();
+
+  router.post('/files', singleFileUpload(blobs, ctx.config.maxUploadBytes), validate('createFile'), async (req, res) => {
+    const body = req.body as BodyOf<'createFile'>;
+    const upload = req.file;
+    if (!upload) throw badRequest("Missing required parameter: 'file'.", 'file', 'missing_required_parameter');
+    if (body.purpose === 'fine-tune') await checkFineTuneJsonl(upload.path, upload.originalname);
+    const createdAt = nowSeconds();
+    const row: FileRow = {
+      id: newId('file-'),
+      project: req.project,
+      bytes: upload.size,
+      created_at: createdAt,
+      expires_at: body.expires_after ? createdAt + body.expires_after.seconds : null,
+      filename: upload.originalname,
+      purpose: body.purpose,
+      status: 'processed',
+      status_details: null,
+    };
+    // Durable before acknowledged: the blob is on disk before its row exists.
+    await blobs.commit(upload.path, row.id);
+    files.insert(row);
+    res.json(toFileObject(row));
+  });
+
+  router.get('/files', validate('listFiles'), (req, res) => {
+    const q = req.validQuery as QueryOf<'listFiles'>;
+    const page = files.list(req.project, { purpose: q.purpose, limit: q.limit ?? 10000, order: q.order ?? 'desc', after: q.after });
+    if (!page) throw badRequest(`No such File object: ${q.after} (the 'after' cursor must be the id of a listed file).`, 'after');
+    res.json({
+      object: 'list',
+      data: page.rows.map(toFileObject),
+      first_id: page.rows[0]?.id ?? null,
+      last_id: page.rows.at(-1)?.id ?? null,
+      has_more: page.hasMore,
+    });
+  });
+
+  router.get('/files/:file_id', validate('retrieveFile'), (req, res) => {
+    const row = files.get(req.project, req.params.file_id as string);
+    if (!row) throw noSuchObject('File', req.params.file_id as string);
+    res.json(toFileObject(row));
+  });
+
+  router.get('/files/:file_id/content', validate('downloadFile'), async (req, res) => {
+    const row = files.get(req.project, req.params.file_id as string);
+    if (!row) throw noSuchObject('File', req.params.file_id as string);
+    res.setHeader('content-type', 'application/octet-stream');
+    res.setHeader('content-length', String(row.bytes));
+    try {
+      await pipeline(blobs.read(row.id), res);
+    } catch (err) {
+      // A client that hangs up mid-download is not a server error.
+      if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw err;
+    }
+  });
+
+  router.delete('/files/:file_id', validate('deleteFile'), async (req, res) => {
+    const id = req.params.file_id as string;
+    if (!files.delete(req.project, id)) throw noSuchObject('File', id);
+    // A crash between these two leaves a blob without a row, which start-up recovery removes.
+    await blobs.remove(id);
+    res.json({ id, object: 'file', deleted: true });
+  });
+
+  return router;
+}

@@ -1,0 +1,65 @@
+// Starting and stopping the HTTP server: open the database, recover file storage, pick the bind address, listen.
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import type { Config } from './config.ts';
+import { createApp } from './http/app.ts';
+import type { AppContext } from './http/context.ts';
+import { apiKeyStore } from './store/api-keys.ts';
+import { blobStore } from './store/blobs.ts';
+import { openDatabase } from './store/db.ts';
+import { fileStore } from './store/files.ts';
+
+export interface RunningServer {
+  /** Base URL without /v1, e.g. `http://127.0.0.1:8000`. */
+  url: string;
+  ctx: AppContext;
+  /** Stops accepting, drops open connections, closes the database. */
+  close(): Promise<void>;
+}
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
+
+/** Finishes what a crash may have left half done, before any request is served. */
+function recoverFileStorage(ctx: AppContext, log: (line: string) => void): void {
+  const files = fileStore(ctx.db);
+  const blobs = blobStore(ctx.config.dataDir);
+  const expired = files.deleteExpired();
+  const { temp, orphans } = blobs.recover((id) => files.exists(id));
+  if (expired.length || temp || orphans) {
+    log(`file storage: removed ${expired.length} expired file(s), ${temp} unfinished upload(s), ${orphans} orphaned blob(s)`);
+  }
+}
+
+/** Starts localtune on `config.host:config.port` (port 0 picks a free one) and logs one `listening on URL` line. */
+export async function startServer(config: Config, log: (line: string) => void = console.log): Promise<RunningServer> {
+  const db = openDatabase(config.dataDir);
+  const ctx: AppContext = { config, db };
+  try {
+    recoverFileStorage(ctx, log);
+    let host = config.host;
+    if (!apiKeyStore(db).hasActiveKeys()) {
+      if (!LOOPBACK.has(host)) log(`no API keys configured: refusing to listen on ${host}, using 127.0.0.1`);
+      host = '127.0.0.1';
+      log('no API keys configured: accepting any bearer token (project "default"); create one with `localtune keys create --project NAME`');
+    }
+    const server = createApp(ctx).listen(config.port, host);
+    await once(server, 'listening');
+    const { address, port } = server.address() as AddressInfo;
+    const url = `http://${address.includes(':') ? `[${address}]` : address}:${port}`;
+    log(`localtune listening on ${url}`);
+    return {
+      url,
+      ctx,
+      async close() {
+        const closed = once(server, 'close');
+        server.close();
+        server.closeAllConnections();
+        await closed;
+        db.close();
+      },
+    };
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+}

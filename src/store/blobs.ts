@@ -1,0 +1,66 @@
+// File contents on disk: `<data>/files/<id>`, written through a temp file + fsync + rename so a crash never leaves half a blob.
+import { createReadStream, mkdirSync, readdirSync, rmSync, type ReadStream } from 'node:fs';
+import { open, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomAlnum } from './ids.ts';
+
+export interface BlobStore {
+  /** A fresh path in the temp folder to stream new content into. */
+  tempPath(): string;
+  /** Flushes a finished temp file to disk, moves it to `id`'s place and makes the rename durable. */
+  commit(tempPath: string, id: string): Promise<void>;
+  /** Writes `data` as blob `id` durably (for files the server makes itself, like result files). */
+  write(id: string, data: string | Uint8Array): Promise<void>;
+  read(id: string): ReadStream;
+  remove(id: string): Promise<void>;
+  /**
+   * Start-up recovery: empties the temp folder (uploads cut off by a crash) and removes blobs whose
+   * row never got inserted. Returns how many of each it removed.
+   */
+  recover(isKnown: (id: string) => boolean): { temp: number; orphans: number };
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Blobs under `<dataDir>/files`, temp files under `<dataDir>/tmp/uploads`. Ids are ours, never user input. */
+export function blobStore(dataDir: string): BlobStore {
+  const dir = join(dataDir, 'files');
+  const tmp = join(dataDir, 'tmp', 'uploads');
+  mkdirSync(dir, { recursive: true });
+  mkdirSync(tmp, { recursive: true });
+  const pathOf = (id: string) => {
+    if (!/^[A-Za-z0-9_-]+$/.test(id)) throw new Error(`blob id '${id}' has characters outside [A-Za-z0-9_-]`);
+    return join(dir, id);
+  };
+  const store: BlobStore = {
+    tempPath: () => join(tmp, `${Date.now()}-${randomAlnum(12)}`),
+    async commit(tempPath, id) {
+      await fsyncPath(tempPath);
+      await rename(tempPath, pathOf(id));
+      // The rename lives in the directory entry: sync the directory too.
+      await fsyncPath(dir);
+    },
+    async write(id, data) {
+      const temp = store.tempPath();
+      await writeFile(temp, data);
+      await store.commit(temp, id);
+    },
+    read: (id) => createReadStream(pathOf(id)),
+    remove: (id) => rm(pathOf(id), { force: true }),
+    recover(isKnown) {
+      const temps = readdirSync(tmp);
+      for (const name of temps) rmSync(join(tmp, name), { force: true, recursive: true });
+      const orphans = readdirSync(dir).filter((name) => !isKnown(name));
+      for (const name of orphans) rmSync(join(dir, name), { force: true });
+      return { temp: temps.length, orphans: orphans.length };
+    },
+  };
+  return store;
+}

@@ -1,0 +1,34 @@
+// Configuration precedence: defaults < LOCALTUNE_* environment < flags.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { resolve, join } from 'node:path';
+import { ConfigError, loadConfig } from '../src/config.ts';
+
+test('defaults', () => {
+  const c = loadConfig([], {});
+  assert.equal(c.host, '127.0.0.1');
+  assert.equal(c.port, 8000);
+  assert.equal(c.dataDir, resolve('data'));
+  assert.equal(c.modelsDir, join(resolve('data'), 'models'));
+  assert.equal(c.maxUploadBytes, 512 * 1024 * 1024);
+});
+
+test('environment overrides defaults, flags override environment', () => {
+  const env = { LOCALTUNE_PORT: '9000', LOCALTUNE_DATA_DIR: '/tmp/lt-env', LOCALTUNE_MAX_UPLOAD_MB: '2' };
+  const fromEnv = loadConfig([], env);
+  assert.equal(fromEnv.port, 9000);
+  assert.equal(fromEnv.dataDir, '/tmp/lt-env');
+  assert.equal(fromEnv.modelsDir, '/tmp/lt-env/models');
+  assert.equal(fromEnv.maxUploadBytes, 2 * 1024 * 1024);
+  const fromFlags = loadConfig(['--port', '9100', '--data-dir=/tmp/lt-flag', '--models-dir', '/tmp/m'], env);
+  assert.equal(fromFlags.port, 9100);
+  assert.equal(fromFlags.dataDir, '/tmp/lt-flag');
+  assert.equal(fromFlags.modelsDir, '/tmp/m');
+});
+
+test('bad values and unknown flags are errors that name the source', () => {
+  assert.throws(() => loadConfig(['--port', 'abc'], {}), (e: unknown) => e instanceof ConfigError && /--port/.test(e.message));
+  assert.throws(() => loadConfig([], { LOCALTUNE_PORT: '70000' }), /LOCALTUNE_PORT/);
+  assert.throws(() => loadConfig(['--prot', '1'], {}), /unknown option '--prot'/);
+  assert.throws(() => loadConfig(['--port'], {}), /needs a value/);
+});

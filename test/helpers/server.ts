@@ -1,0 +1,127 @@
+// End-to-end test helper: runs the real `localtune serve` as a child process on a free port with a temp data dir.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+
+const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface TestServerOptions {
+  /** Reuse a data dir (e.g. one prepared with `localtune keys create`); default: a fresh temp dir removed by stop(). */
+  dataDir?: string;
+  /** Extra environment variables (e.g. `LOCALTUNE_MAX_UPLOAD_MB`). */
+  env?: Record<string, string>;
+  /** Extra `serve` flags. */
+  args?: string[];
+  /** How long to wait for the `listening on` line, default 30 s. */
+  startTimeoutMs?: number;
+}
+
+export interface TestServer {
+  /** `http://127.0.0.1:PORT` (no /v1); stable across restart(). */
+  readonly url: string;
+  /** `http://127.0.0.1:PORT/v1`, what the SDK's baseURL takes. */
+  readonly baseURL: string;
+  readonly dataDir: string;
+  /** An `openai` client pointed at the server (no retries, so tests see first answers). */
+  client(apiKey?: string, options?: ConstructorParameters<typeof OpenAI>[0]): OpenAI;
+  /** Everything the server printed (stdout and stderr), for assertions and failure messages. */
+  output(): string;
+  /** Sends a signal (default SIGKILL: a crash) and waits for the process to exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts the server again on the same port and data dir (after kill()). */
+  restart(): Promise<void>;
+  /** SIGTERM, wait, and remove the temp data dir if this helper made it. */
+  stop(): Promise<void>;
+}
+
+/** Runs `node bin/localtune.js localtune-args…` and waits for its `listening on URL` line. */
+function launch(args: string[], env: Record<string, string>, timeoutMs: number, log: string[]): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [join(repoRoot, 'bin/localtune.js'), ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    const timer = setTimeout(() => fail(new Error(`server did not start within ${timeoutMs} ms`)), timeoutMs);
+    const fail = (err: Error) => {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      reject(new Error(`${err.message}\n--- server output ---\n${log.join('')}`));
+    };
+    const onData = (chunk: Buffer) => {
+      const text = chunk.toString();
+      log.push(text);
+      buffered += text;
+      const m = /localtune listening on (http:\/\/\S+)/.exec(buffered);
+      if (m) {
+        clearTimeout(timer);
+        child.off('exit', onExit);
+        resolve({ child, url: m[1]! });
+      }
+    };
+    const onExit = (code: number | null) => fail(new Error(`server exited with code ${code} before listening`));
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', (chunk: Buffer) => log.push(chunk.toString()));
+    child.on('exit', onExit);
+  });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
+  const ownsDataDir = options.dataDir === undefined;
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'localtune-test-'));
+  const env = options.env ?? {};
+  const timeout = options.startTimeoutMs ?? 30_000;
+  const log: string[] = [];
+  const baseArgs = ['serve', '--data-dir', dataDir, '--host', '127.0.0.1', ...(options.args ?? [])];
+  let { child, url } = await launch([...baseArgs, '--port', '0'], env, timeout, log);
+  const port = new URL(url).port;
+
+  return {
+    get url() { return url; },
+    get baseURL() { return `${url}/v1`; },
+    dataDir,
+    client: (apiKey = 'sk-test', clientOptions = {}) => new OpenAI({ apiKey, baseURL: `${url}/v1`, maxRetries: 0, ...clientOptions }),
+    output: () => log.join(''),
+    async kill(signal = 'SIGKILL') {
+      child.kill(signal);
+      await exited(child);
+    },
+    async restart() {
+      ({ child, url } = await launch([...baseArgs, '--port', port], env, timeout, log));
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await exited(child);
+      if (ownsDataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Runs a `localtune` CLI command to completion (e.g. `keys create`) and returns its stdout. */
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(repoRoot, 'bin/localtune.js'), ...args], { cwd: repoRoot, env: { ...process.env, ...env } });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
+    child.stderr.on('data', (c: Buffer) => { err += c.toString(); });
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`localtune ${args.join(' ')} exited ${code}: ${err}`))));
+  });
+}
+
+/** Creates an API key for `project` in `dataDir` and returns the plaintext key. */
+export async function createKey(dataDir: string, project: string): Promise<string> {
+  const out = await runCli(['keys', 'create', '--project', project, '--data-dir', dataDir]);
+  const key = out.split('\n').find((line) => line.startsWith('sk-'));
+  if (!key) throw new Error(`no key in output: ${out}`);
+  return key;
+}
