@@ -85,12 +85,13 @@ export function flattenContent(content: unknown): string | null {
 }
 
 /**
- * OpenAI messages → template messages: text parts joined, and tool-call arguments parsed from their JSON
- * string into an object (Hugging Face templates expect a mapping and serialize it themselves).
+ * OpenAI messages → template messages: text parts joined, a missing content (assistant tool calls) written as ''
+ * (templates apply string operations to it), and tool-call arguments parsed from their JSON string into an object
+ * (Hugging Face templates expect a mapping and serialize it themselves).
  */
 export function toTemplateMessages(messages: Record<string, any>[]): TemplateMessage[] {
   return messages.map((m) => {
-    const out: TemplateMessage = { role: m.role, content: flattenContent(m.content) };
+    const out: TemplateMessage = { role: m.role, content: flattenContent(m.content) ?? '' };
     if (m.name !== undefined) out.name = m.name;
     if (m.tool_call_id !== undefined) out.tool_call_id = m.tool_call_id;
     const calls = m.tool_calls ?? (m.function_call ? [{ id: 'call_0', type: 'function', function: m.function_call }] : undefined);
