@@ -46,12 +46,17 @@ export function createTokenizer(tokenizerJson: object, config: TokenizerConfig, 
   const bosToken = tokenText(config.bos_token);
   const eosToken = tokenText(config.eos_token);
   const padToken = tokenText(config.pad_token);
+  // Off unless the config asks for it (transformers' default since 4.45): it rewrites " ," to "," and breaks round trips.
+  const cleanUpSpaces = config.clean_up_tokenization_spaces === true;
   const eosTokenIds = new Set<number>([generationEosIds ?? []].flat());
   const eosId = eosToken === null ? undefined : tokenizer.token_to_id(eosToken);
   if (eosId !== undefined) eosTokenIds.add(eosId);
   return {
     encode: (text) => tokenizer.encode(text, { add_special_tokens: false }).ids,
-    decode: (ids, options) => tokenizer.decode(Array.from(ids), { skip_special_tokens: options?.skipSpecialTokens ?? false }),
+    decode: (ids, options) =>
+      ids.length === 0
+        ? ''
+        : tokenizer.decode(Array.from(ids), { skip_special_tokens: options?.skipSpecialTokens ?? false, clean_up_tokenization_spaces: cleanUpSpaces }),
     bosToken,
     eosToken,
     padTokenId: padToken === null ? null : (tokenizer.token_to_id(padToken) ?? null),
