@@ -1,0 +1,78 @@
+// A base model's tokenizer: tokenizer.json run by @huggingface/tokenizers, plus the special tokens and chat template of tokenizer_config.json.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+
+/** tokenizer_config.json writes a special token either as its text or as an AddedToken object. */
+type TokenSpec = string | { content: string } | null | undefined;
+
+export interface TokenizerConfig {
+  chat_template?: string | { name: string; template: string }[];
+  bos_token?: TokenSpec;
+  eos_token?: TokenSpec;
+  pad_token?: TokenSpec;
+  [key: string]: unknown;
+}
+
+export interface ModelTokenizer {
+  /** Token ids of `text` exactly as written: no BOS/EOS added (chat templates write their own). */
+  encode(text: string): number[];
+  decode(ids: ArrayLike<number>, options?: { skipSpecialTokens?: boolean }): string;
+  bosToken: string | null;
+  eosToken: string | null;
+  padTokenId: number | null;
+  /** Every id that ends a turn: the config's eos token plus generation_config.json's eos_token_id list. */
+  eosTokenIds: number[];
+  /** The template from tokenizer_config.json (the one named "default" when several); null when the model has none. */
+  chatTemplate: string | null;
+  vocabSize: number;
+}
+
+/** Loads `tokenizer.json`, `tokenizer_config.json` and (when present) `generation_config.json` from a model directory. */
+export function loadTokenizer(modelDir: string): ModelTokenizer {
+  const json = JSON.parse(readFileSync(join(modelDir, 'tokenizer.json'), 'utf8')) as object;
+  const configPath = join(modelDir, 'tokenizer_config.json');
+  const config = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as TokenizerConfig) : {};
+  const generationPath = join(modelDir, 'generation_config.json');
+  const generation = existsSync(generationPath)
+    ? (JSON.parse(readFileSync(generationPath, 'utf8')) as { eos_token_id?: number | number[] })
+    : {};
+  return createTokenizer(json, config, generation.eos_token_id);
+}
+
+/** Builds a tokenizer from already-parsed files (tests build small ones in code). */
+export function createTokenizer(tokenizerJson: object, config: TokenizerConfig, generationEosIds?: number | number[]): ModelTokenizer {
+  const tokenizer = new Tokenizer(tokenizerJson, config);
+  const bosToken = tokenText(config.bos_token);
+  const eosToken = tokenText(config.eos_token);
+  const padToken = tokenText(config.pad_token);
+  // Off unless the config asks for it (transformers' default since 4.45): it rewrites " ," to "," and breaks round trips.
+  const cleanUpSpaces = config.clean_up_tokenization_spaces === true;
+  const eosTokenIds = new Set<number>([generationEosIds ?? []].flat());
+  const eosId = eosToken === null ? undefined : tokenizer.token_to_id(eosToken);
+  if (eosId !== undefined) eosTokenIds.add(eosId);
+  return {
+    encode: (text) => tokenizer.encode(text, { add_special_tokens: false }).ids,
+    decode: (ids, options) =>
+      ids.length === 0
+        ? ''
+        : tokenizer.decode(Array.from(ids), { skip_special_tokens: options?.skipSpecialTokens ?? false, clean_up_tokenization_spaces: cleanUpSpaces }),
+    bosToken,
+    eosToken,
+    padTokenId: padToken === null ? null : (tokenizer.token_to_id(padToken) ?? null),
+    eosTokenIds: [...eosTokenIds],
+    chatTemplate: pickChatTemplate(config.chat_template),
+    vocabSize: tokenizer.get_vocab(true).size,
+  };
+}
+
+function tokenText(spec: TokenSpec): string | null {
+  if (spec === null || spec === undefined) return null;
+  return typeof spec === 'string' ? spec : spec.content;
+}
+
+function pickChatTemplate(template: TokenizerConfig['chat_template']): string | null {
+  if (template === undefined) return null;
+  if (typeof template === 'string') return template;
+  return (template.find((t) => t.name === 'default') ?? template[0])?.template ?? null;
+}
