@@ -1,9 +1,9 @@
 // safetensors files: header parsing, reading one tensor at a time by offset (F32/F16/BF16 -> Float32Array), sharded indexes, atomic deterministic writing.
 // Format: u64 little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets: [begin, end]}, __metadata__?},
 // then the data block; offsets are relative to the data block. Assumes a little-endian host (x86, arm64).
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { writeAll, writeFileAtomically } from '../atomic-file.ts';
 
 export type TensorDtype = 'F32' | 'F16' | 'BF16';
 const DTYPE_BYTES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
@@ -230,27 +230,6 @@ function encode(t: TensorToWrite): Uint8Array {
   if (dtype === 'F32') return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
   const half = dtype === 'F16' ? float32ToFloat16(t.data) : float32ToBfloat16(t.data);
   return new Uint8Array(half.buffer);
-}
-
-/** Writes `file` in place of any old one via a temp file and rename, so readers never see half a file. */
-export function writeFileAtomically(file: string, write: (fd: number) => void): void {
-  const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'w');
-  try {
-    write(fd);
-    fsyncSync(fd);
-  } catch (err) {
-    closeSync(fd);
-    unlinkSync(tmp);
-    throw err;
-  }
-  closeSync(fd);
-  renameSync(tmp, file);
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
 }
 
 /**

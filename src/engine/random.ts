@@ -1,0 +1,67 @@
+// A small seeded PRNG (xoshiro128**, seeded by splitmix32) so every random initialisation is reproducible from a seed.
+
+export interface Rng {
+  /** Next 32 random bits as an unsigned integer. */
+  uint32(): number;
+  /** Uniform in [0, 1) with 24 random bits, so the value is exact in float32. */
+  float(): number;
+  /** Standard normal (Box–Muller). */
+  normal(): number;
+}
+
+/** splitmix32: spreads one integer seed over the four xoshiro state words. */
+function splitmix32(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x9e3779b9) >>> 0;
+    let z = s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return (z ^ (z >>> 16)) >>> 0;
+  };
+}
+
+/** Same seed (an integer; only its low 32 bits count) ⇒ same sequence, on every platform. */
+export function createRng(seed: number): Rng {
+  if (!Number.isInteger(seed)) throw new Error(`createRng: seed must be an integer, got ${seed}`);
+  const init = splitmix32(seed);
+  let a = init();
+  let b = init();
+  let c = init();
+  let d = init();
+  const rotl = (x: number, k: number) => ((x << k) | (x >>> (32 - k))) >>> 0;
+  const uint32 = (): number => {
+    const result = Math.imul(rotl(Math.imul(b, 5) >>> 0, 7), 9) >>> 0;
+    const t = (b << 9) >>> 0;
+    c ^= a;
+    d ^= b;
+    b ^= c;
+    a ^= d;
+    c ^= t;
+    d = rotl(d, 11);
+    a >>>= 0;
+    b >>>= 0;
+    c >>>= 0;
+    return result;
+  };
+  const float = (): number => (uint32() >>> 8) / 16777216;
+  const normal = (): number => {
+    // 1 - u keeps the log argument in (0, 1].
+    const u = 1 - float();
+    const v = float();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  };
+  return { uint32, float, normal };
+}
+
+/** Fills `out` with uniform values in [lo, hi). */
+export function fillUniform(rng: Rng, out: Float32Array, lo: number, hi: number): Float32Array {
+  for (let i = 0; i < out.length; i++) out[i] = lo + (hi - lo) * rng.float();
+  return out;
+}
+
+/** Fills `out` with normal values of the given mean and standard deviation. */
+export function fillNormal(rng: Rng, out: Float32Array, mean: number, std: number): Float32Array {
+  for (let i = 0; i < out.length; i++) out[i] = mean + std * rng.normal();
+  return out;
+}
