@@ -14,6 +14,8 @@ export interface SessionOptions {
   threads?: number;
   /** Trades ~2–7 % speed for ~35 % less peak memory (no memory patterns, no prepacked weight copies). */
   lowMemory?: boolean;
+  /** 'basic' keeps ORT from fusing into contrib ops that exist for float32 only (float64 test graphs). Default 'all'. */
+  optimization?: 'basic' | 'all';
   log?: (line: string) => void;
 }
 
@@ -41,7 +43,7 @@ function baseOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
     executionMode: 'sequential',
     intraOpNumThreads: o.threads ?? availableParallelism(),
     interOpNumThreads: 1,
-    graphOptimizationLevel: 'all',
+    graphOptimizationLevel: o.optimization ?? 'all',
     enableCpuMemArena: true,
     enableMemPattern: !o.lowMemory,
     extra: { session },

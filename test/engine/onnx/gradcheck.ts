@@ -62,7 +62,7 @@ export async function gradCheck(specs: Record<string, InputSpec>, build: (x: Rec
   );
   g.output(loss, 'loss');
   grads.forEach((d, i) => g.output(d, `grad_${wrtNames[i]}`));
-  const session = await createSession(g.serialize(), { device: 'cpu', threads: 1 });
+  const session = await createSession(g.serialize(), { device: 'cpu', threads: 1, optimization: 'basic' });
   const feeds = (vals: Record<string, number[]>) => {
     const f: Record<string, ort.Tensor> = { R: ortTensor('float64', rValues, y.shape as number[]) };
     for (const [name, s] of Object.entries(specs)) f[name] = ortTensor(s.dtype ?? 'float64', vals[name], s.shape);
