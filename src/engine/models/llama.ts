@@ -1,0 +1,225 @@
+// The Llama-family forward (Llama, Mistral, Qwen2, SmolLM), written once over the graph builder for training, eval and generation.
+import type { Tensor } from '../onnx/graph.ts';
+import { lmHeadCrossEntropy, rmsNorm, swiGlu } from '../onnx/fused.ts';
+import * as op from '../onnx/ops.ts';
+import type { ModelConfig } from './config.ts';
+import { EMBED_TOKENS, FINAL_NORM, layerParameterNames, lmHeadName, type LoraTarget } from './parameters.ts';
+
+// Dims: B batch rows, T new positions, P past positions, S = P + T keys, N = B·T rows of the hidden state,
+// D hidden, F MLP width, V vocab, NH query heads, NKV kv heads, G = NH/NKV, HD head dim.
+
+/** Base weights by HF name (external initializers in real graphs, embedded ones in tests). */
+export type WeightSource = (name: string) => Tensor;
+
+/**
+ * A projection's output given its input and the base result; the LoRA hook. Training passes
+ * `h = base + (alpha/r)·dropout(x)·Aᵀ·Bᵀ` (see train/lora-linear.ts); serving can pass per-row adapters
+ * (A [B, in, r], B [B, r, out] as MatMuls on x reshaped to [B, T, in]). Absent: the base model.
+ */
+export type LinearHook = (layer: number, target: LoraTarget, x: Tensor /* [N, in] */, base: Tensor /* [N, out] */) => Tensor;
+
+/** RoPE tables broadcastable to [B, T, 1, HD]; the q tables carry 1/√HD (the attention scale). */
+export interface RopeTables {
+  cosQ: Tensor;
+  sinQ: Tensor;
+  cosK: Tensor;
+  sinK: Tensor;
+}
+
+/**
+ * Key/value cache for generation. `past(l)` gives layer l's cached keys/values [B, NKV, P, HD]
+ * (fixed-capacity buffers owned by the caller); `present(l, k, v)` receives this call's new slice
+ * [B, NKV, T, HD] (make those graph outputs, never the whole cache).
+ */
+export interface KvCache {
+  past(layer: number): { key: Tensor; value: Tensor };
+  present(layer: number, key: Tensor, value: Tensor): void;
+}
+
+export interface ForwardInputs {
+  inputIds: Tensor; // [B, T] int64
+  /** Additive attention bias [B, 1, 1, T, S]: 0 where query t may attend key s, −1e9 elsewhere (see attentionBias()). */
+  attentionBias: Tensor;
+  rope: RopeTables;
+  kv?: KvCache;
+  linear?: LinearHook;
+}
+
+/** HF's inverse frequencies [HD/2] with linear or llama3 scaling, in float32 arithmetic as HF computes them. */
+export function ropeInverseFrequencies(config: ModelConfig): Float64Array {
+  const half = config.headDim / 2;
+  const f = Math.fround;
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = f(1 / f(Math.pow(config.ropeTheta, f((2 * i) / config.headDim))));
+  const s = config.ropeScaling;
+  if (s?.type === 'linear') for (let i = 0; i < half; i++) inv[i] = f(inv[i] / s.factor);
+  if (s?.type === 'llama3') {
+    const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+    const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+    for (let i = 0; i < half; i++) {
+      const wavelen = (2 * Math.PI) / inv[i];
+      if (wavelen > lowWavelen) inv[i] = f(inv[i] / s.factor);
+      else if (wavelen >= highWavelen) {
+        const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+        inv[i] = f((1 - smooth) * (inv[i] / s.factor) + smooth * inv[i]);
+      }
+    }
+  }
+  return inv;
+}
+
+/**
+ * cos and signed sin rows [positions, HD] (HF's rotate_half layout: the sin row's first half is
+ * negated so that x·cos + swap(x)·sin = x·cos + rotate_half(x)·sin with swap = [x2, x1]).
+ */
+export function ropeRows(config: ModelConfig, positions: number[]): { cos: Float64Array; sin: Float64Array } {
+  const inv = ropeInverseFrequencies(config);
+  const HD = config.headDim;
+  const half = HD / 2;
+  const cos = new Float64Array(positions.length * HD);
+  const sin = new Float64Array(positions.length * HD);
+  positions.forEach((p, r) => {
+    for (let j = 0; j < HD; j++) {
+      const angle = Math.fround(p * inv[j % half]);
+      cos[r * HD + j] = Math.cos(angle);
+      sin[r * HD + j] = (j < half ? -1 : 1) * Math.sin(angle);
+    }
+  });
+  return { cos, sin };
+}
+
+/** Constant RoPE tables for positions 0..T−1 (training and eval: right-padded rows start at 0). Shape [T, 1, HD]. */
+export function staticRopeTables(g: Tensor['graph'], config: ModelConfig, T: number): RopeTables {
+  const { cos, sin } = ropeRows(
+    config,
+    Array.from({ length: T }, (_, i) => i),
+  );
+  const s = 1 / Math.sqrt(config.headDim);
+  const shape = [T, 1, config.headDim];
+  return {
+    cosQ: g.constant(cos.map((v) => v * s), g.float, shape),
+    sinQ: g.constant(sin.map((v) => v * s), g.float, shape),
+    cosK: g.constant(cos, g.float, shape),
+    sinK: g.constant(sin, g.float, shape),
+  };
+}
+
+/** RoPE tables from per-row position ids [B, T] int64, computed in the graph (generation). Shape [B, T, 1, HD]. */
+export function dynamicRopeTables(config: ModelConfig, positionIds: Tensor): RopeTables {
+  const g = positionIds.graph;
+  const inv = ropeInverseFrequencies(config);
+  const HD = config.headDim;
+  const full = g.constant(
+    Array.from({ length: HD }, (_, j) => inv[j % (HD / 2)]),
+    g.float,
+    [HD],
+  ); // [HD]
+  const signs = g.constant(
+    Array.from({ length: HD }, (_, j) => (j < HD / 2 ? -1 : 1)),
+    g.float,
+    [HD],
+  ); // [HD]
+  const angles = op.mul(op.unsqueeze(op.cast(positionIds, g.float), [2, 3]), full); // [B, T, 1, HD]
+  const cos = g.emit('Cos', [angles], {}, [[g.float, angles.shape]])[0]; // [B, T, 1, HD]
+  const sin = op.mul(g.emit('Sin', [angles], {}, [[g.float, angles.shape]])[0], signs); // [B, T, 1, HD]
+  const s = 1 / Math.sqrt(HD);
+  return { cosQ: op.scale(cos, s), sinQ: op.scale(sin, s), cosK: cos, sinK: sin };
+}
+
+/** x·cos + swap(x)·sin over the last axis; x [B, T, H, HD], tables [.., T, 1, HD]. */
+function rope(x: Tensor, cos: Tensor, sin: Tensor, HD: number): Tensor {
+  const [x1, x2] = op.split(x, [HD / 2, HD / 2], -1); // [B, T, H, HD/2] ×2
+  const swapped = op.concat([x2, x1], -1); // [B, T, H, HD]
+  return op.add(op.mul(x, cos), op.mul(swapped, sin)); // [B, T, H, HD]
+}
+
+/**
+ * The decoder stack: embeddings and every layer. Returns the residual stream after the last
+ * layer [N, D], before the final norm (so callers can select rows first; see finalNorm()).
+ */
+export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: ForwardInputs): Tensor {
+  const { inputIds: ids, attentionBias: bias, rope: tables, kv } = inputs;
+  const HD = config.headDim;
+  const NH = config.numHeads;
+  const NKV = config.numKvHeads;
+  const G = NH / NKV;
+  const D = config.hiddenSize;
+  const dimB: [Tensor, number] = [ids, 0];
+  const dimT: [Tensor, number] = [ids, 1];
+  const dimS: [Tensor, number] = [bias, 4];
+
+  const linear = (layer: number, target: LoraTarget, x: Tensor): Tensor => {
+    const names = layerParameterNames(config, layer);
+    const b = names.bias[target];
+    const base = op.gemm(x, weight(names.weight[target]), b ? weight(b) : null, { transB: true }); // [N, out]
+    return inputs.linear ? inputs.linear(layer, target, x, base) : base;
+  };
+
+  let x = op.reshape(op.gather(weight(EMBED_TOKENS), ids, 0), [-1, D]); // [N, D]
+  for (let l = 0; l < config.numLayers; l++) {
+    const names = layerParameterNames(config, l);
+    // Attention block.
+    const h = rmsNorm(x, weight(names.inputNorm), config.rmsNormEps); // [N, D]
+    const q = op.reshape(linear(l, 'q_proj', h), [dimB, dimT, NH, HD]); // [B, T, NH, HD]
+    const k = op.reshape(linear(l, 'k_proj', h), [dimB, dimT, NKV, HD]); // [B, T, NKV, HD]
+    const v = op.reshape(linear(l, 'v_proj', h), [dimB, dimT, NKV, HD]); // [B, T, NKV, HD]
+    const qr = rope(q, tables.cosQ, tables.sinQ, HD); // [B, T, NH, HD], scaled by 1/√HD
+    const kr = rope(k, tables.cosK, tables.sinK, HD); // [B, T, NKV, HD]
+    const qh = op.reshape(op.transpose(op.reshape(qr, [dimB, dimT, NKV, G, HD]), [0, 2, 3, 1, 4]), [dimB, NKV, -1, HD]); // [B, NKV, G·T, HD]
+    let kh = op.transpose(kr, [0, 2, 1, 3]); // [B, NKV, T, HD]
+    let vh = op.transpose(v, [0, 2, 1, 3]); // [B, NKV, T, HD]
+    if (kv) {
+      kv.present(l, kh, vh);
+      const past = kv.past(l);
+      kh = op.concat([past.key, kh], 2); // [B, NKV, S, HD]
+      vh = op.concat([past.value, vh], 2); // [B, NKV, S, HD]
+    }
+    const scores = op.matmul(qh, op.transpose(kh, [0, 1, 3, 2])); // [B, NKV, G·T, S]
+    const masked = op.add(op.reshape(scores, [dimB, NKV, G, dimT, dimS]), bias); // [B, NKV, G, T, S]
+    const probs = op.reshape(op.softmax(masked, -1), [dimB, NKV, -1, dimS]); // [B, NKV, G·T, S]
+    const ctx = op.reshape(op.matmul(probs, vh), [dimB, NKV, G, dimT, HD]); // [B, NKV, G, T, HD]
+    const merged = op.reshape(op.transpose(ctx, [0, 3, 1, 2, 4]), [-1, NH * HD]); // [N, NH·HD]
+    x = op.add(x, linear(l, 'o_proj', merged)); // [N, D]
+    // MLP block.
+    const h2 = rmsNorm(x, weight(names.postAttentionNorm), config.rmsNormEps); // [N, D]
+    const act = swiGlu(linear(l, 'gate_proj', h2), linear(l, 'up_proj', h2)); // [N, F]
+    x = op.add(x, linear(l, 'down_proj', act)); // [N, D]
+  }
+  return x; // [N, D]
+}
+
+/** The final RMSNorm on any rows of the residual stream: [M, D] → [M, D]. */
+export function finalNorm(config: ModelConfig, weight: WeightSource, x: Tensor): Tensor {
+  return rmsNorm(x, weight(FINAL_NORM), config.rmsNormEps); // [M, D]
+}
+
+/** Logits of normed rows: [M, D] → [M, V] (tied heads read the embedding). */
+export function lmHead(config: ModelConfig, weight: WeightSource, h: Tensor): Tensor {
+  return op.gemm(h, weight(lmHeadName(config)), null, { transB: true }); // [M, V]
+}
+
+/** Σ w·ce and Σ w·[argmax = label] of normed rows h [M, D] against labels [M] int64 and weights [M], chunked. */
+export function lmHeadLoss(config: ModelConfig, weight: WeightSource, h: Tensor, labels: Tensor, weights: Tensor, chunk = 256) {
+  return lmHeadCrossEntropy(h, weight(lmHeadName(config)), labels, weights, chunk);
+}
+
+export const MASKED = -1e9;
+
+/**
+ * The additive attention bias [B, 1, 1, T, S] for B rows of T new tokens after P cached ones:
+ * key s is visible to query t when it is a real token (keyMask[b, s] = 1), not in the future
+ * (s ≤ P + t) and, with a sliding window, not older than `window`. Every query always sees its own
+ * position so padded rows never softmax over nothing (no NaN).
+ */
+export function attentionBias(rows: number, T: number, keyMask: ArrayLike<number> /* [B, S] */, P = 0, window: number | null = null): Float32Array {
+  const S = P + T;
+  const out = new Float32Array(rows * T * S);
+  for (let b = 0; b < rows; b++)
+    for (let t = 0; t < T; t++)
+      for (let s = 0; s < S; s++) {
+        const self = s === P + t;
+        const visible = s <= P + t && keyMask[b * S + s] !== 0 && (window === null || P + t - s < window);
+        out[(b * T + t) * S + s] = self || visible ? 0 : MASKED;
+      }
+  return out;
+}

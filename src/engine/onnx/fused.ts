@@ -1,0 +1,67 @@
+// Fused ops: ONNX subgraphs that autodiff treats as one node with a hand-derived VJP (fewer, cheaper backward nodes).
+import { attrFloat, attrInt, type Tensor } from './graph.ts';
+import * as op from './ops.ts';
+
+// Dims: N rows, D width, V vocabulary, C rows per chunk.
+
+/** RMSNorm over the last axis: y = x·r·w, r = 1/√(mean(x²) + eps). x [N, D], w [D]. */
+export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
+  return x.graph.fuse('RmsNorm', [x, w], { epsilon: attrFloat(eps) }, () => {
+    const g = x.graph;
+    const ms = op.reduceMean(op.mul(x, x), [-1], true); // [N, 1]
+    const r = op.reciprocal(op.sqrt(op.add(ms, g.scalar(eps, x.dtype)))); // [N, 1]
+    const xh = op.mul(x, r); // [N, D]
+    const y = op.mul(xh, w); // [N, D]
+    return { outputs: [y], saved: { r, xh } };
+  })[0];
+}
+
+/** SwiGLU: h = silu(gate)·up, silu(a) = a·σ(a). gate, up [N, F]. */
+export function swiGlu(gate: Tensor, up: Tensor): Tensor {
+  return gate.graph.fuse('SwiGlu', [gate, up], {}, () => {
+    const s = op.sigmoid(gate); // [N, F]
+    const silu = op.mul(gate, s); // [N, F]
+    const h = op.mul(silu, up); // [N, F]
+    return { outputs: [h], saved: { s, silu } };
+  })[0];
+}
+
+/**
+ * LM head + weighted cross-entropy over rows in chunks of `chunk`, so that [N, V] logits never
+ * exist whole. h [N, D], w [V, D] (HF layout), labels [N] int64, weights [N].
+ * Outputs: lossSum = Σ weights·ce (scalar) and correct = Σ weights·[argmax = label] (scalar).
+ * The gradient ∂lossSum/∂h = Σ_chunks (softmax − onehot)·weights·W is formed in the same pass
+ * (saved as `dh`) so no chunk's logits outlive it; lossSum must therefore be the root's only use of h.
+ */
+export function lmHeadCrossEntropy(h: Tensor, w: Tensor, labels: Tensor, weights: Tensor, chunk: number): { lossSum: Tensor; correct: Tensor } {
+  const g = h.graph;
+  const [N, D] = h.shape as number[];
+  const [V] = w.shape as number[];
+  if (w.shape[1] !== D || labels.shape[0] !== N || weights.shape[0] !== N) throw new Error(`LmHeadCrossEntropy: shapes ${h} ${w} ${labels} ${weights}`);
+  const outs = g.fuse('LmHeadCrossEntropy', [h, w, labels, weights], { chunk: attrInt(chunk) }, () => {
+    const vocab = g.constant(Array.from({ length: V }, (_, i) => i), 'int64', [1, V]); // [1, V]
+    const losses: Tensor[] = [];
+    const corrects: Tensor[] = [];
+    const grads: Tensor[] = [];
+    for (let s = 0; s < N; s += chunk) {
+      const e = Math.min(s + chunk, N);
+      const hc = N <= chunk ? h : op.slice(h, [s], [e], [0]); // [C, D]
+      const lc = N <= chunk ? labels : op.slice(labels, [s], [e], [0]); // [C]
+      const wc = op.unsqueeze(N <= chunk ? weights : op.slice(weights, [s], [e], [0]), [1]); // [C, 1]
+      const logits = op.gemm(hc, w, null, { transB: true }); // [C, V]
+      const ls = op.logSoftmax(logits, 1); // [C, V]
+      const lab = op.unsqueeze(lc, [1]); // [C, 1]
+      const picked = op.gatherElements(ls, lab, 1); // [C, 1]  log p(label)
+      losses.push(op.neg(op.reduceSum(op.mul(picked, wc), [0, 1]))); // []
+      const onehot = op.cast(op.equal(vocab, lab), h.dtype); // [C, V]
+      const dlogits = op.mul(op.sub(op.exp(ls), onehot), wc); // [C, V]  ∂(Σ w·ce)/∂logits
+      grads.push(op.gemm(dlogits, w)); // [C, D]
+      const hit = op.cast(op.equal(op.argMax(logits, 1), lc), h.dtype); // [C]
+      corrects.push(op.reduceSum(op.mul(hit, op.squeeze(wc, [1])), [0])); // []
+    }
+    const sum = (ts: Tensor[]) => ts.reduce((a, b) => op.add(a, b));
+    const dh = grads.length === 1 ? grads[0] : op.concat(grads, 0); // [N, D]
+    return { outputs: [sum(losses), sum(corrects)], saved: { dh } };
+  });
+  return { lossSum: outs[0], correct: outs[1] };
+}

@@ -1,0 +1,200 @@
+// The training graphs: loss+gradients of one micro-batch (LoRA A/B as inputs), eval loss, and the AdamW update with clipping.
+import { basename } from 'node:path';
+import { gradients } from '../onnx/autodiff.ts';
+import { Graph, type FloatDType, type Tensor, type TypedData } from '../onnx/graph.ts';
+import * as op from '../onnx/ops.ts';
+import type { ModelConfig } from '../models/config.ts';
+import { decoderStack, finalNorm, lmHead, lmHeadLoss, staticRopeTables, type LinearHook, type WeightSource } from '../models/llama.ts';
+import { loraModules, type LoraTarget, type ParameterSpec } from '../models/parameters.ts';
+import type { WeightCache } from '../models/weight-cache.ts';
+
+// Dims: B rows, T seqLen, N = B·T, K loss rows (bucketed), D hidden, V vocab, R LoRA rank.
+
+export interface LoraSpec {
+  rank: number;
+  alpha: number;
+  dropout: number;
+  targets: readonly LoraTarget[];
+}
+
+/** A fixed training shape: B rows of T tokens, and K rows that reach the LM head (≥ the batch's weighted tokens). */
+export interface Bucket {
+  rows: number;
+  seqLen: number;
+  lossRows: number;
+}
+
+export interface AdamWOptions {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+}
+
+/** Graph input/output names shared by the graphs and the trainer that feeds them. */
+export const IO = {
+  inputIds: 'input_ids', // [B, T] int32
+  attentionBias: 'attention_bias', // [B, 1, 1, T, T]
+  lossRows: 'loss_rows', // [K] int64: flat row b·T + t of each weighted prediction (padding: 0)
+  lossLabels: 'loss_labels', // [K] int64
+  lossWeights: 'loss_weights', // [K] (padding: 0)
+  lossSum: 'loss_sum', // [] Σ w·ce
+  correctSum: 'correct_sum', // [] Σ w·[argmax = label]
+  weightSum: 'weight_sum', // [] total loss weight of the accumulated micro-batches
+  lr: 'lr', // []
+  step: 'step', // [] 1-based AdamW step
+  maxGradNorm: 'max_grad_norm', // [] clip threshold (≤ 0: no clipping)
+  gradNorm: 'grad_norm', // [] global norm before clipping
+  grad: (name: string) => `grad:${name}`,
+  m: (name: string) => `m:${name}`,
+  v: (name: string) => `v:${name}`,
+  next: (name: string) => `next:${name}`,
+  nextM: (name: string) => `next_m:${name}`,
+  nextV: (name: string) => `next_v:${name}`,
+};
+
+/** LoRA tensors (PEFT names, A [R, in], B [out, R]) in the fixed module order. */
+export function loraSpecs(config: ModelConfig, lora: LoraSpec): ParameterSpec[] {
+  return loraModules(config, lora.targets).flatMap((m) => [
+    { name: m.loraA, dims: [lora.rank, m.in] },
+    { name: m.loraB, dims: [m.out, lora.rank] },
+  ]);
+}
+
+export type WeightFactory = (g: Graph) => WeightSource;
+
+/** Base weights embedded in the graph (tests and the float64 checks). */
+export function embeddedWeights(weights: ReadonlyMap<string, { dims: number[]; data: TypedData }>): WeightFactory {
+  return (g) => {
+    const made = new Map<string, Tensor>();
+    return (name) => {
+      const w = weights.get(name);
+      if (!w) throw new Error(`no base weight ${name}`);
+      if (!made.has(name)) made.set(name, g.initializer(name, g.float, w.dims, w.data));
+      return made.get(name)!;
+    };
+  };
+}
+
+/** Base weights as external data in the aligned cache file; the graph file must be saved beside it. */
+export function cachedWeights(cache: WeightCache): WeightFactory {
+  return (g) => {
+    const made = new Map<string, Tensor>();
+    return (name) => {
+      const e = cache.manifest.tensors[name];
+      if (!e) throw new Error(`weight cache ${cache.dataPath} has no tensor ${name}`);
+      if (e.dtype !== g.float) throw new Error(`weight cache holds ${e.dtype}, graph computes in ${g.float}`);
+      if (!made.has(name)) made.set(name, g.externalInitializer(name, g.float, e.dims, { location: basename(cache.dataPath), offset: e.offset, length: e.length }));
+      return made.get(name)!;
+    };
+  };
+}
+
+/** Dropout seed per (layer, module): fixed in the graph, so a fresh session replays the same masks. */
+function dropoutSeed(layer: number, target: LoraTarget): number {
+  return 1 + layer * 16 + ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'].indexOf(target);
+}
+
+/**
+ * Declares every LoRA tensor as a graph input (PEFT names) and returns the projection hook
+ * h = base + (alpha/R)·dropout(x)·Aᵀ·Bᵀ, two thin Gemms (the second adds onto base through Gemm's C).
+ */
+export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraSpec, training: boolean): { inputs: Map<string, Tensor>; linear: LinearHook } {
+  const inputs = new Map(loraSpecs(config, lora).map((s) => [s.name, g.input(s.name, g.float, s.dims)]));
+  const modules = new Map(loraModules(config, lora.targets).map((m) => [`${m.layer}.${m.target}`, m]));
+  const linear: LinearHook = (layer, target, x, base) => {
+    const m = modules.get(`${layer}.${target}`);
+    if (!m) return base;
+    const xd = training && lora.dropout > 0 ? op.dropout(x, lora.dropout, dropoutSeed(layer, target))[0] : x; // [N, in]
+    const xa = op.gemm(xd, inputs.get(m.loraA)!, null, { transB: true }); // [N, R]
+    return op.gemm(xa, inputs.get(m.loraB)!, base, { transB: true, alpha: lora.alpha / lora.rank }); // [N, out]
+  };
+  return { inputs, linear };
+}
+
+/**
+ * One micro-batch's loss graph. kind 'grad': outputs loss_sum, correct_sum and, for every LoRA
+ * tensor, grad:<name> = ∂loss_sum/∂tensor (unnormalised, so micro-batches add up). kind 'eval':
+ * loss_sum and correct_sum only, no dropout.
+ */
+export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weights: WeightFactory, lora: LoraSpec, bucket: Bucket, dtype: FloatDType = 'float32'): Graph {
+  const g = new Graph(`localtune-${kind}`, dtype);
+  const { rows: B, seqLen: T, lossRows: K } = bucket;
+  const weight = weights(g);
+  const ids = g.input(IO.inputIds, 'int32', [B, T]); // [B, T]
+  const bias = g.input(IO.attentionBias, dtype, [B, 1, 1, T, T]); // [B, 1, 1, T, T]
+  const rowIdx = g.input(IO.lossRows, 'int64', [K]); // [K]
+  const labels = g.input(IO.lossLabels, 'int64', [K]); // [K]
+  const lossW = g.input(IO.lossWeights, dtype, [K]); // [K]
+  const { inputs: loraInputs, linear } = loraGraphInputs(g, config, lora, kind === 'grad');
+  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, T), linear }); // [N, D]
+  const h = finalNorm(config, weight, op.gather(x, rowIdx, 0)); // [K, D]
+  const { lossSum, correct } = lmHeadLoss(config, weight, h, labels, lossW); // [], []
+  if (kind === 'grad') {
+    const names = [...loraInputs.keys()];
+    const grads = gradients(
+      lossSum,
+      names.map((n) => loraInputs.get(n)!),
+    );
+    grads.forEach((d, i) => g.output(d, IO.grad(names[i])));
+  }
+  g.output(lossSum, IO.lossSum);
+  g.output(correct, IO.correctSum);
+  return g;
+}
+
+/**
+ * Logits for every position [B·T, V] (verification and the step-0 check): inputs input_ids and
+ * attention_bias, plus the LoRA tensors when `lora` is given (no dropout). Output `logits`.
+ */
+export function buildLogitsGraph(config: ModelConfig, weights: WeightFactory, lora: LoraSpec | null, rows: number, seqLen: number, dtype: FloatDType = 'float32'): Graph {
+  const g = new Graph('localtune-logits', dtype);
+  const weight = weights(g);
+  const ids = g.input(IO.inputIds, 'int32', [rows, seqLen]); // [B, T]
+  const bias = g.input(IO.attentionBias, dtype, [rows, 1, 1, seqLen, seqLen]); // [B, 1, 1, T, T]
+  const linear = lora ? loraGraphInputs(g, config, lora, false).linear : undefined;
+  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, seqLen), linear }); // [N, D]
+  g.output(lmHead(config, weight, finalNorm(config, weight, x)), 'logits'); // [N, V]
+  return g;
+}
+
+/**
+ * The optimizer step over accumulated gradients: g = grad/weight_sum; global norm; clip to
+ * max_grad_norm; AdamW with bias correction and decoupled weight decay. Outputs next:/next_m:/next_v: and grad_norm.
+ */
+export function buildAdamWGraph(params: readonly ParameterSpec[], o: AdamWOptions, dtype: FloatDType = 'float32'): Graph {
+  const g = new Graph('localtune-adamw', dtype);
+  const weightSum = g.input(IO.weightSum, dtype, []); // []
+  const lr = g.input(IO.lr, dtype, []); // []
+  const step = g.input(IO.step, dtype, []); // []
+  const maxNorm = g.input(IO.maxGradNorm, dtype, []); // []
+  const s = (v: number) => g.scalar(v);
+  const inv = op.reciprocal(op.max(weightSum, s(1e-12))); // [] 1/Σw
+  const items = params.map((p) => ({
+    p,
+    param: g.input(p.name, dtype, p.dims),
+    grad: op.mul(g.input(IO.grad(p.name), dtype, p.dims), inv), // [dims] mean-loss gradient
+    m: g.input(IO.m(p.name), dtype, p.dims),
+    v: g.input(IO.v(p.name), dtype, p.dims),
+  }));
+  const sq = items.map((it) => op.reduceSum(op.reshape(op.mul(it.grad, it.grad), [-1]), [0])); // [] each
+  const norm = op.sqrt(sq.reduce((a, b) => op.add(a, b))); // []
+  // coef = max_norm / max(norm, max_norm) (= 1 when not clipping); max_norm ≤ 0 disables clipping.
+  const clipOn = op.greater(maxNorm, s(0));
+  const coef = op.where(clipOn, op.div(maxNorm, op.max(norm, maxNorm)), s(1)); // []
+  const bc1 = op.sub(s(1), op.pow(s(o.beta1), step)); // [] 1 − β1ᵗ
+  const bc2 = op.sub(s(1), op.pow(s(o.beta2), step)); // [] 1 − β2ᵗ
+  const decay = op.sub(s(1), op.mul(lr, s(o.weightDecay))); // [] 1 − lr·wd
+  for (const it of items) {
+    const gc = op.mul(it.grad, coef); // clipped gradient
+    const m = op.add(op.mul(it.m, s(o.beta1)), op.mul(gc, s(1 - o.beta1))); // β1·m + (1−β1)·g
+    const v = op.add(op.mul(it.v, s(o.beta2)), op.mul(op.mul(gc, gc), s(1 - o.beta2))); // β2·v + (1−β2)·g²
+    const update = op.div(op.div(m, bc1), op.add(op.sqrt(op.div(v, bc2)), s(o.eps))); // m̂/(√v̂ + ε)
+    const next = op.sub(op.mul(it.param, decay), op.mul(lr, update)); // p·(1 − lr·wd) − lr·update
+    g.output(next, IO.next(it.p.name));
+    g.output(m, IO.nextM(it.p.name));
+    g.output(v, IO.nextV(it.p.name));
+  }
+  g.output(norm, IO.gradNorm);
+  return g;
+}

@@ -1,0 +1,114 @@
+// Every VJP rule checked against float64 central differences, including broadcasting and the fused rules.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { gradients, VJP } from '../../../src/engine/onnx/autodiff.ts';
+import { rmsNorm, swiGlu, lmHeadCrossEntropy } from '../../../src/engine/onnx/fused.ts';
+import { Graph } from '../../../src/engine/onnx/graph.ts';
+import * as op from '../../../src/engine/onnx/ops.ts';
+import { gradCheck } from './gradcheck.ts';
+
+const pos = { lo: 0.5, hi: 2 };
+
+test('Add, Sub, Mul, Div with broadcasting', async () => {
+  await gradCheck({ a: { shape: [2, 3] }, b: { shape: [3] } }, ({ a, b }) => op.add(a, b));
+  await gradCheck({ a: { shape: [2, 3] }, b: { shape: [2, 1] } }, ({ a, b }) => op.sub(a, b));
+  await gradCheck({ a: { shape: [2, 1, 3] }, b: { shape: [4, 1] } }, ({ a, b }) => op.mul(a, b));
+  await gradCheck({ a: { shape: [2, 3] }, b: { shape: [1, 3], ...pos } }, ({ a, b }) => op.div(a, b));
+});
+
+test('Pow, Neg, Sqrt, Reciprocal, Sigmoid, Exp, Log, Identity', async () => {
+  await gradCheck({ a: { shape: [2, 3], ...pos }, p: { shape: [], lo: 1.5, hi: 2.5 } }, ({ a, p }) => op.pow(a, p));
+  await gradCheck({ a: { shape: [5] } }, ({ a }) => op.neg(a));
+  await gradCheck({ a: { shape: [5], ...pos } }, ({ a }) => op.sqrt(a));
+  await gradCheck({ a: { shape: [5], ...pos } }, ({ a }) => op.reciprocal(a));
+  await gradCheck({ a: { shape: [5], lo: -3, hi: 3 } }, ({ a }) => op.sigmoid(a));
+  await gradCheck({ a: { shape: [5] } }, ({ a }) => op.exp(a));
+  await gradCheck({ a: { shape: [5], ...pos } }, ({ a }) => op.log(a));
+  await gradCheck({ a: { shape: [5] } }, ({ a }) => op.identity(a));
+});
+
+test('MatMul, batched and broadcast', async () => {
+  await gradCheck({ a: { shape: [2, 3, 4] }, b: { shape: [4, 5] } }, ({ a, b }) => op.matmul(a, b));
+  await gradCheck({ a: { shape: [2, 1, 3, 4] }, b: { shape: [3, 4, 2] } }, ({ a, b }) => op.matmul(a, b));
+});
+
+test('Gemm, all four transposes, alpha, beta and a broadcast C', async () => {
+  for (const transA of [false, true])
+    for (const transB of [false, true]) {
+      const a = { shape: transA ? [4, 3] : [3, 4] };
+      const b = { shape: transB ? [5, 4] : [4, 5] };
+      await gradCheck({ a, b, c: { shape: [5] } }, (x) => op.gemm(x.a, x.b, x.c, { transA, transB, alpha: 0.7, beta: 1.3 }));
+    }
+  await gradCheck({ a: { shape: [3, 4] }, b: { shape: [5, 4] } }, ({ a, b }) => op.gemm(a, b, null, { transB: true }));
+});
+
+test('Reshape, Transpose, Unsqueeze, Squeeze, Expand', async () => {
+  await gradCheck({ a: { shape: [2, 6] } }, ({ a }) => op.reshape(a, [3, -1, 2]));
+  await gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => op.transpose(a, [2, 0, 1]));
+  await gradCheck({ a: { shape: [2, 3] } }, ({ a }) => op.unsqueeze(a, [0, 2]));
+  await gradCheck({ a: { shape: [2, 1, 3] } }, ({ a }) => op.squeeze(a, [1]));
+  await gradCheck({ a: { shape: [3, 1] } }, ({ a }) => op.expand(a, [2, 3, 4]));
+});
+
+test('Slice, Concat, Split (one output unused)', async () => {
+  await gradCheck({ a: { shape: [4, 5] } }, ({ a }) => op.slice(a, [1, -3], [3, 100], [0, 1]));
+  await gradCheck({ a: { shape: [2, 3] }, b: { shape: [2, 2] } }, ({ a, b }) => op.concat([a, b], 1));
+  await gradCheck({ a: { shape: [5, 2] } }, ({ a }) => op.split(a, [2, 3], 0)[1]);
+});
+
+test('Gather rows with repeated indices (embedding)', async () => {
+  await gradCheck({ e: { shape: [4, 3] }, i: { shape: [2, 3], dtype: 'int64', data: [1, 3, 1, 0, 1, 2] } }, ({ e, i }) => op.gather(e, i, 0));
+});
+
+test('Softmax, LogSoftmax', async () => {
+  await gradCheck({ a: { shape: [2, 5], lo: -2, hi: 2 } }, ({ a }) => op.softmax(a, -1));
+  await gradCheck({ a: { shape: [2, 5], lo: -2, hi: 2 } }, ({ a }) => op.logSoftmax(a, 1));
+});
+
+test('ReduceSum, ReduceMean with and without keepdims', async () => {
+  await gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => op.reduceSum(a, [1], true));
+  await gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => op.reduceSum(a, [0, 2], false));
+  await gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => op.reduceMean(a, [-1], true));
+  await gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => op.reduceMean(a, [1], false));
+});
+
+test('Where, Cast', async () => {
+  await gradCheck({ c: { shape: [2, 3], dtype: 'bool', data: [1, 0, 1, 0, 0, 1] }, a: { shape: [2, 3] }, b: { shape: [3] } }, ({ c, a, b }) => op.where(c, a, b));
+  await gradCheck({ a: { shape: [4] } }, ({ a }) => op.cast(a, 'float64'));
+});
+
+test('fused RmsNorm (x and weight)', async () => {
+  await gradCheck({ x: { shape: [3, 6] }, w: { shape: [6] } }, ({ x, w }) => rmsNorm(x, w, 1e-5));
+});
+
+test('fused SwiGlu', async () => {
+  await gradCheck({ a: { shape: [3, 4], lo: -3, hi: 3 }, u: { shape: [3, 4] } }, ({ a, u }) => swiGlu(a, u));
+});
+
+test('fused LM head cross-entropy, chunked, with weights', async () => {
+  await gradCheck(
+    {
+      h: { shape: [5, 3] },
+      w: { shape: [7, 3], grad: false },
+      labels: { shape: [5], dtype: 'int64', data: [0, 6, 3, 3, 1] },
+      weights: { shape: [5], grad: false, data: [1, 0, 1, 0.5, 1] },
+    },
+    ({ h, w, labels, weights }) => lmHeadCrossEntropy(h, w, labels, weights, 2).lossSum,
+  );
+});
+
+test('an op without a rule throws by name; the frozen path gets no gradient', () => {
+  const g = new Graph('t', 'float64');
+  const a = g.input('a', 'float64', [3]);
+  const frozen = g.input('frozen', 'float64', [3]);
+  const y = op.reduceSum(op.max(a, frozen), [0]);
+  assert.throws(() => gradients(y, [a]), /no VJP rule for op Max/);
+  const z = op.reduceSum(op.mul(a, frozen), [0]);
+  const before = g.nodes.length;
+  gradients(z, [a]);
+  const emitted = g.nodes.slice(before);
+  // d/d frozen = g·a would be a Mul reading `a`; only d/da = g·frozen may be formed.
+  assert.ok(emitted.some((n) => n.op === 'Mul' && n.inputs.includes(frozen)));
+  assert.ok(!emitted.some((n) => n.inputs.includes(a)), 'no gradient formed for the frozen input');
+  assert.ok('MatMul' in VJP && 'Gemm' in VJP && 'RmsNorm' in VJP);
+});
