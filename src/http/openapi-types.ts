@@ -718,6 +718,70 @@ export interface components {
             }[];
             usage?: components["schemas"]["CompletionUsage"];
         };
+        /** @description A text part of a training message's content; images are not supported by local models. */
+        TrainingTextContentPart: {
+            /** @constant */
+            type: "text";
+            text: string;
+        };
+        TrainingMessageContent: string | null | components["schemas"]["TrainingTextContentPart"][];
+        TrainingToolCall: {
+            id: string;
+            /** @constant */
+            type: "function";
+            function: {
+                name: string;
+                /** @description The arguments as a JSON-encoded string. */
+                arguments: string;
+            };
+        };
+        TrainingFunctionDefinition: {
+            name: string;
+            description?: string;
+            parameters?: Record<string, never>;
+            strict?: boolean | null;
+        };
+        TrainingTool: {
+            /** @constant */
+            type: "function";
+            function: components["schemas"]["TrainingFunctionDefinition"];
+        };
+        /** @description One message of a training example. The keys allowed depend on the role; `weight` (0 or 1) is only for assistant messages and says whether the trainer learns from that message. */
+        TrainingChatMessage: {
+            /** @enum {unknown} */
+            role: "system" | "developer" | "user" | "assistant" | "tool" | "function";
+            content?: components["schemas"]["TrainingMessageContent"];
+            name?: string;
+            /** @enum {unknown} */
+            weight?: 0 | 1;
+            tool_calls?: components["schemas"]["TrainingToolCall"][];
+            tool_call_id?: string;
+            function_call?: {
+                name: string;
+                arguments: string;
+            };
+        } & (unknown & unknown & unknown & unknown);
+        /** @description One line of a supervised fine-tuning file (`method.type` "supervised"). */
+        TrainingChatLine: {
+            messages: components["schemas"]["TrainingChatMessage"][];
+            tools?: components["schemas"]["TrainingTool"][];
+            parallel_tool_calls?: boolean;
+            functions?: components["schemas"]["TrainingFunctionDefinition"][];
+        };
+        /** @description The completion of a preference example; exactly one assistant message. */
+        TrainingPreferenceOutput: components["schemas"]["TrainingChatMessage"][];
+        /** @description One line of a preference (DPO) file. `preferred_completion`/`non_preferred_completion` are the older names of `preferred_output`/`non_preferred_output` and are accepted too. */
+        TrainingPreferenceLine: {
+            input: {
+                messages: components["schemas"]["TrainingChatMessage"][];
+                tools?: components["schemas"]["TrainingTool"][];
+                parallel_tool_calls?: boolean;
+            };
+            preferred_output?: components["schemas"]["TrainingPreferenceOutput"];
+            non_preferred_output?: components["schemas"]["TrainingPreferenceOutput"];
+            preferred_completion?: components["schemas"]["TrainingPreferenceOutput"];
+            non_preferred_completion?: components["schemas"]["TrainingPreferenceOutput"];
+        };
     };
     responses: {
         /** @description An error, always in the OpenAI envelope. */
