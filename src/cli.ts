@@ -78,6 +78,8 @@ async function main(argv: string[]): Promise<void> {
 main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof ConfigError || err instanceof MigrationError) {
     console.error(`localtune: ${err.message}`);
+  } else if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+    console.error(`localtune: ${(err as Error).message}: another process is using that port (choose one with --port or LOCALTUNE_PORT)`);
   } else {
     console.error(err);
   }

@@ -12,6 +12,13 @@ export interface Config {
   maxUploadBytes: number;
   /** Largest accepted JSON request body, in bytes. */
   maxJsonBytes: number;
+  /** Keys given in the environment or on the command line, besides those made by `localtune keys create`. */
+  apiKeys: ApiKeyGrant[];
+}
+
+export interface ApiKeyGrant {
+  project: string;
+  key: string;
 }
 
 const MB = 1024 * 1024;
@@ -24,6 +31,7 @@ const settings = {
   modelsDir: { flag: '--models-dir', env: 'LOCALTUNE_MODELS_DIR', parse: parsePath },
   maxUploadBytes: { flag: '--max-upload-mb', env: 'LOCALTUNE_MAX_UPLOAD_MB', parse: parseMegabytes },
   maxJsonBytes: { flag: '--max-json-mb', env: 'LOCALTUNE_MAX_JSON_MB', parse: parseMegabytes },
+  apiKeys: { flag: '--api-keys', env: 'LOCALTUNE_API_KEYS', parse: parseApiKeys },
 } as const;
 
 export type SettingName = keyof typeof settings;
@@ -53,6 +61,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     modelsDir: pick('modelsDir') ?? join(dataDir, 'models'),
     maxUploadBytes: pick('maxUploadBytes') ?? 512 * MB,
     maxJsonBytes: pick('maxJsonBytes') ?? 16 * MB,
+    apiKeys: pick('apiKeys') ?? [],
   };
 }
 
@@ -90,4 +99,17 @@ function parseMegabytes(raw: string, source: string): number {
   const n = Number(raw);
   if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${source}: '${raw}' is not a positive number of megabytes`);
   return Math.floor(n * MB);
+}
+
+/** `project:key,project2:key2` — each key grants access to one project. */
+function parseApiKeys(raw: string, source: string): ApiKeyGrant[] {
+  return raw.split(',').map((pair) => pair.trim()).filter(Boolean).map((pair) => {
+    const colon = pair.indexOf(':');
+    const project = pair.slice(0, colon);
+    const key = pair.slice(colon + 1);
+    if (colon <= 0 || !/^[A-Za-z0-9_-]{1,64}$/.test(project) || key.length < 8) {
+      throw new ConfigError(`${source}: expected comma-separated PROJECT:KEY pairs (project of letters, digits, _ or -; key of 8+ characters)`);
+    }
+    return { project, key };
+  });
 }

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config.ts';
 import { createApp } from './http/app.ts';
+import { keysConfigured } from './http/auth.ts';
 import type { AppContext } from './http/context.ts';
 import { apiKeyStore } from './store/api-keys.ts';
 import { blobStore } from './store/blobs.ts';
@@ -37,7 +38,7 @@ export async function startServer(config: Config, log: (line: string) => void = 
   try {
     recoverFileStorage(ctx, log);
     let host = config.host;
-    if (!apiKeyStore(db).hasActiveKeys()) {
+    if (!keysConfigured(apiKeyStore(db), config.apiKeys)) {
       if (!LOOPBACK.has(host)) log(`no API keys configured: refusing to listen on ${host}, using 127.0.0.1`);
       host = '127.0.0.1';
       log('no API keys configured: accepting any bearer token (project "default"); create one with `localtune keys create --project NAME`');

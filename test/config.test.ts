@@ -32,3 +32,11 @@ test('bad values and unknown flags are errors that name the source', () => {
   assert.throws(() => loadConfig(['--prot', '1'], {}), /unknown option '--prot'/);
   assert.throws(() => loadConfig(['--port'], {}), /needs a value/);
 });
+
+test('API keys from LOCALTUNE_API_KEYS / --api-keys as PROJECT:KEY pairs', () => {
+  assert.deepEqual(loadConfig([], {}).apiKeys, []);
+  assert.deepEqual(loadConfig([], { LOCALTUNE_API_KEYS: 'a:sk-aaaaaaaa, b-2:sk-b:with:colons' }).apiKeys,
+    [{ project: 'a', key: 'sk-aaaaaaaa' }, { project: 'b-2', key: 'sk-b:with:colons' }]);
+  assert.throws(() => loadConfig(['--api-keys', 'nokey'], {}), /PROJECT:KEY/);
+  assert.throws(() => loadConfig(['--api-keys', 'p:short'], {}), /8\+ characters/);
+});

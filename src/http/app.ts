@@ -29,7 +29,7 @@ export function createApp(ctx: AppContext): Express {
   app.use(express.json({ limit: ctx.config.maxJsonBytes, type: ['application/json', 'application/*+json'] }));
 
   const v1 = express.Router();
-  v1.use(authenticate(apiKeyStore(ctx.db)));
+  v1.use(authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys));
   for (const router of resourceRouters(ctx)) v1.use(router);
   v1.use(notImplementedRouter());
   app.use('/v1', v1);

@@ -78,7 +78,12 @@ export function filesRouter(ctx: AppContext, files: FileStore = fileStore(ctx.db
     };
     // Durable before acknowledged: the blob is on disk before its row exists.
     await blobs.commit(upload.path, row.id);
-    files.insert(row);
+    try {
+      files.insert(row);
+    } catch (err) {
+      await blobs.remove(row.id);
+      throw err;
+    }
     res.json(toFileObject(row));
   });
 

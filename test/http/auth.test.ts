@@ -55,3 +55,15 @@ test('with keys every /v1 request needs a valid key, and projects do not see eac
     rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+test('keys given in LOCALTUNE_API_KEYS work like created ones', async () => {
+  const s = await startTestServer({ env: { LOCALTUNE_API_KEYS: 'gamma:sk-gamma-key-0001, delta:sk-delta-key-0002' } });
+  try {
+    assert.doesNotMatch(s.output(), /accepting any bearer token/);
+    const file = await s.client('sk-gamma-key-0001').files.create({ file: await toFile(Buffer.from('x'), 'x.txt'), purpose: 'user_data' });
+    await assert.rejects(s.client('sk-delta-key-0002').files.retrieve(file.id), OpenAI.NotFoundError);
+    await assert.rejects(s.client('sk-gamma-key-0003').files.list(), OpenAI.AuthenticationError);
+  } finally {
+    await s.stop();
+  }
+});

@@ -50,6 +50,14 @@ test('upload with toFile (buffered, Content-Length) keeps binary bytes exactly',
   assert.ok(downloaded.equals(bytes));
 });
 
+test('expires_after arrives as bracketed multipart fields and sets expires_at', async () => {
+  const file = await client.files.create({ file: await toFile(Buffer.from('{}\n'), 'e.jsonl'), purpose: 'batch', expires_after: { anchor: 'created_at', seconds: 3600 } });
+  assert.equal(file.expires_at, file.created_at + 3600);
+  const tooShort = client.files.create({ file: await toFile(Buffer.from('{}\n'), 'e.jsonl'), purpose: 'batch', expires_after: { anchor: 'created_at', seconds: 60 } });
+  await assert.rejects(tooShort, (err: unknown) => err instanceof OpenAI.BadRequestError && err.param === 'expires_after.seconds');
+  await client.files.delete(file.id);
+});
+
 test('list pages with after/limit until has_more is false, newest first, filtered by purpose', async () => {
   const ids: string[] = [];
   for (let i = 0; i < 5; i++) {

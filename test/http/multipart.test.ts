@@ -88,6 +88,12 @@ test('missing file part and two file parts are 400s naming `file`', async () => 
   assert.equal(tempCount(server), 0);
 });
 
+test('UTF-8 filenames arrive intact', async () => {
+  const r = await post(server, Buffer.concat([filePart('file', 'données ü 日本.jsonl', '{}\n'), field('purpose', 'fine-tune'), end]));
+  assert.equal(r.status, 200);
+  assert.equal(r.json.filename, 'données ü 日本.jsonl');
+});
+
 test('a filename with ../ is reduced to its base name and never used as a path', async () => {
   const before = blobCount(server);
   const r = await post(server, Buffer.concat([field('purpose', 'user_data'), filePart('file', '../../escape.txt', 'data'), end]));
