@@ -111,12 +111,34 @@ interface Boundary {
 
 /**
  * Encodes `text` as one string (the ids serving would see) and locates each cut position among its tokens.
- * Fast path: encoding the pieces between cuts separately gives the same ids, so cuts fall between tokens.
- * Otherwise a token straddles a cut; each cut is then located by the longest common prefix with the encoding of
- * the text before it, and the straddling token counts as overlapping both sides.
+ * Byte-level tokenizers: token offsets are prefix sums of their UTF-8 lengths, one encode in all.
+ * Others: encoding the pieces between cuts separately gives the same ids when no token straddles a cut (exact); failing
+ * that, each cut is located by the longest common prefix with the encoding of the text before it, which can place a
+ * cut one token early where pre-tokenization looks ahead (whitespace runs before the cut).
+ * A token that straddles a cut counts as overlapping both sides.
  */
 export function encodeWithCuts(tokenizer: ModelTokenizer, text: string, cuts: number[]): { ids: Int32Array; boundaries: Boundary[] } {
   const ids = Int32Array.from(tokenizer.encode(text));
+  return { ids, boundaries: byteOffsetBoundaries(tokenizer, text, ids, cuts) ?? encodedPrefixBoundaries(tokenizer, text, ids, cuts) };
+}
+
+function byteOffsetBoundaries(tokenizer: ModelTokenizer, text: string, ids: Int32Array, cuts: number[]): Boundary[] | null {
+  const lengths = tokenizer.tokenUtf8Lengths;
+  if (!lengths || !tokenizer.leavesUnchanged(text)) return null;
+  const ends = new Float64Array(ids.length); // byte offset where each token ends
+  let offset = 0;
+  for (let k = 0; k < ids.length; k++) ends[k] = offset += lengths[ids[k]!]!;
+  if (offset !== Buffer.byteLength(text)) return null;
+  return cuts.map((cut) => {
+    const at = Buffer.byteLength(text.slice(0, cut));
+    let before = 0;
+    while (before < ids.length && ends[before]! <= at) before++;
+    const straddles = before < ids.length && ends[before]! - lengths[ids[before]!]! < at;
+    return { before, after: straddles ? before + 1 : before };
+  });
+}
+
+function encodedPrefixBoundaries(tokenizer: ModelTokenizer, text: string, ids: Int32Array, cuts: number[]): Boundary[] {
   const points = [...new Set(cuts)].sort((a, b) => a - b);
   const pieceIds: number[] = [];
   const tokenAt = new Map<number, number>();
@@ -126,9 +148,7 @@ export function encodeWithCuts(tokenizer: ModelTokenizer, text: string, cuts: nu
     tokenAt.set(p, pieceIds.length);
     from = p;
   }
-  if (sameIds(pieceIds, ids)) {
-    return { ids, boundaries: cuts.map((c) => ({ before: tokenAt.get(c)!, after: tokenAt.get(c)! })) };
-  }
+  if (sameIds(pieceIds, ids)) return cuts.map((c) => ({ before: tokenAt.get(c)!, after: tokenAt.get(c)! }));
   const located = new Map<number, Boundary>();
   for (const p of points) {
     const head = tokenizer.encode(text.slice(0, p));
@@ -136,7 +156,7 @@ export function encodeWithCuts(tokenizer: ModelTokenizer, text: string, cuts: nu
     while (common < head.length && common < ids.length && head[common] === ids[common]) common++;
     located.set(p, { before: common, after: common === head.length ? common : Math.min(common + 1, ids.length) });
   }
-  return { ids, boundaries: cuts.map((c) => located.get(c)!) };
+  return cuts.map((c) => located.get(c)!);
 }
 
 function sameIds(a: ArrayLike<number>, b: ArrayLike<number>): boolean {

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+import { Tokenizer as RustTokenizer } from '@anush008/tokenizers';
 import { createRequire } from 'node:module';
 import { loadTokenizer, type ModelTokenizer } from '../../src/engine/models/tokenizer.ts';
 import {
@@ -126,17 +127,50 @@ test('preference example: shared prompt ids, each completion weighted up to its 
   assert.equal(p.chosen.weights.at(-1), 0);
 });
 
+/** The same tokenizer without byte offsets, so encodeWithCuts takes its encode-the-pieces path. */
+const withoutOffsets = (t: ModelTokenizer): ModelTokenizer => ({ ...t, tokenUtf8Lengths: null });
+
 test('a cut inside a merged token: ids stay those of the whole text, the straddling token counts on both sides', () => {
   const tokenizer = chatmlTokenizer([['a', 'b']]);
-  const { ids, boundaries } = encodeWithCuts(tokenizer, 'xab y', [2, 3]);
-  assert.deepEqual(Array.from(ids), tokenizer.encode('xab y'));
-  assert.equal(ids.length, 4); // x, ab, ' ', y
-  assert.deepEqual(boundaries, [{ before: 1, after: 2 }, { before: 2, after: 2 }]);
+  assert.ok(tokenizer.tokenUtf8Lengths);
+  for (const t of [tokenizer, withoutOffsets(tokenizer)]) {
+    const { ids, boundaries } = encodeWithCuts(t, 'xab y', [2, 3]);
+    assert.deepEqual(Array.from(ids), tokenizer.encode('xab y'));
+    assert.equal(ids.length, 4); // x, ab, ' ', y
+    assert.deepEqual(boundaries, [{ before: 1, after: 2 }, { before: 2, after: 2 }]);
+  }
 });
 
-test('a cut between tokens is exact', () => {
+test('a cut between tokens is exact, on both paths', () => {
   const tokenizer = chatmlTokenizer([['a', 'b']]);
-  const { boundaries } = encodeWithCuts(tokenizer, 'xab y', [1, 3]);
-  assert.deepEqual(boundaries, [{ before: 1, after: 1 }, { before: 2, after: 2 }]);
+  for (const t of [tokenizer, withoutOffsets(tokenizer)]) {
+    assert.deepEqual(encodeWithCuts(t, 'xab y', [1, 3]).boundaries, [{ before: 1, after: 1 }, { before: 2, after: 2 }]);
+  }
 });
 
+test('Qwen3: cut positions from byte offsets match the Rust tokenizers offsets at every character boundary', async () => {
+  const tokenizer = qwen().tokenizer;
+  assert.ok(tokenizer.tokenUtf8Lengths);
+  const rust = RustTokenizer.fromFile(join(qwen3Dir, 'tokenizer.json'));
+  for (const text of ['Hi 👨‍👩‍👧 there<|im_end|>\n', 'x = [1,2,3]\n\n\n    y  \t z', '中文 тест é 🇫🇷!']) {
+    const chars = [...text]; // code points: Rust offsets count these
+    const cuts = chars.map((_, i) => chars.slice(0, i).join('').length).concat(text.length);
+    const encoding = await rust.encode(text, null, { addSpecialTokens: false });
+    const offsets = encoding.getOffsets() as [number, number][];
+    const expected = cuts.map((_, cp) => ({
+      before: offsets.filter(([, end]) => end <= cp).length,
+      after: offsets.filter(([start]) => start < cp).length,
+    }));
+    const { ids, boundaries } = encodeWithCuts(tokenizer, text, cuts);
+    assert.deepEqual(Array.from(ids), encoding.getIds());
+    assert.deepEqual(boundaries, expected, text);
+  }
+});
+
+test('a text the NFC normalizer would change falls back to encoding the pieces', () => {
+  const tokenizer = qwen().tokenizer;
+  const text = 'cafe\u0301 au lait';
+  assert.equal(tokenizer.leavesUnchanged(text), false);
+  const cut = text.indexOf(' au');
+  assert.deepEqual(encodeWithCuts(tokenizer, text, [cut]), encodeWithCuts(withoutOffsets(tokenizer), text, [cut]));
+});

@@ -26,6 +26,13 @@ export interface ModelTokenizer {
   /** The template from tokenizer_config.json (the one named "default" when several); null when the model has none. */
   chatTemplate: string | null;
   vocabSize: number;
+  /**
+   * For byte-level BPE tokenizers: how many UTF-8 bytes of the text each id stands for (so token offsets are prefix
+   * sums), valid for texts the normalizer leaves unchanged (see `leavesUnchanged`). Null for other tokenizers.
+   */
+  tokenUtf8Lengths: Int32Array | null;
+  /** Whether the normalizer leaves `text` as it is (always true without one). */
+  leavesUnchanged(text: string): boolean;
 }
 
 /** Loads `tokenizer.json`, `tokenizer_config.json` and (when present) `generation_config.json` from a model directory. */
@@ -63,7 +70,39 @@ export function createTokenizer(tokenizerJson: object, config: TokenizerConfig, 
     eosTokenIds: [...eosTokenIds],
     chatTemplate: pickChatTemplate(config.chat_template),
     vocabSize: tokenizer.get_vocab(true).size,
+    tokenUtf8Lengths: byteLevelLengths(tokenizerJson as TokenizerJson, tokenizer.get_vocab(true)),
+    leavesUnchanged: normalizerCheck((tokenizerJson as TokenizerJson).normalizer),
   };
+}
+
+interface TokenizerJson {
+  normalizer?: { type: string } | null;
+  pre_tokenizer?: { type: string; pretokenizers?: { type: string }[] } | null;
+  model?: { type: string };
+  added_tokens?: { id: number; content: string }[];
+}
+
+/**
+ * In a byte-level BPE vocabulary every character of a token string is one byte (GPT-2's byte → character table),
+ * so a token's UTF-8 length is its string length; an added token stands for its own content.
+ */
+function byteLevelLengths(json: TokenizerJson, vocab: Map<string, number>): Int32Array | null {
+  const pre = json.pre_tokenizer;
+  const byteLevel = pre?.type === 'ByteLevel' || (pre?.type === 'Sequence' && pre.pretokenizers?.some((p) => p.type === 'ByteLevel'));
+  if (!byteLevel || json.model?.type !== 'BPE') return null;
+  let size = 0;
+  for (const id of vocab.values()) size = Math.max(size, id + 1);
+  const lengths = new Int32Array(size);
+  for (const [token, id] of vocab) lengths[id] = token.length;
+  for (const added of json.added_tokens ?? []) lengths[added.id] = Buffer.byteLength(added.content);
+  return lengths;
+}
+
+/** Texts a tokenizer's normalizer provably leaves alone: any without one, NFC-stable ones for NFC; none otherwise. */
+function normalizerCheck(normalizer: TokenizerJson['normalizer']): (text: string) => boolean {
+  if (!normalizer) return () => true;
+  if (normalizer.type === 'NFC') return (text) => text.normalize('NFC') === text;
+  return () => false;
 }
 
 function tokenText(spec: TokenSpec): string | null {
