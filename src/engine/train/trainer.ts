@@ -53,9 +53,18 @@ export interface EvalResult {
   tokens: number;
 }
 
+export interface GradientResult {
+  loss: number;
+  accuracy: number;
+  tokens: number;
+  grads: AdapterTensors; // ∂(mean loss)/∂ each LoRA tensor, PEFT names
+}
+
 export interface Trainer {
   config: ModelConfig;
   device: Device;
+  /** Gradients of the mean loss over the micro-batches, without an update (verification). */
+  gradients(microBatches: TrainBatch[]): Promise<GradientResult>;
   trainStep(microBatches: TrainBatch[], lr: number): Promise<StepResult>;
   evaluate(batches: TrainBatch[]): Promise<EvalResult>;
   getAdapter(): AdapterTensors;
@@ -111,6 +120,36 @@ export async function createTrainer(o: TrainerOptions): Promise<Trainer> {
 
   const loraFeeds = (): Record<string, ort.Tensor> => Object.fromEntries(specs.map((p) => [p.name, new ort.Tensor('float32', adapter.get(p.name)!.data, p.dims)]));
 
+  /**
+   * Runs every micro-batch's gradient graph and sums the unnormalised gradients (in a fixed order,
+   * so results are bitwise reproducible); `mean` divides them by Σ w to give ∂(mean loss)/∂tensor.
+   */
+  async function accumulate(microBatches: TrainBatch[], mean = true): Promise<GradientResult & { weightSum: number }> {
+    if (microBatches.length === 0) throw new Error('a training step needs at least one micro-batch');
+    const grads = zeros();
+    let lossSum = 0;
+    let correctSum = 0;
+    let wsum = 0;
+    let tokens = 0;
+    for (const mb of microBatches) {
+      const bucket = bucketOf(mb);
+      const s = await lossSession('grad', bucket);
+      const out = await s.run({ ...batchFeeds(mb, bucket, 'float32', config.slidingWindow), ...loraFeeds() });
+      for (const p of specs) {
+        const acc = grads.get(p.name)!.data;
+        const d = out[IO.grad(p.name)].data as Float32Array;
+        for (let i = 0; i < acc.length; i++) acc[i] += d[i];
+      }
+      lossSum += (out[IO.lossSum].data as Float32Array)[0];
+      correctSum += (out[IO.correctSum].data as Float32Array)[0];
+      wsum += weightSum(mb);
+      for (const w of mb.lossWeights) if (w > 0) tokens++;
+    }
+    if (wsum <= 0) throw new Error('the micro-batches carry no loss weight (no trained tokens)');
+    if (mean) for (const g of grads.values()) for (let i = 0; i < g.data.length; i++) g.data[i] /= wsum;
+    return { loss: lossSum / wsum, accuracy: correctSum / wsum, tokens, weightSum: wsum, grads };
+  }
+
   // Warm the device choice early so `device` is known once the trainer exists.
   await adamwSession();
 
@@ -120,28 +159,10 @@ export async function createTrainer(o: TrainerOptions): Promise<Trainer> {
       return device!;
     },
 
+    gradients: (microBatches) => accumulate(microBatches),
+
     async trainStep(microBatches, lr) {
-      if (microBatches.length === 0) throw new Error('trainStep needs at least one micro-batch');
-      const grads = zeros();
-      let lossSum = 0;
-      let correctSum = 0;
-      let wsum = 0;
-      let tokens = 0;
-      for (const mb of microBatches) {
-        const bucket = bucketOf(mb);
-        const s = await lossSession('grad', bucket);
-        const out = await s.run({ ...batchFeeds(mb, bucket, 'float32', config.slidingWindow), ...loraFeeds() });
-        for (const p of specs) {
-          const acc = grads.get(p.name)!.data;
-          const d = out[IO.grad(p.name)].data as Float32Array;
-          for (let i = 0; i < acc.length; i++) acc[i] += d[i];
-        }
-        lossSum += (out[IO.lossSum].data as Float32Array)[0];
-        correctSum += (out[IO.correctSum].data as Float32Array)[0];
-        wsum += weightSum(mb);
-        for (const w of mb.lossWeights) if (w > 0) tokens++;
-      }
-      if (wsum <= 0) throw new Error('trainStep: the micro-batches carry no loss weight (no trained tokens)');
+      const { loss, accuracy, tokens, weightSum: wsum, grads } = await accumulate(microBatches, false);
       const step = state.step + 1;
       const feeds: Record<string, ort.Tensor> = {
         [IO.weightSum]: scalar(wsum),
@@ -159,7 +180,7 @@ export async function createTrainer(o: TrainerOptions): Promise<Trainer> {
       const next = (name: (n: string) => string) => new Map(specs.map((p) => [p.name, { dims: p.dims, data: out[name(p.name)].data as Float32Array }]));
       adapter = next(IO.next);
       state = { step, m: next(IO.nextM), v: next(IO.nextV) };
-      return { step, loss: lossSum / wsum, accuracy: correctSum / wsum, tokens, gradNorm: (out[IO.gradNorm].data as Float32Array)[0] };
+      return { step, loss, accuracy, tokens, gradNorm: (out[IO.gradNorm].data as Float32Array)[0] };
     },
 
     async evaluate(batches) {
