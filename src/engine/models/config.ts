@@ -33,8 +33,10 @@ export interface ModelConfig {
   ropeScaling: RopeScaling | null;
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
-  /** q/k/v projections carry a bias (Qwen2 always; Llama when `attention_bias`). o_proj never does here. */
+  /** q/k/v projections carry a bias: Qwen2 always, Llama when `attention_bias`, Mistral never (as in transformers). */
   attentionBias: boolean;
+  /** o_proj carries a bias: only Llama with `attention_bias` (Qwen2 biases q/k/v only). */
+  attentionOutputBias: boolean;
   /** Mistral-style sliding-window attention span, or null for full causal attention. */
   slidingWindow: number | null;
   bosTokenId: number | null;
@@ -135,6 +137,7 @@ export function parseModelConfig(json: unknown): ModelConfig {
     if (hiddenSize % numHeads !== 0) fail('head_dim', `is missing and hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads})`);
   }
   const headDim = positiveInt(c, 'head_dim', hiddenSize / numHeads);
+  const llamaBias = architecture === 'LlamaForCausalLM' && bool(c, 'attention_bias', false);
   if (headDim % 2 !== 0) fail('head_dim', `(${headDim}) must be even for rotary embeddings`);
   if (c.mlp_bias === true) fail('mlp_bias', 'true is not supported (MLP projections without bias only)');
   if (c.hidden_act !== undefined && c.hidden_act !== 'silu') fail('hidden_act', `${JSON.stringify(c.hidden_act)} is not supported (silu)`);
@@ -152,8 +155,9 @@ export function parseModelConfig(json: unknown): ModelConfig {
     ropeScaling: ropeScalingOf(c),
     maxPositionEmbeddings: positiveInt(c, 'max_position_embeddings'),
     tieWordEmbeddings: bool(c, 'tie_word_embeddings', false),
-    // Qwen2 has q/k/v bias by construction (no config field); Llama/Mistral read attention_bias.
-    attentionBias: architecture === 'Qwen2ForCausalLM' ? true : bool(c, 'attention_bias', false),
+    // Qwen2 has q/k/v bias by construction (no config field); Llama's attention_bias covers q/k/v and o.
+    attentionBias: architecture === 'Qwen2ForCausalLM' || llamaBias,
+    attentionOutputBias: llamaBias,
     slidingWindow: slidingWindowOf(c),
     bosTokenId: tokenIds(c.bos_token_id, 'bos_token_id')[0] ?? null,
     eosTokenIds: tokenIds(c.eos_token_id, 'eos_token_id'),

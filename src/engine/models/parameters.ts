@@ -53,8 +53,9 @@ export function projectionDims(config: ModelConfig, target: LoraTarget): { in: n
   }
 }
 
-/** Whether a projection has a bias in this model: q/k/v when attentionBias (Qwen2), nothing else. */
+/** Whether a projection has a bias in this model: q/k/v when attentionBias, o when attentionOutputBias, MLP never. */
 export function projectionHasBias(config: ModelConfig, target: LoraTarget): boolean {
+  if (target === 'o_proj') return config.attentionOutputBias;
   return config.attentionBias && (target === 'q_proj' || target === 'k_proj' || target === 'v_proj');
 }
 

@@ -53,6 +53,7 @@ test('Llama 3.2: GQA, explicit head_dim, llama3 rope scaling, eos list, tied', (
 test('Qwen2.5: q/k/v bias implied, sliding window off, head_dim from hidden/heads', () => {
   const c = parseModelConfig(qwen25_05b);
   assert.equal(c.attentionBias, true);
+  assert.equal(c.attentionOutputBias, false);
   assert.equal(c.headDim, 64);
   assert.equal(c.numKvHeads, 2);
   assert.equal(c.slidingWindow, null);
@@ -80,6 +81,13 @@ test('linear rope scaling (old `type` key) and defaults for old Llama configs', 
   assert.deepEqual(c.ropeScaling, { type: 'linear', factor: 2 });
   assert.equal(c.numKvHeads, 32);
   assert.equal(c.ropeTheta, 10000);
+});
+
+test('Llama attention_bias biases q/k/v and o; Mistral ignores it as transformers does', () => {
+  const llama = parseModelConfig({ ...smollm2_135m, attention_bias: true });
+  assert.deepEqual([llama.attentionBias, llama.attentionOutputBias], [true, true]);
+  const mistral = parseModelConfig({ ...mistral7b, attention_bias: true });
+  assert.deepEqual([mistral.attentionBias, mistral.attentionOutputBias], [false, false]);
 });
 
 test('errors name the field', () => {

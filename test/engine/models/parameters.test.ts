@@ -6,10 +6,11 @@ import {
   LORA_TARGETS, baseParameters, layerParameterNames, lmHeadName, loraModules, loraParameters, parameterCount, parseLoraTensorName,
 } from '../../../src/engine/models/parameters.ts';
 
-const smollm2 = parseModelConfig({
+const smollm2Json = {
   architectures: ['LlamaForCausalLM'], hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30, num_attention_heads: 9,
   num_key_value_heads: 3, vocab_size: 49152, rms_norm_eps: 1e-5, rope_theta: 100000, max_position_embeddings: 8192, tie_word_embeddings: true,
-});
+};
+const smollm2 = parseModelConfig(smollm2Json);
 const qwen = parseModelConfig({
   architectures: ['Qwen2ForCausalLM'], hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14,
   num_key_value_heads: 2, vocab_size: 151936, rms_norm_eps: 1e-6, rope_theta: 1e6, max_position_embeddings: 32768, tie_word_embeddings: true,
@@ -34,6 +35,15 @@ test('Qwen2.5-0.5B has q/k/v biases and its published 494,032,768 parameters', (
   assert.equal(names.bias.o_proj, null);
   assert.equal(names.bias.up_proj, null);
   assert.deepEqual(specs.find((s) => s.name === 'model.layers.7.self_attn.v_proj.bias')!.dims, [128]);
+});
+
+test('Llama with attention_bias has an o_proj bias too', () => {
+  const biased = parseModelConfig({ ...smollm2Json, attention_bias: true });
+  const names = layerParameterNames(biased, 0);
+  assert.equal(names.bias.o_proj, 'model.layers.0.self_attn.o_proj.bias');
+  assert.equal(names.bias.k_proj, 'model.layers.0.self_attn.k_proj.bias');
+  assert.equal(names.bias.gate_proj, null);
+  assert.equal(parameterCount(baseParameters(biased)), 134_515_008 + 30 * (576 + 192 + 192 + 576));
 });
 
 test('untied models carry lm_head.weight', () => {
