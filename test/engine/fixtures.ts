@@ -1,26 +1,16 @@
 // Tiny seeded Llama-family models, LoRA tensors and batches for the engine tests.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseModelConfig, type ModelConfig } from '../../src/engine/models/config.ts';
 import { baseParameters } from '../../src/engine/models/parameters.ts';
+import { writeSafetensors } from '../../src/engine/models/safetensors.ts';
 import type { FloatDType, TypedData } from '../../src/engine/onnx/graph.ts';
 import type { TrainBatch } from '../../src/engine/train/batch.ts';
 import { rng } from './onnx/gradcheck.ts';
 
 /** A 2-layer model, GQA 4/2, head dim 4, vocab 11; `over` patches the config.json fields. */
 export function tinyConfig(over: Record<string, unknown> = {}): ModelConfig {
-  return parseModelConfig({
-    architectures: ['LlamaForCausalLM'],
-    hidden_size: 16,
-    intermediate_size: 24,
-    num_hidden_layers: 2,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    vocab_size: 11,
-    rms_norm_eps: 1e-5,
-    rope_theta: 10000,
-    max_position_embeddings: 64,
-    tie_word_embeddings: false,
-    ...over,
-  });
+  return parseModelConfig({ ...TINY_CONFIG_JSON, ...over });
 }
 
 export function randomWeights(config: ModelConfig, seed: number, dtype: FloatDType = 'float64'): Map<string, { dims: number[]; data: TypedData }> {
@@ -61,3 +51,27 @@ export function randomBatch(vocab: number, T: number, lengths: number[], seed: n
   });
   return { rows: B, seqLen: T, inputIds, labels, lossWeights, attentionMask };
 }
+
+/** Writes config.json + model.safetensors (float32) of a seeded random model into `dir`. */
+export function writeTinyModelDir(dir: string, configJson: Record<string, unknown>, seed: number): ModelConfig {
+  const config = parseModelConfig(configJson);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(configJson));
+  const tensors = new Map([...randomWeights(config, seed, 'float32')].map(([k, v]) => [k, { dims: v.dims, data: v.data as Float32Array }]));
+  writeSafetensors(join(dir, 'model.safetensors'), tensors);
+  return config;
+}
+
+export const TINY_CONFIG_JSON: Record<string, unknown> = {
+  architectures: ['LlamaForCausalLM'],
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  vocab_size: 11,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+  max_position_embeddings: 64,
+  tie_word_embeddings: false,
+};

@@ -11,10 +11,10 @@ import type { WeightCache } from '../models/weight-cache.ts';
 // Dims: B rows, T seqLen, N = B·T, K loss rows (bucketed), D hidden, V vocab, R LoRA rank.
 
 export interface LoraSpec {
-  rank: number;
+  r: number;
   alpha: number;
   dropout: number;
-  targets: readonly LoraTarget[];
+  targetModules: LoraTarget[];
 }
 
 /** A fixed training shape: B rows of T tokens, and K rows that reach the LM head (≥ the batch's weighted tokens). */
@@ -55,9 +55,9 @@ export const IO = {
 
 /** LoRA tensors (PEFT names, A [R, in], B [out, R]) in the fixed module order. */
 export function loraSpecs(config: ModelConfig, lora: LoraSpec): ParameterSpec[] {
-  return loraModules(config, lora.targets).flatMap((m) => [
-    { name: m.loraA, dims: [lora.rank, m.in] },
-    { name: m.loraB, dims: [m.out, lora.rank] },
+  return loraModules(config, lora.targetModules).flatMap((m) => [
+    { name: m.loraA, dims: [lora.r, m.in] },
+    { name: m.loraB, dims: [m.out, lora.r] },
   ]);
 }
 
@@ -101,13 +101,13 @@ function dropoutSeed(layer: number, target: LoraTarget): number {
  */
 export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraSpec, training: boolean): { inputs: Map<string, Tensor>; linear: LinearHook } {
   const inputs = new Map(loraSpecs(config, lora).map((s) => [s.name, g.input(s.name, g.float, s.dims)]));
-  const modules = new Map(loraModules(config, lora.targets).map((m) => [`${m.layer}.${m.target}`, m]));
+  const modules = new Map(loraModules(config, lora.targetModules).map((m) => [`${m.layer}.${m.target}`, m]));
   const linear: LinearHook = (layer, target, x, base) => {
     const m = modules.get(`${layer}.${target}`);
     if (!m) return base;
     const xd = training && lora.dropout > 0 ? op.dropout(x, lora.dropout, dropoutSeed(layer, target))[0] : x; // [N, in]
     const xa = op.gemm(xd, inputs.get(m.loraA)!, null, { transB: true }); // [N, R]
-    return op.gemm(xa, inputs.get(m.loraB)!, base, { transB: true, alpha: lora.alpha / lora.rank }); // [N, out]
+    return op.gemm(xa, inputs.get(m.loraB)!, base, { transB: true, alpha: lora.alpha / lora.r }); // [N, out]
   };
   return { inputs, linear };
 }

@@ -10,7 +10,7 @@ import { batchFeeds, bucketOf } from '../../../src/engine/train/feeds.ts';
 import { buildAdamWGraph, buildLogitsGraph, buildLossGraph, embeddedWeights, IO, loraSpecs, type LoraSpec } from '../../../src/engine/train/graphs.ts';
 import { randomBatch, randomTensors, randomWeights, tinyConfig } from '../fixtures.ts';
 
-const allTargets: LoraSpec = { rank: 2, alpha: 4, dropout: 0, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
+const allTargets: LoraSpec = { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
 
 const f64 = (data: Float64Array, dims: number[]) => new ort.Tensor('float64', data, dims);
 
@@ -61,7 +61,7 @@ test('whole train step: LoRA gradients match finite differences (Qwen2, q/k/v bi
     num_hidden_layers: 1,
     rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
   });
-  assert.ok((await stepFd(config, { ...allTargets, targets: ['q_proj', 'v_proj', 'down_proj'] })) > 0);
+  assert.ok((await stepFd(config, { ...allTargets, targetModules: ['q_proj', 'v_proj', 'down_proj'] })) > 0);
 });
 
 test('step 0 of a fresh adapter (B = 0) reproduces the base logits exactly', async () => {
