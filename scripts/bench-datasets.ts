@@ -46,6 +46,7 @@ async function generate(path: string, bytes: number): Promise<void> {
 async function measure(path: string, modelDir: string, contextLength: number): Promise<void> {
   const mb = statSync(path).size / 2 ** 20;
   const chat = createChatTokenizer(loadTokenizer(modelDir));
+  const loadedRssMB = process.memoryUsage().rss / 2 ** 20; // the tokenizer's own footprint, before any data
   let t0 = performance.now();
   const validation = await validateTrainingFile(path, { param: 'training_file' });
   const validateSeconds = (performance.now() - t0) / 1000;
@@ -60,6 +61,7 @@ async function measure(path: string, modelDir: string, contextLength: number): P
     validateMBps: mb / validateSeconds,
     tokenizeMBps: mb / tokenizeSeconds,
     tokensPerSecond: analysis.statistics.tokens.total / tokenizeSeconds,
+    loadedRssMB,
     peakRssMB: process.resourceUsage().maxRSS / 1024,
   }));
 }
@@ -72,7 +74,7 @@ if (args.has('measure')) {
   const contextLength = args.get('context') ?? '2048';
   const dir = mkdtempSync(join(tmpdir(), 'bench-datasets-'));
   console.log(`tokenizer: ${modelDir}`);
-  console.log('size MB | examples | tokens | validate MB/s | tokenize+stats MB/s | tokens/s | peak RSS MB');
+  console.log('size MB | examples | tokens | validate MB/s | tokenize+stats MB/s | tokens/s | RSS with tokenizer loaded MB | peak RSS MB');
   try {
     for (const size of sizes) {
       const path = join(dir, `train-${size}mb.jsonl`);
@@ -80,7 +82,7 @@ if (args.has('measure')) {
       const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--measure', path, '--model-dir', modelDir, '--context', contextLength], { encoding: 'utf8' });
       if (child.status !== 0) throw new Error(child.stderr);
       const r = JSON.parse(child.stdout.trim().split('\n').at(-1)!);
-      console.log([r.mb.toFixed(1), r.examples, r.tokens, r.validateMBps.toFixed(1), r.tokenizeMBps.toFixed(2), Math.round(r.tokensPerSecond), r.peakRssMB.toFixed(0)].join(' | '));
+      console.log([r.mb.toFixed(1), r.examples, r.tokens, r.validateMBps.toFixed(1), r.tokenizeMBps.toFixed(2), Math.round(r.tokensPerSecond), r.loadedRssMB.toFixed(0), r.peakRssMB.toFixed(0)].join(' | '));
       rmSync(path);
     }
   } finally {
