@@ -62,8 +62,15 @@ async function measure(path: string, modelDir: string, contextLength: number): P
     tokenizeMBps: mb / tokenizeSeconds,
     tokensPerSecond: analysis.statistics.tokens.total / tokenizeSeconds,
     loadedRssMB,
+    heapAfterGcMB: collectedHeapMB(),
     peakRssMB: process.resourceUsage().maxRSS / 1024,
   }));
+}
+
+/** Live heap after a full collection: what the run still holds (flat across sizes when nothing accumulates). */
+function collectedHeapMB(): number {
+  (globalThis as { gc?: () => void }).gc?.();
+  return process.memoryUsage().heapUsed / 2 ** 20;
 }
 
 if (args.has('measure')) {
@@ -74,15 +81,15 @@ if (args.has('measure')) {
   const contextLength = args.get('context') ?? '2048';
   const dir = mkdtempSync(join(tmpdir(), 'bench-datasets-'));
   console.log(`tokenizer: ${modelDir}`);
-  console.log('size MB | examples | tokens | validate MB/s | tokenize+stats MB/s | tokens/s | RSS with tokenizer loaded MB | peak RSS MB');
+  console.log('size MB | examples | tokens | validate MB/s | tokenize+stats MB/s | tokens/s | RSS with tokenizer loaded MB | heap after GC MB | peak RSS MB');
   try {
     for (const size of sizes) {
       const path = join(dir, `train-${size}mb.jsonl`);
       await generate(path, size * 2 ** 20);
-      const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--measure', path, '--model-dir', modelDir, '--context', contextLength], { encoding: 'utf8' });
+      const child = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), '--measure', path, '--model-dir', modelDir, '--context', contextLength], { encoding: 'utf8' });
       if (child.status !== 0) throw new Error(child.stderr);
       const r = JSON.parse(child.stdout.trim().split('\n').at(-1)!);
-      console.log([r.mb.toFixed(1), r.examples, r.tokens, r.validateMBps.toFixed(1), r.tokenizeMBps.toFixed(2), Math.round(r.tokensPerSecond), r.loadedRssMB.toFixed(0), r.peakRssMB.toFixed(0)].join(' | '));
+      console.log([r.mb.toFixed(1), r.examples, r.tokens, r.validateMBps.toFixed(1), r.tokenizeMBps.toFixed(2), Math.round(r.tokensPerSecond), r.loadedRssMB.toFixed(0), r.heapAfterGcMB.toFixed(0), r.peakRssMB.toFixed(0)].join(' | '));
       rmSync(path);
     }
   } finally {
