@@ -1,5 +1,6 @@
 // Benchmark: validate and tokenize generated JSONL files of two sizes; prints MB/s and peak RSS to show memory stays bounded.
-// Usage: tsx scripts/bench-datasets.ts [--sizes-mb 50,150] [--model-dir DIR] [--context 2048]
+// Usage: tsx scripts/bench-datasets.ts [--sizes-mb 50,150] [--model-dir DIR] [--context 2048] [--heap-limit-mb N]
+// --heap-limit-mb runs each size under --max-old-space-size=N: finishing proves the run fits in that heap.
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -86,7 +87,8 @@ if (args.has('measure')) {
     for (const size of sizes) {
       const path = join(dir, `train-${size}mb.jsonl`);
       await generate(path, size * 2 ** 20);
-      const child = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), '--measure', path, '--model-dir', modelDir, '--context', contextLength], { encoding: 'utf8' });
+      const heapLimit = args.has('heap-limit-mb') ? [`--max-old-space-size=${args.get('heap-limit-mb')}`] : [];
+      const child = spawnSync(process.execPath, [...heapLimit, '--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), '--measure', path, '--model-dir', modelDir, '--context', contextLength], { encoding: 'utf8' });
       if (child.status !== 0) throw new Error(child.stderr);
       const r = JSON.parse(child.stdout.trim().split('\n').at(-1)!);
       console.log([r.mb.toFixed(1), r.examples, r.tokens, r.validateMBps.toFixed(1), r.tokenizeMBps.toFixed(2), Math.round(r.tokensPerSecond), r.loadedRssMB.toFixed(0), r.heapAfterGcMB.toFixed(0), r.peakRssMB.toFixed(0)].join(' | '));
