@@ -166,15 +166,16 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
     const qr = rope(q, tables.cosQ, tables.sinQ, HD); // [B, T, NH, HD], scaled by 1/√HD
     const kr = rope(k, tables.cosK, tables.sinK, HD); // [B, T, NKV, HD]
     const qh = op.reshape(op.transpose(op.reshape(qr, [dimB, dimT, NKV, G, HD]), [0, 2, 3, 1, 4]), [dimB, NKV, -1, HD]); // [B, NKV, G·T, HD]
-    let kh = op.transpose(kr, [0, 2, 1, 3]); // [B, NKV, T, HD]
+    let kt: Tensor; // [B, NKV, HD, S]
     let vh = op.transpose(v, [0, 2, 1, 3]); // [B, NKV, T, HD]
     if (kv) {
+      const kh = op.transpose(kr, [0, 2, 1, 3]); // [B, NKV, T, HD]
       kv.present(l, kh, vh);
       const past = kv.past(l);
-      kh = op.concat([past.key, kh], 2); // [B, NKV, S, HD]
+      kt = op.transpose(op.concat([past.key, kh], 2), [0, 1, 3, 2]); // [B, NKV, HD, S]
       vh = op.concat([past.value, vh], 2); // [B, NKV, S, HD]
-    }
-    const scores = op.matmul(qh, op.transpose(kh, [0, 1, 3, 2])); // [B, NKV, G·T, S]
+    } else kt = op.transpose(kr, [0, 2, 3, 1]); // [B, NKV, HD, T]: one transpose instead of two
+    const scores = op.matmul(qh, kt); // [B, NKV, G·T, S]
     const masked = op.add(op.reshape(scores, [dimB, NKV, G, dimT, dimS]), bias); // [B, NKV, G, T, S]
     const probs = op.reshape(op.softmax(masked, -1), [dimB, NKV, -1, dimS]); // [B, NKV, G·T, S]
     const ctx = op.reshape(op.matmul(probs, vh), [dimB, NKV, G, dimT, HD]); // [B, NKV, G, T, HD]

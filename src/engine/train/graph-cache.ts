@@ -6,7 +6,7 @@ import type { Graph } from '../onnx/graph.ts';
 import type { WeightCache } from '../models/weight-cache.ts';
 
 /** Bumped whenever the graph builders change what they emit, so stale cached graphs are never reused. */
-export const GRAPH_FORMAT = 1;
+export const GRAPH_FORMAT = 2;
 
 /**
  * Path of the cached graph `kind` for `options` (anything JSON), building and writing it first when
