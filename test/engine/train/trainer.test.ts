@@ -23,7 +23,8 @@ function freshAdapter(seed: number): AdapterTensors {
   return new Map(specs.map((p) => [p.name, { dims: p.dims, data: p.name.includes('lora_A') ? Float32Array.from(a.get(p.name)!) : new Float32Array(a.get(p.name)!.length) }]));
 }
 
-const open = (cacheDir: string) => createTrainer({ modelDir, cacheDir: join(root, cacheDir), lora, seed: 1, adapter: freshAdapter(1), device: 'cpu', threads: 1, adamw: { weightDecay: 0.01 } });
+const open = (cacheDir: string, dropout = 0) =>
+  createTrainer({ modelDir, cacheDir: join(root, cacheDir), lora: { ...lora, dropout }, seed: 1, adapter: freshAdapter(1), device: 'cpu', threads: 1, adamw: { weightDecay: 0.01 } });
 const batches: TrainBatch[] = [randomBatch(config.vocabSize, 16, [16, 12], 3), randomBatch(config.vocabSize, 16, [9, 16], 4)];
 
 test('loss falls on a fixed batch, graphs are cached on disk', async () => {
@@ -43,9 +44,9 @@ test('loss falls on a fixed batch, graphs are cached on disk', async () => {
   assert.deepEqual(graphs.map((f) => f.split('-')[1]).sort(), ['adamw', 'eval', 'grad']);
 });
 
-test('same seed and data give bitwise the same adapter and optimizer state', async () => {
+test('same seed and data give bitwise the same adapter and optimizer state (with LoRA dropout)', async () => {
   const run = async () => {
-    const t = await open('cache-b');
+    const t = await open('cache-b', 0.1);
     for (let i = 0; i < 3; i++) await t.trainStep(batches, 0.01);
     const r = { adapter: t.getAdapter(), state: t.getOptimizerState() };
     await t.close();
