@@ -3,13 +3,12 @@ import type { Tensor } from '../onnx/graph.ts';
 import { lmHeadCrossEntropy, rmsNorm, swiGlu } from '../onnx/fused.ts';
 import * as op from '../onnx/ops.ts';
 import type { ModelConfig } from './config.ts';
+import type { WeightSource } from './weight-source.ts';
 import { EMBED_TOKENS, FINAL_NORM, layerParameterNames, lmHeadName, type LoraTarget } from './parameters.ts';
 
 // Dims: B batch rows, T new positions, P past positions, S = P + T keys, N = B·T rows of the hidden state,
 // D hidden, F MLP width, V vocab, NH query heads, NKV kv heads, G = NH/NKV, HD head dim.
 
-/** Base weights by HF name (external initializers in real graphs, embedded ones in tests). */
-export type WeightSource = (name: string) => Tensor;
 
 /**
  * A projection's output given its input and the base result; the LoRA hook. Training passes

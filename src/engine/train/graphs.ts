@@ -1,13 +1,12 @@
 // The training graphs: loss+gradients of one micro-batch (LoRA A/B as inputs), eval loss, and the AdamW update with clipping.
-import { basename } from 'node:path';
 import { gradients } from '../onnx/autodiff.ts';
-import { Graph, type FloatDType, type Tensor, type TypedData } from '../onnx/graph.ts';
+import { Graph, type FloatDType, type Tensor } from '../onnx/graph.ts';
 import * as op from '../onnx/ops.ts';
 import type { ModelConfig } from '../models/config.ts';
-import { decoderStack, finalNorm, lmHead, lmHeadLoss, staticRopeTables, type LinearHook, type WeightSource } from '../models/llama.ts';
+import { decoderStack, finalNorm, lmHead, lmHeadLoss, staticRopeTables, type LinearHook } from '../models/llama.ts';
+import type { WeightFactory } from '../models/weight-source.ts';
 import { loraModules, loraParameters, type LoraTarget, type ParameterSpec } from '../models/parameters.ts';
 import { loraScaling, type LoraConfig } from '../lora/config.ts';
-import type { WeightCache } from '../models/weight-cache.ts';
 
 // Dims: B rows, T seqLen, N = B·T, K loss rows (bucketed), D hidden, V vocab, R LoRA rank.
 
@@ -50,35 +49,6 @@ export const IO = {
 /** LoRA tensors (PEFT names, A [R, in], B [out, R]) in the fixed module order. */
 export function loraSpecs(config: ModelConfig, lora: LoraConfig): ParameterSpec[] {
   return loraParameters(config, lora.targetModules, lora.r);
-}
-
-export type WeightFactory = (g: Graph) => WeightSource;
-
-/** Base weights embedded in the graph (tests and the float64 checks). */
-export function embeddedWeights(weights: ReadonlyMap<string, { dims: number[]; data: TypedData }>): WeightFactory {
-  return (g) => {
-    const made = new Map<string, Tensor>();
-    return (name) => {
-      const w = weights.get(name);
-      if (!w) throw new Error(`no base weight ${name}`);
-      if (!made.has(name)) made.set(name, g.initializer(name, g.float, w.dims, w.data));
-      return made.get(name)!;
-    };
-  };
-}
-
-/** Base weights as external data in the aligned cache file; the graph file must be saved beside it. */
-export function cachedWeights(cache: WeightCache): WeightFactory {
-  return (g) => {
-    const made = new Map<string, Tensor>();
-    return (name) => {
-      const e = cache.manifest.tensors[name];
-      if (!e) throw new Error(`weight cache ${cache.dataPath} has no tensor ${name}`);
-      if (e.dtype !== g.float) throw new Error(`weight cache holds ${e.dtype}, graph computes in ${g.float}`);
-      if (!made.has(name)) made.set(name, g.externalInitializer(name, g.float, e.dims, { location: basename(cache.dataPath), offset: e.offset, length: e.length }));
-      return made.get(name)!;
-    };
-  };
 }
 
 /** Dropout seed per (layer, module): fixed in the graph, so a fresh session replays the same masks. */

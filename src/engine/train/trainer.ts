@@ -1,14 +1,15 @@
 // The trainer: LoRA state + AdamW moments in JS, micro-batch gradient graphs and the AdamW graph run by cached sessions per bucket.
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { parseModelConfig, type ModelConfig } from '../models/config.ts';
 import { ensureWeightCache, type WeightCache } from '../models/weight-cache.ts';
 import { createSession, type Device, type DeviceRequest, type Session } from '../onnx/session.ts';
 import type { TrainBatch } from './batch.ts';
 import { batchFeeds, bucketOf, weightSum } from './feeds.ts';
-import { cachedGraph } from './graph-cache.ts';
-import { buildAdamWGraph, buildLossGraph, cachedWeights, IO, loraSpecs, type AdamWOptions, type Bucket } from './graphs.ts';
+import { cachedGraph } from '../onnx/graph-cache.ts';
+import { cachedWeights } from '../models/weight-source.ts';
+import { buildAdamWGraph, buildLossGraph, IO, loraSpecs, type AdamWOptions, type Bucket } from './graphs.ts';
 import type { LoraConfig } from '../lora/config.ts';
 import { initAdapter, type AdapterTensors } from '../lora/init.ts';
 
@@ -92,7 +93,7 @@ export async function createTrainer(o: TrainerOptions): Promise<Trainer> {
     const key = `${kind}:${JSON.stringify(options)}`;
     let s = sessions.get(key);
     if (!s) {
-      s = createSession(cachedGraph(cache, kind, options, build), sessionOpts).then((made) => {
+      s = createSession(cachedGraph(dirname(cache.dataPath), kind, { weights: cache.manifest.fingerprint, dtype: cache.manifest.dtype, options }, build), sessionOpts).then((made) => {
         device ??= made.device;
         return made;
       });

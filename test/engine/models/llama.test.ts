@@ -5,7 +5,8 @@ import * as ort from 'onnxruntime-node';
 import { attentionBias, decoderStack, dynamicRopeTables, finalNorm, lmHead } from '../../../src/engine/models/llama.ts';
 import { Graph } from '../../../src/engine/onnx/graph.ts';
 import { createSession } from '../../../src/engine/onnx/session.ts';
-import { buildLogitsGraph, embeddedWeights, IO } from '../../../src/engine/train/graphs.ts';
+import { embeddedWeights } from '../../../src/engine/models/weight-source.ts';
+import { buildLogitsGraph, IO } from '../../../src/engine/train/graphs.ts';
 import { randomBatch, randomWeights, tinyConfig } from '../fixtures.ts';
 
 test('symbolic-dim forward with past K/V: prefill then one decode step reproduce the full logits', async () => {

@@ -7,7 +7,8 @@ import { attentionBias } from '../../../src/engine/models/llama.ts';
 import type { Graph } from '../../../src/engine/onnx/graph.ts';
 import { createSession } from '../../../src/engine/onnx/session.ts';
 import { batchFeeds, bucketOf } from '../../../src/engine/train/feeds.ts';
-import { buildAdamWGraph, buildLogitsGraph, buildLossGraph, embeddedWeights, IO, loraSpecs } from '../../../src/engine/train/graphs.ts';
+import { embeddedWeights } from '../../../src/engine/models/weight-source.ts';
+import { buildAdamWGraph, buildLogitsGraph, buildLossGraph, IO, loraSpecs } from '../../../src/engine/train/graphs.ts';
 import type { LoraConfig } from '../../../src/engine/lora/config.ts';
 import { randomBatch, randomTensors, randomWeights, tinyConfig } from '../fixtures.ts';
 
