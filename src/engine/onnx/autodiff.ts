@@ -50,9 +50,9 @@ function reduceVjp(n: Node, g: Tensor, mean: boolean): Tensor {
 /** The one table: every differentiable op's VJP, with its math above it. */
 export const VJP: Record<string, VjpRule> = {
   // y = a + b: da = Σ_bcast g, db = Σ_bcast g
-  Add: one((n, g) => [sumToShape(g, n.inputs[0]!), sumToShape(g, n.inputs[1]!)]),
+  Add: one((n, g, needs) => [needs[0] ? sumToShape(g, n.inputs[0]!) : null, needs[1] ? sumToShape(g, n.inputs[1]!) : null]),
   // y = a − b: da = g, db = −g
-  Sub: one((n, g, needs) => [sumToShape(g, n.inputs[0]!), needs[1] ? sumToShape(op.neg(g), n.inputs[1]!) : null]),
+  Sub: one((n, g, needs) => [needs[0] ? sumToShape(g, n.inputs[0]!) : null, needs[1] ? sumToShape(op.neg(g), n.inputs[1]!) : null]),
   // y = a·b: da = g·b, db = g·a
   Mul: one((n, g, needs) => {
     const [a, b] = n.inputs as Tensor[];
