@@ -154,6 +154,9 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
     return inputs.linear ? inputs.linear(layer, target, x, base) : base;
   };
 
+  // With static shapes, broadcast the bias over the heads once: ORT's Add is much slower broadcasting middle dims in every layer.
+  const staticBias = bias.shape.every((d) => typeof d === 'number');
+  const headBias = staticBias ? op.expand(bias, [bias.shape[0] as number, NKV, G, bias.shape[3] as number, bias.shape[4] as number]) : bias; // [B, NKV, G, T, S]
   let x = op.reshape(op.gather(weight(EMBED_TOKENS), ids, 0), [-1, D]); // [N, D]
   for (let l = 0; l < config.numLayers; l++) {
     const names = layerParameterNames(config, l);
@@ -175,7 +178,7 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
       vh = op.concat([past.value, vh], 2); // [B, NKV, S, HD]
     } else kt = op.transpose(kr, [0, 2, 3, 1]); // [B, NKV, HD, T]: one transpose instead of two
     const scores = op.matmul(qh, kt); // [B, NKV, G·T, S]
-    const masked = op.add(op.reshape(scores, [dimB, NKV, G, dimT, dimS]), bias); // [B, NKV, G, T, S]
+    const masked = op.add(op.reshape(scores, [dimB, NKV, G, dimT, dimS]), headBias); // [B, NKV, G, T, S]
     const probs = op.reshape(op.softmax(masked, -1), [dimB, NKV, -1, dimS]); // [B, NKV, G·T, S]
     const ctx = op.reshape(op.matmul(probs, vh), [dimB, NKV, G, dimT, HD]); // [B, NKV, G, T, HD]
     const merged = op.reshape(op.transpose(ctx, [0, 3, 1, 2, 4]), [-1, NH * HD]); // [N, NH·HD]
