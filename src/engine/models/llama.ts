@@ -17,6 +17,22 @@ import { EMBED_TOKENS, FINAL_NORM, layerParameterNames, lmHeadName, type LoraTar
  */
 export type LinearHook = (layer: number, target: LoraTarget, x: Tensor /* [N, in] */, base: Tensor /* [N, out] */) => Tensor;
 
+/**
+ * Serving's LoRA hook: batch row b uses its own adapter, h[b] = base[b] + x[b]·A[b]·B[b], with
+ * A [B, in, R] and B [B, R, out] graph inputs (alpha/r folded into B when loading; all-zero rows
+ * give the base model; ranks padded with zeros to the batch's largest). `adapter` returns null for
+ * projections without LoRA.
+ */
+export function perRowLoraHook(inputIds: Tensor, adapter: (layer: number, target: LoraTarget) => { a: Tensor; b: Tensor } | null): LinearHook {
+  return (layer, target, x, base) => {
+    const ab = adapter(layer, target);
+    if (!ab) return base;
+    const x3 = op.reshape(x, [[inputIds, 0], [inputIds, 1], x.shape[1] as number]); // [B, T, in]
+    const delta = op.matmul(op.matmul(x3, ab.a), ab.b); // [B, T, out]
+    return op.add(base, op.reshape(delta, [-1, base.shape[1] as number])); // [N, out]
+  };
+}
+
 /** RoPE tables broadcastable to [B, T, 1, HD]; the q tables carry 1/√HD (the attention scale). */
 export interface RopeTables {
   cosQ: Tensor;
