@@ -27,7 +27,7 @@ test('mismatches throw with the shapes in the message', () => {
   const g = new Graph('t');
   const a = g.input('a', 'float32', [3, 4]);
   assert.throws(() => op.matmul(a, g.input('b', 'float32', [5, 2])), /MatMul: inner dims differ \(a:float32\[3,4\], b:float32\[5,2\]\)/);
-  assert.throws(() => op.add(a, g.input('c', 'float32', [3, 5])), /Add: cannot broadcast \(a:float32\[3,4\], c:float32\[3,5\]\)/);
+  assert.throws(() => op.add(a, g.input('c', 'float32', [3, 5])), /Add: cannot broadcast \[3,4\] with \[3,5\] \(a:float32\[3,4\], c:float32\[3,5\]\)/);
   assert.throws(() => op.add(a, g.input('d', 'float64', [3, 4])), /dtype mismatch/);
   assert.throws(() => op.reshape(a, [5, -1]), /cannot reshape/);
 });

@@ -66,6 +66,16 @@ test('whole train step: LoRA gradients match finite differences (Qwen2, q/k/v bi
   assert.ok((await stepFd(config, { ...allTargets, targetModules: ['q_proj', 'v_proj', 'down_proj'] })) > 0);
 });
 
+test('the frozen base gets no gradient: every weight-gradient Gemm (transA) yields a LoRA-shaped tensor', () => {
+  const config = tinyConfig();
+  const batch = randomBatch(config.vocabSize, 8, [8, 5], 3);
+  const g = buildLossGraph('grad', config, embeddedWeights(randomWeights(config, 7)), allTargets, bucketOf(batch), 'float64');
+  const flat = (nodes: typeof g.nodes): typeof g.nodes => nodes.flatMap((n) => (n.body ? flat(n.body) : [n]));
+  const weightGrads = flat(g.nodes).filter((n) => n.op === 'Gemm' && n.attrs.transA);
+  assert.equal(weightGrads.length, loraSpecs(config, allTargets).length, 'one weight-gradient Gemm per LoRA tensor');
+  for (const n of weightGrads) assert.ok(n.outputs[0].shape.includes(allTargets.r), `a base-weight gradient: ${n.outputs[0]}`);
+});
+
 test('step 0 of a fresh adapter (B = 0) reproduces the base logits exactly', async () => {
   const config = tinyConfig();
   const weights = embeddedWeights(randomWeights(config, 7));
