@@ -236,6 +236,12 @@ export function gatherElements(data: Tensor, indices: Tensor, axis: number): Ten
   return data.graph.emit('GatherElements', [data, indices], { axis: attrInt(normAxis(axis, data.rank)) }, [[data.dtype, indices.shape]])[0];
 }
 
+/** ScatterElements: a copy of data with updates written at indices along `axis` (indices and updates share a shape). */
+export function scatterElements(data: Tensor, indices: Tensor, updates: Tensor, axis: number): Tensor {
+  if (indices.shape.join(',') !== updates.shape.join(',')) fail('ScatterElements', 'indices and updates differ in shape', indices, updates);
+  return data.graph.emit('ScatterElements', [data, indices, updates], { axis: attrInt(normAxis(axis, data.rank)) }, [[data.dtype, data.shape]])[0];
+}
+
 /** ScatterND with reduction 'add': data with updates summed in at indices [..., k]. */
 export function scatterNDAdd(data: Tensor, indices: Tensor, updates: Tensor): Tensor {
   return data.graph.emit('ScatterND', [data, indices, updates], { reduction: { kind: 'string', value: 'add' } }, [[data.dtype, data.shape]])[0];
