@@ -15,7 +15,7 @@ import { EMBED_TOKENS, FINAL_NORM, layerParameterNames, lmHeadName, type LoraTar
  * `h = base + (alpha/r)·dropout(x)·Aᵀ·Bᵀ` (see train/lora-linear.ts); serving can pass per-row adapters
  * (A [B, in, r], B [B, r, out] as MatMuls on x reshaped to [B, T, in]). Absent: the base model.
  */
-export type LinearHook = (layer: number, target: LoraTarget, x: Tensor /* [N, in] */, base: Tensor /* [N, out] */) => Tensor;
+export type LinearHook = (layer: number, target: LoraTarget, x: Tensor /* [N, in] */, base: Tensor /* [N, out]: x·Wᵀ + bias, plus the residual for o_proj and down_proj */) => Tensor;
 
 /**
  * Serving's LoRA hook: batch row b uses its own adapter, h[b] = base[b] + x[b]·A[b]·B[b], with
@@ -163,10 +163,12 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
   const dimT: [Tensor, number] = [ids, 1];
   const dimS: [Tensor, number] = [bias, 4];
 
-  const linear = (layer: number, target: LoraTarget, x: Tensor): Tensor => {
+  // x·Wᵀ (+ bias) (+ residual): a residual rides in Gemm's C when there is no bias, saving an Add pass.
+  const linear = (layer: number, target: LoraTarget, x: Tensor, residual: Tensor | null = null): Tensor => {
     const names = layerParameterNames(config, layer);
     const b = names.bias[target];
-    const base = op.gemm(x, weight(names.weight[target]), b ? weight(b) : null, { transB: true }); // [N, out]
+    let base = op.gemm(x, weight(names.weight[target]), b ? weight(b) : residual, { transB: true }); // [N, out]
+    if (b && residual) base = op.add(base, residual); // [N, out]
     return inputs.linear ? inputs.linear(layer, target, x, base) : base;
   };
 
@@ -198,11 +200,11 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
     const probs = op.reshape(op.softmax(masked, -1), [dimB, NKV, -1, dimS]); // [B, NKV, G·T, S]
     const ctx = op.reshape(op.matmul(probs, vh), [dimB, NKV, G, dimT, HD]); // [B, NKV, G, T, HD]
     const merged = op.reshape(op.transpose(ctx, [0, 3, 1, 2, 4]), [-1, NH * HD]); // [N, NH·HD]
-    x = op.add(x, linear(l, 'o_proj', merged)); // [N, D]
+    x = linear(l, 'o_proj', merged, x); // [N, D]  x + attention
     // MLP block.
     const h2 = rmsNorm(x, weight(names.postAttentionNorm), config.rmsNormEps); // [N, D]
     const act = swiGlu(linear(l, 'gate_proj', h2), linear(l, 'up_proj', h2)); // [N, F]
-    x = op.add(x, linear(l, 'down_proj', act)); // [N, D]
+    x = linear(l, 'down_proj', act, x); // [N, D]  x + MLP
   }
   return x; // [N, D]
 }
