@@ -58,6 +58,12 @@ export interface ForwardInputs {
   rope: RopeTables;
   kv?: KvCache;
   linear?: LinearHook;
+  /**
+   * Causal attention in query blocks of this many positions (static shapes, no cache): block i only
+   * multiplies against keys 0..(i+1)·block, skipping most of the masked upper triangle. Default 128;
+   * 0 (or T ≤ block) computes full T×T scores.
+   */
+  attentionBlock?: number;
 }
 
 /** HF's inverse frequencies [HD/2] with linear or llama3 scaling, in float32 arithmetic as HF computes them. */
@@ -175,6 +181,13 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
   // With static shapes, broadcast the bias over the heads once: ORT's Add is much slower broadcasting middle dims in every layer.
   const staticBias = bias.shape.every((d) => typeof d === 'number');
   const headBias = staticBias ? op.expand(bias, [bias.shape[0] as number, NKV, G, bias.shape[3] as number, bias.shape[4] as number]) : bias; // [B, NKV, G, T, S]
+  // Query blocks for causal attention without a cache: each block's bias slice is cut once for all layers.
+  const block = inputs.attentionBlock ?? 128;
+  const T0 = ids.shape[1];
+  const blocks =
+    !kv && staticBias && block > 0 && typeof T0 === 'number' && T0 > block && T0 % block === 0
+      ? Array.from({ length: T0 / block }, (_, i) => op.slice(headBias, [i * block, 0], [(i + 1) * block, (i + 1) * block], [3, 4])) // [B, NKV, G, b, S_i] each
+      : null;
   let x = op.reshape(op.gather(weight(EMBED_TOKENS), ids, 0), [-1, D]); // [N, D]
   for (let l = 0; l < config.numLayers; l++) {
     const names = layerParameterNames(config, l);
@@ -185,20 +198,32 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
     const v = op.reshape(linear(l, 'v_proj', h), [dimB, dimT, NKV, HD]); // [B, T, NKV, HD]
     const qr = rope(q, tables.cosQ, tables.sinQ, HD); // [B, T, NH, HD], scaled by 1/√HD
     const kr = rope(k, tables.cosK, tables.sinK, HD); // [B, T, NKV, HD]
-    const qh = op.reshape(op.transpose(op.reshape(qr, [dimB, dimT, NKV, G, HD]), [0, 2, 3, 1, 4]), [dimB, NKV, -1, HD]); // [B, NKV, G·T, HD]
-    let kt: Tensor; // [B, NKV, HD, S]
+    const q5 = op.transpose(op.reshape(qr, [dimB, dimT, NKV, G, HD]), [0, 2, 3, 1, 4]); // [B, NKV, G, T, HD]
     let vh = op.transpose(v, [0, 2, 1, 3]); // [B, NKV, T, HD]
+    let ctx: Tensor; // [B, NKV, G, T, HD]
     if (kv) {
       const kh = op.transpose(kr, [0, 2, 1, 3]); // [B, NKV, T, HD]
       kv.present(l, kh, vh);
       const past = kv.past(l);
-      kt = op.transpose(op.concat([past.key, kh], 2), [0, 1, 3, 2]); // [B, NKV, HD, S]
+      const kt = op.transpose(op.concat([past.key, kh], 2), [0, 1, 3, 2]); // [B, NKV, HD, S]
       vh = op.concat([past.value, vh], 2); // [B, NKV, S, HD]
-    } else kt = op.transpose(kr, [0, 2, 3, 1]); // [B, NKV, HD, T]: one transpose instead of two
-    const scores = op.matmul(qh, kt); // [B, NKV, G·T, S]
-    const masked = op.add(op.reshape(scores, [dimB, NKV, G, dimT, dimS]), headBias); // [B, NKV, G, T, S]
-    const probs = op.reshape(op.softmax(masked, -1), [dimB, NKV, -1, dimS]); // [B, NKV, G·T, S]
-    const ctx = op.reshape(op.matmul(probs, vh), [dimB, NKV, G, dimT, HD]); // [B, NKV, G, T, HD]
+      ctx = attend(op.reshape(q5, [dimB, NKV, -1, HD]), kt, vh, headBias, [dimB, NKV, G, dimT, dimS]);
+    } else {
+      const kt = op.transpose(kr, [0, 2, 3, 1]); // [B, NKV, HD, T]: one transpose instead of two
+      if (!blocks) ctx = attend(op.reshape(q5, [dimB, NKV, -1, HD]), kt, vh, headBias, [dimB, NKV, G, dimT, dimS]);
+      else {
+        const [B, T] = ids.shape as number[];
+        const parts = blocks.map((blockBias, i) => {
+          const keys = (i + 1) * block; // S_i: keys up to the block's last query
+          const qi = op.reshape(op.slice(q5, [i * block], [keys], [3]), [B, NKV, G * block, HD]); // [B, NKV, G·b, HD]
+          const ki = keys === T ? kt : op.slice(kt, [0], [keys], [3]); // [B, NKV, HD, S_i]
+          const vi = keys === T ? vh : op.slice(vh, [0], [keys], [2]); // [B, NKV, S_i, HD]
+          return attend(qi, ki, vi, blockBias, [B, NKV, G, block, keys]); // [B, NKV, G, b, HD]
+        });
+        ctx = op.concat(parts, 3); // [B, NKV, G, T, HD]
+        if (ctx.shape[3] !== T) throw new Error(`blocked attention covered ${ctx.shape[3]} of ${T} positions`);
+      }
+    }
     const merged = op.reshape(op.transpose(ctx, [0, 3, 1, 2, 4]), [-1, NH * HD]); // [N, NH·HD]
     x = linear(l, 'o_proj', merged, x); // [N, D]  x + attention
     // MLP block.
@@ -207,6 +232,20 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
     x = linear(l, 'down_proj', act, x); // [N, D]  x + MLP
   }
   return x; // [N, D]
+}
+
+/**
+ * softmax(q·kᵀ + bias)·v for queries folded as [B, NKV, G·Q, HD] against keys kᵀ [B, NKV, HD, S] and
+ * values [B, NKV, S, HD]; `split` = [B, NKV, G, Q, S] unfolds the scores so the bias [B, NKV, G, Q, S] adds.
+ * Returns [B, NKV, G, Q, HD]. (1/√HD is already in q through its RoPE tables.)
+ */
+function attend(q: Tensor, kt: Tensor, v: Tensor, bias: Tensor, split: (number | [Tensor, number])[]): Tensor {
+  const [dimB, NKV, G, dimQ, dimS] = split;
+  const scores = op.matmul(q, kt); // [B, NKV, G·Q, S]
+  const masked = op.add(op.reshape(scores, split), bias); // [B, NKV, G, Q, S]
+  const probs = op.reshape(op.softmax(masked, -1), [dimB, NKV, -1, dimS]); // [B, NKV, G·Q, S]
+  const HD = v.shape[3] as number;
+  return op.reshape(op.matmul(probs, v), [dimB, NKV, G, dimQ, HD]); // [B, NKV, G, Q, HD]
 }
 
 /** The final RMSNorm on any rows of the residual stream: [M, D] → [M, D]. */

@@ -78,7 +78,7 @@ export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraConfig,
  * tensor, grad:<name> = ∂loss_sum/∂tensor (unnormalised, so micro-batches add up). kind 'eval':
  * loss_sum and correct_sum only, no dropout.
  */
-export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, dtype: FloatDType = 'float32'): Graph {
+export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, dtype: FloatDType = 'float32', attentionBlock?: number): Graph {
   const g = new Graph(`localtune-${kind}`, dtype);
   const { rows: B, seqLen: T, lossRows: K } = bucket;
   const weight = weights(g);
@@ -88,7 +88,7 @@ export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weigh
   const labels = g.input(IO.lossLabels, 'int64', [K]); // [K]
   const lossW = g.input(IO.lossWeights, dtype, [K]); // [K]
   const { inputs: loraInputs, linear } = loraGraphInputs(g, config, lora, kind === 'grad');
-  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, T), linear }); // [N, D]
+  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, T), linear, attentionBlock }); // [N, D]
   const h = finalNorm(config, weight, op.gather(x, rowIdx, 0)); // [K, D]
   const { lossSum, correct } = lmHeadLoss(config, weight, h, labels, lossW); // [], []
   if (kind === 'grad') {
@@ -108,13 +108,13 @@ export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weigh
  * Logits for every position [B·T, V] (verification and the step-0 check): inputs input_ids and
  * attention_bias, plus the LoRA tensors when `lora` is given (no dropout). Output `logits`.
  */
-export function buildLogitsGraph(config: ModelConfig, weights: WeightFactory, lora: LoraConfig | null, rows: number, seqLen: number, dtype: FloatDType = 'float32'): Graph {
+export function buildLogitsGraph(config: ModelConfig, weights: WeightFactory, lora: LoraConfig | null, rows: number, seqLen: number, dtype: FloatDType = 'float32', attentionBlock?: number): Graph {
   const g = new Graph('localtune-logits', dtype);
   const weight = weights(g);
   const ids = g.input(IO.inputIds, 'int32', [rows, seqLen]); // [B, T]
   const bias = g.input(IO.attentionBias, dtype, [rows, 1, 1, seqLen, seqLen]); // [B, 1, 1, T, T]
   const linear = lora ? loraGraphInputs(g, config, lora, false).linear : undefined;
-  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, seqLen), linear }); // [N, D]
+  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, seqLen), linear, attentionBlock }); // [N, D]
   g.output(lmHead(config, weight, finalNorm(config, weight, x)), 'logits'); // [N, V]
   return g;
 }
