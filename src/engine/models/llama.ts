@@ -178,16 +178,17 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
     return inputs.linear ? inputs.linear(layer, target, x, base) : base;
   };
 
-  // With static shapes, broadcast the bias over the heads once: ORT's Add is much slower broadcasting middle dims in every layer.
+  // With static shapes, broadcast the bias over the heads once per graph (ORT's Add is much slower
+  // broadcasting middle dims in every layer); with query blocks, per block, cut once for all layers.
   const staticBias = bias.shape.every((d) => typeof d === 'number');
-  const headBias = staticBias ? op.expand(bias, [bias.shape[0] as number, NKV, G, bias.shape[3] as number, bias.shape[4] as number]) : bias; // [B, NKV, G, T, S]
-  // Query blocks for causal attention without a cache: each block's bias slice is cut once for all layers.
   const block = inputs.attentionBlock ?? 256;
   const T0 = ids.shape[1];
+  const overHeads = (t: Tensor) => op.expand(t, [t.shape[0] as number, NKV, G, t.shape[3] as number, t.shape[4] as number]); // [B, NKV, G, Q, S]
   const blocks =
     !kv && staticBias && block > 0 && typeof T0 === 'number' && T0 > block && T0 % block === 0
-      ? Array.from({ length: T0 / block }, (_, i) => op.slice(headBias, [i * block, 0], [(i + 1) * block, (i + 1) * block], [3, 4])) // [B, NKV, G, b, S_i] each
+      ? Array.from({ length: T0 / block }, (_, i) => overHeads(op.slice(bias, [i * block, 0], [(i + 1) * block, (i + 1) * block], [3, 4]))) // [B, NKV, G, b, S_i] each
       : null;
+  const headBias = staticBias && !blocks ? overHeads(bias) : bias; // [B, NKV, G, T, S] (or broadcastable)
   let x = op.reshape(op.gather(weight(EMBED_TOKENS), ids, 0), [-1, D]); // [N, D]
   for (let l = 0; l < config.numLayers; l++) {
     const names = layerParameterNames(config, l);
