@@ -1,5 +1,5 @@
 // ONNX ops (opset 18, default domain) as functions over Tensors, each inferring its output shape and throwing on mismatch.
-import { attrFloat, attrInt, attrInts, type DType, type Dim, type Graph, type Shape, type Tensor } from './graph.ts';
+import { attrFloat, attrInt, attrInts, attrString, type DType, type Dim, type Graph, type Shape, type Tensor } from './graph.ts';
 
 const fail = (op: string, msg: string, ...ts: Tensor[]): never => {
   throw new Error(`${op}: ${msg} (${ts.map(String).join(', ')})`);
@@ -46,9 +46,7 @@ export const div = (a: Tensor, b: Tensor) => binary('Div', a, b);
 export const pow = (a: Tensor, b: Tensor) => binary('Pow', a, b);
 export const max = (a: Tensor, b: Tensor) => binary('Max', a, b);
 export const equal = (a: Tensor, b: Tensor) => binary('Equal', a, b, 'bool');
-export const less = (a: Tensor, b: Tensor) => binary('Less', a, b, 'bool');
 export const greater = (a: Tensor, b: Tensor) => binary('Greater', a, b, 'bool');
-export const and = (a: Tensor, b: Tensor) => binary('And', a, b, 'bool');
 export const neg = (x: Tensor) => unary('Neg', x);
 export const sqrt = (x: Tensor) => unary('Sqrt', x);
 export const reciprocal = (x: Tensor) => unary('Reciprocal', x);
@@ -244,7 +242,7 @@ export function scatterElements(data: Tensor, indices: Tensor, updates: Tensor, 
 
 /** ScatterND with reduction 'add': data with updates summed in at indices [..., k]. */
 export function scatterNDAdd(data: Tensor, indices: Tensor, updates: Tensor): Tensor {
-  return data.graph.emit('ScatterND', [data, indices, updates], { reduction: { kind: 'string', value: 'add' } }, [[data.dtype, data.shape]])[0];
+  return data.graph.emit('ScatterND', [data, indices, updates], { reduction: attrString('add') }, [[data.dtype, data.shape]])[0];
 }
 
 function reduce(op: string, x: Tensor, axes: number[], keepdims: boolean): Tensor {
@@ -255,7 +253,6 @@ function reduce(op: string, x: Tensor, axes: number[], keepdims: boolean): Tenso
 
 export const reduceSum = (x: Tensor, axes: number[], keepdims = false) => reduce('ReduceSum', x, axes, keepdims);
 export const reduceMean = (x: Tensor, axes: number[], keepdims = false) => reduce('ReduceMean', x, axes, keepdims);
-export const reduceMax = (x: Tensor, axes: number[], keepdims = false) => reduce('ReduceMax', x, axes, keepdims);
 
 export function argMax(x: Tensor, axis: number, keepdims = false): Tensor {
   const a = normAxis(axis, x.rank);
