@@ -101,7 +101,10 @@ export async function createTrainer(o: TrainerOptions): Promise<Trainer> {
     }
     return s;
   };
-  const lossSession = (kind: 'grad' | 'eval', bucket: Bucket) => session(kind, { bucket, lora: o.lora }, () => buildLossGraph(kind, config, weights, o.lora, bucket));
+  // Only dropout makes the seed matter to a graph; keep it out of the key otherwise so jobs share cached graphs.
+  const dropoutSeed = o.lora.dropout > 0 ? o.seed : 0;
+  const lossSession = (kind: 'grad' | 'eval', bucket: Bucket) =>
+    session(kind, { bucket, lora: o.lora, seed: kind === 'grad' ? dropoutSeed : 0 }, () => buildLossGraph(kind, config, weights, o.lora, bucket, { seed: dropoutSeed }));
   const adamwSession = () => session('adamw', { lora: o.lora, adamw }, () => buildAdamWGraph(specs, adamw));
 
   let adapter = checkAdapter(o.adapter ? copyTensors(o.adapter) : initAdapter(config, o.lora, o.seed));

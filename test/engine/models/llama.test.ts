@@ -40,7 +40,7 @@ test('symbolic-dim forward with past K/V: prefill then one decode step reproduce
 
   const T = 7;
   const batch = randomBatch(V, T, [T], 9);
-  const full = await createSession(buildLogitsGraph(config, weights, null, 1, T, 'float64').serialize(), { device: 'cpu', threads: 1, optimization: 'basic' });
+  const full = await createSession(buildLogitsGraph(config, weights, null, 1, T, { dtype: 'float64' }).serialize(), { device: 'cpu', threads: 1, optimization: 'basic' });
   const expected = (
     await full.run({
       [IO.inputIds]: new ort.Tensor('int32', batch.inputIds, [1, T]),
@@ -82,7 +82,7 @@ test('per-row adapters: a mixed batch equals each row run alone (adapter row vs.
   const row = (b: number) => batch.inputIds.slice(b * T, (b + 1) * T);
   const bias1 = Float64Array.from(attentionBias(1, T, new Float32Array(T).fill(1)));
   const solo = async (lo: typeof lora | null, b: number) => {
-    const s = await createSession(buildLogitsGraph(config, weights, lo, 1, T, 'float64').serialize(), { device: 'cpu', threads: 1, optimization: 'basic' });
+    const s = await createSession(buildLogitsGraph(config, weights, lo, 1, T, { dtype: 'float64' }).serialize(), { device: 'cpu', threads: 1, optimization: 'basic' });
     const feeds: Record<string, ort.Tensor> = { [IO.inputIds]: new ort.Tensor('int32', row(b), [1, T]), [IO.attentionBias]: new ort.Tensor('float64', bias1, [1, 1, 1, T, T]) };
     if (lo) for (const p of specs) feeds[p.name] = new ort.Tensor('float64', values.get(p.name)!, p.dims);
     const out = (await s.run(feeds)).logits.data as Float64Array;

@@ -24,7 +24,7 @@ async function stepFd(config: ModelConfig, lora: LoraConfig, attentionBlock?: nu
   const weights = embeddedWeights(randomWeights(config, 7));
   const batch = randomBatch(config.vocabSize, 8, [8, 5], 3);
   const bucket = bucketOf(batch);
-  const s = await session(buildLossGraph('grad', config, weights, lora, bucket, 'float64', attentionBlock));
+  const s = await session(buildLossGraph('grad', config, weights, lora, bucket, { dtype: 'float64', attentionBlock }));
   const specs = loraSpecs(config, lora);
   const values = randomTensors(specs, 11, 0.3);
   const feeds = (vals: Map<string, Float64Array>) => {
@@ -73,7 +73,7 @@ test('whole train step: LoRA gradients match finite differences (Qwen2, q/k/v bi
 test('the frozen base gets no gradient: every weight-gradient Gemm (transA) yields a LoRA-shaped tensor', () => {
   const config = tinyConfig();
   const batch = randomBatch(config.vocabSize, 8, [8, 5], 3);
-  const g = buildLossGraph('grad', config, embeddedWeights(randomWeights(config, 7)), allTargets, bucketOf(batch), 'float64');
+  const g = buildLossGraph('grad', config, embeddedWeights(randomWeights(config, 7)), allTargets, bucketOf(batch), { dtype: 'float64' });
   const flat = (nodes: typeof g.nodes): typeof g.nodes => nodes.flatMap((n) => (n.body ? flat(n.body) : [n]));
   const weightGrads = flat(g.nodes).filter((n) => n.op === 'Gemm' && n.attrs.transA);
   assert.equal(weightGrads.length, loraSpecs(config, allTargets).length, 'one weight-gradient Gemm per LoRA tensor');
@@ -89,8 +89,8 @@ test('step 0 of a fresh adapter (B = 0) reproduces the base logits exactly', asy
     [IO.inputIds]: new ort.Tensor('int32', batch.inputIds, [B, T]),
     [IO.attentionBias]: f64(Float64Array.from(attentionBias(B, T, batch.attentionMask)), [B, 1, 1, T, T]),
   };
-  const base = await session(buildLogitsGraph(config, weights, null, B, T, 'float64'));
-  const tuned = await session(buildLogitsGraph(config, weights, allTargets, B, T, 'float64'));
+  const base = await session(buildLogitsGraph(config, weights, null, B, T, { dtype: 'float64' }));
+  const tuned = await session(buildLogitsGraph(config, weights, allTargets, B, T, { dtype: 'float64' }));
   const feeds: Record<string, ort.Tensor> = { ...common };
   for (const p of loraSpecs(config, allTargets)) {
     const isA = p.name.includes('lora_A');
@@ -111,8 +111,8 @@ test('blocked causal attention gives the same logits as full T×T attention', as
     [IO.inputIds]: new ort.Tensor('int32', batch.inputIds, [B, T]),
     [IO.attentionBias]: f64(Float64Array.from(attentionBias(B, T, batch.attentionMask)), [B, 1, 1, T, T]),
   };
-  const full = await session(buildLogitsGraph(config, weights, null, B, T, 'float64', 0));
-  const blocked = await session(buildLogitsGraph(config, weights, null, B, T, 'float64', 2));
+  const full = await session(buildLogitsGraph(config, weights, null, B, T, { dtype: 'float64', attentionBlock: 0 }));
+  const blocked = await session(buildLogitsGraph(config, weights, null, B, T, { dtype: 'float64', attentionBlock: 2 }));
   const a = (await full.run(feeds)).logits.data as Float64Array;
   const b = (await blocked.run(feeds)).logits.data as Float64Array;
   a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) < 1e-12, `logit ${i}: ${v} vs ${b[i]}`));

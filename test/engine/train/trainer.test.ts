@@ -23,8 +23,8 @@ function freshAdapter(seed: number): AdapterTensors {
   return new Map(specs.map((p) => [p.name, { dims: p.dims, data: p.name.includes('lora_A') ? Float32Array.from(a.get(p.name)!) : new Float32Array(a.get(p.name)!.length) }]));
 }
 
-const open = (cacheDir: string, dropout = 0) =>
-  createTrainer({ modelDir, cacheDir: join(root, cacheDir), lora: { ...lora, dropout }, seed: 1, adapter: freshAdapter(1), device: 'cpu', threads: 1, adamw: { weightDecay: 0.01 } });
+const open = (cacheDir: string, dropout = 0, seed = 1) =>
+  createTrainer({ modelDir, cacheDir: join(root, cacheDir), lora: { ...lora, dropout }, seed, adapter: freshAdapter(1), device: 'cpu', threads: 1, adamw: { weightDecay: 0.01 } });
 const batches: TrainBatch[] = [randomBatch(config.vocabSize, 16, [16, 12], 3), randomBatch(config.vocabSize, 16, [9, 16], 4)];
 
 test('loss falls on a fixed batch, graphs are cached on disk', async () => {
@@ -45,8 +45,8 @@ test('loss falls on a fixed batch, graphs are cached on disk', async () => {
 });
 
 test('same seed and data give bitwise the same adapter and optimizer state (with LoRA dropout)', async () => {
-  const run = async () => {
-    const t = await open('cache-b', 0.1);
+  const run = async (seed = 1) => {
+    const t = await open('cache-b', 0.1, seed);
     for (let i = 0; i < 3; i++) await t.trainStep(batches, 0.01);
     const r = { adapter: t.getAdapter(), state: t.getOptimizerState() };
     await t.close();
@@ -57,6 +57,8 @@ test('same seed and data give bitwise the same adapter and optimizer state (with
   for (const [k, v] of a.adapter) assert.deepEqual(b.adapter.get(k)!.data, v.data, k);
   for (const [k, v] of a.state.v) assert.deepEqual(b.state.v.get(k)!.data, v.data, k);
   assert.equal(a.state.step, 3);
+  const other = await run(2); // another seed, other dropout masks (same initial adapter)
+  assert.ok([...a.adapter].some(([k, v]) => v.data.some((x, i) => x !== other.adapter.get(k)!.data[i])));
 });
 
 test('two micro-batches accumulate to the same step as one batch holding both', async () => {
