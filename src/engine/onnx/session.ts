@@ -91,6 +91,7 @@ export async function createSession(model: Uint8Array | string, o: SessionOption
 }
 
 function create(model: Uint8Array | string, opts: ort.InferenceSession.SessionOptions) {
+  // Two calls because create() is overloaded per argument type (a path lets ORT map the file).
   return typeof model === 'string' ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
 }
 
