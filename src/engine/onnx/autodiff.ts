@@ -50,9 +50,9 @@ function reduceVjp(n: Node, g: Tensor, mean: boolean): Tensor {
 /** The one table: every differentiable op's VJP, with its math above it. */
 export const VJP: Record<string, VjpRule> = {
   // y = a + b: da = Σ_bcast g, db = Σ_bcast g
-  Add: one((n, g) => [sumToShape(g, n.inputs[0]!), sumToShape(g, n.inputs[1]!)]),
+  Add: one((n, g, needs) => [needs[0] ? sumToShape(g, n.inputs[0]!) : null, needs[1] ? sumToShape(g, n.inputs[1]!) : null]),
   // y = a − b: da = g, db = −g
-  Sub: one((n, g, needs) => [sumToShape(g, n.inputs[0]!), needs[1] ? sumToShape(op.neg(g), n.inputs[1]!) : null]),
+  Sub: one((n, g, needs) => [needs[0] ? sumToShape(g, n.inputs[0]!) : null, needs[1] ? sumToShape(op.neg(g), n.inputs[1]!) : null]),
   // y = a·b: da = g·b, db = g·a
   Mul: one((n, g, needs) => {
     const [a, b] = n.inputs as Tensor[];
@@ -226,6 +226,21 @@ export const VJP: Record<string, VjpRule> = {
 };
 
 /**
+ * prev + d. When d is the fresh output of a Gemm without a C input (the usual dX = g·W of a
+ * projection), prev becomes that Gemm's C instead: one pass over [N, in] fewer per extra consumer.
+ */
+function accumulate(prev: Tensor, d: Tensor): Tensor {
+  const nodes = d.graph.nodes;
+  const last = nodes[nodes.length - 1];
+  const sameShape = prev.rank === d.rank && prev.shape.every((x, i) => x === d.shape[i]);
+  if (last && last.op === 'Gemm' && last.outputs[0] === d && last.inputs.length === 2 && !last.attrs.beta && sameShape) {
+    last.inputs.push(prev);
+    return d;
+  }
+  return op.add(prev, d);
+}
+
+/**
  * Gradients of the scalar (or seeded) `root` with respect to each of `wrt`. Only nodes on a path
  * from some `wrt` to `root` are visited; everything else (the frozen base's own weights) gets none.
  */
@@ -253,7 +268,7 @@ export function gradients(root: Tensor, wrt: Tensor[], seed?: Tensor): Tensor[] 
       const d = inGrads[k];
       if (!t || !needs[k] || !d) return;
       const prev = grads.get(t.name);
-      grads.set(t.name, prev ? op.add(prev, d) : d);
+      grads.set(t.name, prev ? accumulate(prev, d) : d);
     });
   }
   return wrt.map((t) => grads.get(t.name) ?? op.zeros(g, t.shape as number[], t.dtype));

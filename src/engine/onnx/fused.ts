@@ -30,16 +30,14 @@ export function swiGlu(gate: Tensor, up: Tensor): Tensor {
  * LM head + weighted cross-entropy over rows in chunks of `chunk`, so that [N, V] logits never
  * exist whole. h [N, D], w [V, D] (HF layout), labels [N] int64, weights [N].
  * Outputs: lossSum = Σ weights·ce (scalar) and correct = Σ weights·[argmax = label] (scalar).
- * The gradient ∂lossSum/∂h = Σ_chunks (softmax − onehot)·weights·W is formed in the same pass
- * (saved as `dh`) so no chunk's logits outlive it; lossSum must therefore be the root's only use of h.
+ * The gradient ∂lossSum/∂h = Σ_chunks weights·(softmax − onehot)·W is formed in the same pass
+ * (saved as `dh`) so no chunk's logits outlive it; the VJP only scales it by lossSum's upstream gradient.
  */
 export function lmHeadCrossEntropy(h: Tensor, w: Tensor, labels: Tensor, weights: Tensor, chunk: number): { lossSum: Tensor; correct: Tensor } {
   const g = h.graph;
   const [N, D] = h.shape as number[];
-  const [V] = w.shape as number[];
   if (w.shape[1] !== D || labels.shape[0] !== N || weights.shape[0] !== N) throw new Error(`LmHeadCrossEntropy: shapes ${h} ${w} ${labels} ${weights}`);
   const outs = g.fuse('LmHeadCrossEntropy', [h, w, labels, weights], { chunk: attrInt(chunk) }, () => {
-    const vocab = g.constant(Array.from({ length: V }, (_, i) => i), 'int64', [1, V]); // [1, V]
     const losses: Tensor[] = [];
     const corrects: Tensor[] = [];
     const grads: Tensor[] = [];
@@ -53,9 +51,10 @@ export function lmHeadCrossEntropy(h: Tensor, w: Tensor, labels: Tensor, weights
       const lab = op.unsqueeze(lc, [1]); // [C, 1]
       const picked = op.gatherElements(ls, lab, 1); // [C, 1]  log p(label)
       losses.push(op.neg(op.reduceSum(op.mul(picked, wc), [0, 1]))); // []
-      const onehot = op.cast(op.equal(vocab, lab), h.dtype); // [C, V]
-      const dlogits = op.mul(op.sub(op.exp(ls), onehot), wc); // [C, V]  ∂(Σ w·ce)/∂logits
-      grads.push(op.gemm(dlogits, w)); // [C, D]
+      // ∂ce/∂logits = softmax − onehot: write p(label) − 1 over p at the label (no [C, V] one-hot);
+      // the row weights scale the [C, D] product instead of the [C, V] one.
+      const pMinusOnehot = op.scatterElements(op.exp(ls), lab, op.sub(op.exp(picked), g.scalar(1, h.dtype)), 1); // [C, V]
+      grads.push(op.mul(op.gemm(pMinusOnehot, w), wc)); // [C, D]
       const hit = op.cast(op.equal(op.argMax(logits, 1), lc), h.dtype); // [C]
       corrects.push(op.reduceSum(op.mul(hit, op.squeeze(wc, [1])), [0])); // []
     }

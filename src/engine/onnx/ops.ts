@@ -1,5 +1,5 @@
 // ONNX ops (opset 18, default domain) as functions over Tensors, each inferring its output shape and throwing on mismatch.
-import { attrFloat, attrInt, attrInts, type DType, type Dim, type Graph, type Shape, type Tensor } from './graph.ts';
+import { attrFloat, attrInt, attrInts, attrString, type DType, type Dim, type Graph, type Shape, type Tensor } from './graph.ts';
 
 const fail = (op: string, msg: string, ...ts: Tensor[]): never => {
   throw new Error(`${op}: ${msg} (${ts.map(String).join(', ')})`);
@@ -11,16 +11,16 @@ function sameDim(a: Dim, b: Dim): boolean {
   return a === b;
 }
 
-/** Numpy broadcasting of two shapes; symbolic dims must match by name or meet a 1. */
-export function broadcastShapes(op: string, a: Tensor, b: Tensor): Shape {
-  const n = Math.max(a.rank, b.rank);
+/** Numpy broadcasting of two shapes; symbolic dims must match by name or meet a 1. `ts` name the operands in errors. */
+export function broadcastShapes(op: string, sa: Shape, sb: Shape, ...ts: Tensor[]): Shape {
+  const n = Math.max(sa.length, sb.length);
   const out: Shape = [];
   for (let i = 0; i < n; i++) {
-    const da = i < n - a.rank ? 1 : a.shape[i - (n - a.rank)];
-    const db = i < n - b.rank ? 1 : b.shape[i - (n - b.rank)];
+    const da = i < n - sa.length ? 1 : sa[i - (n - sa.length)];
+    const db = i < n - sb.length ? 1 : sb[i - (n - sb.length)];
     if (sameDim(da, db) || db === 1) out.push(da);
     else if (da === 1) out.push(db);
-    else if (typeof da === 'number' && typeof db === 'number') fail(op, `cannot broadcast`, a, b);
+    else if (typeof da === 'number' && typeof db === 'number') fail(op, `cannot broadcast [${sa}] with [${sb}]`, ...ts);
     else out.push(typeof da === 'number' ? da : db);
   }
   return out;
@@ -32,7 +32,7 @@ function sameDtype(op: string, ...ts: Tensor[]) {
 
 function binary(op: string, a: Tensor, b: Tensor, outDtype?: DType): Tensor {
   sameDtype(op, a, b);
-  return a.graph.emit(op, [a, b], {}, [[outDtype ?? a.dtype, broadcastShapes(op, a, b)]])[0];
+  return a.graph.emit(op, [a, b], {}, [[outDtype ?? a.dtype, broadcastShapes(op, a.shape, b.shape, a, b)]])[0];
 }
 
 function unary(op: string, x: Tensor, attrs = {}): Tensor {
@@ -46,9 +46,7 @@ export const div = (a: Tensor, b: Tensor) => binary('Div', a, b);
 export const pow = (a: Tensor, b: Tensor) => binary('Pow', a, b);
 export const max = (a: Tensor, b: Tensor) => binary('Max', a, b);
 export const equal = (a: Tensor, b: Tensor) => binary('Equal', a, b, 'bool');
-export const less = (a: Tensor, b: Tensor) => binary('Less', a, b, 'bool');
 export const greater = (a: Tensor, b: Tensor) => binary('Greater', a, b, 'bool');
-export const and = (a: Tensor, b: Tensor) => binary('And', a, b, 'bool');
 export const neg = (x: Tensor) => unary('Neg', x);
 export const sqrt = (x: Tensor) => unary('Sqrt', x);
 export const reciprocal = (x: Tensor) => unary('Reciprocal', x);
@@ -70,8 +68,7 @@ export function cast(x: Tensor, to: DType): Tensor {
 export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
   if (cond.dtype !== 'bool') fail('Where', 'condition must be bool', cond);
   sameDtype('Where', a, b);
-  const ab = broadcastShapes('Where', a, b);
-  const shape = broadcastShapes('Where', cond, { ...a, shape: ab, rank: ab.length } as Tensor);
+  const shape = broadcastShapes('Where', cond.shape, broadcastShapes('Where', a.shape, b.shape, a, b), cond, a, b);
   return a.graph.emit('Where', [cond, a, b], {}, [[a.dtype, shape]])[0];
 }
 
@@ -82,7 +79,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const [m, k] = a.shape.slice(-2);
   const [k2, n] = b.shape.slice(-2);
   if (!sameDim(k, k2) && typeof k === 'number' && typeof k2 === 'number') fail('MatMul', 'inner dims differ', a, b);
-  const lead = broadcastShapes('MatMul', { ...a, shape: a.shape.slice(0, -2), rank: a.rank - 2 } as Tensor, { ...b, shape: b.shape.slice(0, -2), rank: b.rank - 2 } as Tensor);
+  const lead = broadcastShapes('MatMul', a.shape.slice(0, -2), b.shape.slice(0, -2), a, b);
   return a.graph.emit('MatMul', [a, b], {}, [[a.dtype, [...lead, m, n]]])[0];
 }
 
@@ -106,7 +103,7 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor | null = null, o: GemmOptio
     ...(o.alpha !== undefined && o.alpha !== 1 ? { alpha: attrFloat(o.alpha) } : {}),
     ...(o.beta !== undefined && o.beta !== 1 ? { beta: attrFloat(o.beta) } : {}),
   };
-  if (c) broadcastShapes('Gemm', c, { ...a, shape: [m, n], rank: 2 } as Tensor);
+  if (c) broadcastShapes('Gemm', c.shape, [m, n], a, b, c);
   return a.graph.emit('Gemm', c ? [a, b, c] : [a, b], attrs, [[a.dtype, [m, n]]])[0];
 }
 
@@ -237,9 +234,15 @@ export function gatherElements(data: Tensor, indices: Tensor, axis: number): Ten
   return data.graph.emit('GatherElements', [data, indices], { axis: attrInt(normAxis(axis, data.rank)) }, [[data.dtype, indices.shape]])[0];
 }
 
+/** ScatterElements: a copy of data with updates written at indices along `axis` (indices and updates share a shape). */
+export function scatterElements(data: Tensor, indices: Tensor, updates: Tensor, axis: number): Tensor {
+  if (indices.shape.join(',') !== updates.shape.join(',')) fail('ScatterElements', 'indices and updates differ in shape', indices, updates);
+  return data.graph.emit('ScatterElements', [data, indices, updates], { axis: attrInt(normAxis(axis, data.rank)) }, [[data.dtype, data.shape]])[0];
+}
+
 /** ScatterND with reduction 'add': data with updates summed in at indices [..., k]. */
 export function scatterNDAdd(data: Tensor, indices: Tensor, updates: Tensor): Tensor {
-  return data.graph.emit('ScatterND', [data, indices, updates], { reduction: { kind: 'string', value: 'add' } }, [[data.dtype, data.shape]])[0];
+  return data.graph.emit('ScatterND', [data, indices, updates], { reduction: attrString('add') }, [[data.dtype, data.shape]])[0];
 }
 
 function reduce(op: string, x: Tensor, axes: number[], keepdims: boolean): Tensor {
@@ -250,7 +253,6 @@ function reduce(op: string, x: Tensor, axes: number[], keepdims: boolean): Tenso
 
 export const reduceSum = (x: Tensor, axes: number[], keepdims = false) => reduce('ReduceSum', x, axes, keepdims);
 export const reduceMean = (x: Tensor, axes: number[], keepdims = false) => reduce('ReduceMean', x, axes, keepdims);
-export const reduceMax = (x: Tensor, axes: number[], keepdims = false) => reduce('ReduceMax', x, axes, keepdims);
 
 export function argMax(x: Tensor, axis: number, keepdims = false): Tensor {
   const a = normAxis(axis, x.rank);
@@ -261,8 +263,7 @@ export function argMax(x: Tensor, axis: number, keepdims = false): Tensor {
 /** Expand to `shape` (static dims only). */
 export function expand(x: Tensor, shape: number[]): Tensor {
   const g = x.graph;
-  const target = { ...x, shape, rank: shape.length } as Tensor;
-  const out = broadcastShapes('Expand', x, target);
+  const out = broadcastShapes('Expand', x.shape, shape, x);
   return g.emit('Expand', [x, g.int64s(shape)], {}, [[x.dtype, out]])[0];
 }
 

@@ -1,21 +1,14 @@
 // The training graphs: loss+gradients of one micro-batch (LoRA A/B as inputs), eval loss, and the AdamW update with clipping.
-import { basename } from 'node:path';
 import { gradients } from '../onnx/autodiff.ts';
-import { Graph, type FloatDType, type Tensor, type TypedData } from '../onnx/graph.ts';
+import { Graph, type FloatDType, type Tensor } from '../onnx/graph.ts';
 import * as op from '../onnx/ops.ts';
 import type { ModelConfig } from '../models/config.ts';
-import { decoderStack, finalNorm, lmHead, lmHeadLoss, staticRopeTables, type LinearHook, type WeightSource } from '../models/llama.ts';
-import { loraModules, type LoraTarget, type ParameterSpec } from '../models/parameters.ts';
-import type { WeightCache } from '../models/weight-cache.ts';
+import { decoderStack, finalNorm, lmHead, lmHeadLoss, staticRopeTables, type LinearHook } from '../models/llama.ts';
+import type { WeightFactory } from '../models/weight-source.ts';
+import { LORA_TARGETS, loraModules, loraParameters, type LoraTarget, type ParameterSpec } from '../models/parameters.ts';
+import { loraScaling, type LoraConfig } from '../lora/config.ts';
 
 // Dims: B rows, T seqLen, N = B·T, K loss rows (bucketed), D hidden, V vocab, R LoRA rank.
-
-export interface LoraSpec {
-  r: number;
-  alpha: number;
-  dropout: number;
-  targetModules: LoraTarget[];
-}
 
 /** A fixed training shape: B rows of T tokens, and K rows that reach the LM head (≥ the batch's weighted tokens). */
 export interface Bucket {
@@ -54,60 +47,39 @@ export const IO = {
 };
 
 /** LoRA tensors (PEFT names, A [R, in], B [out, R]) in the fixed module order. */
-export function loraSpecs(config: ModelConfig, lora: LoraSpec): ParameterSpec[] {
-  return loraModules(config, lora.targetModules).flatMap((m) => [
-    { name: m.loraA, dims: [lora.r, m.in] },
-    { name: m.loraB, dims: [m.out, lora.r] },
-  ]);
+export function loraSpecs(config: ModelConfig, lora: LoraConfig): ParameterSpec[] {
+  return loraParameters(config, lora.targetModules, lora.r);
 }
 
-export type WeightFactory = (g: Graph) => WeightSource;
-
-/** Base weights embedded in the graph (tests and the float64 checks). */
-export function embeddedWeights(weights: ReadonlyMap<string, { dims: number[]; data: TypedData }>): WeightFactory {
-  return (g) => {
-    const made = new Map<string, Tensor>();
-    return (name) => {
-      const w = weights.get(name);
-      if (!w) throw new Error(`no base weight ${name}`);
-      if (!made.has(name)) made.set(name, g.initializer(name, g.float, w.dims, w.data));
-      return made.get(name)!;
-    };
-  };
+/** Options shared by the graph builders (all part of a cached graph's key). */
+export interface GraphOptions {
+  dtype?: FloatDType; // default float32; float64 for finite-difference tests
+  attentionBlock?: number; // see ForwardInputs.attentionBlock
+  seed?: number; // the job's seed: LoRA dropout masks derive from it
 }
 
-/** Base weights as external data in the aligned cache file; the graph file must be saved beside it. */
-export function cachedWeights(cache: WeightCache): WeightFactory {
-  return (g) => {
-    const made = new Map<string, Tensor>();
-    return (name) => {
-      const e = cache.manifest.tensors[name];
-      if (!e) throw new Error(`weight cache ${cache.dataPath} has no tensor ${name}`);
-      if (e.dtype !== g.float) throw new Error(`weight cache holds ${e.dtype}, graph computes in ${g.float}`);
-      if (!made.has(name)) made.set(name, g.externalInitializer(name, g.float, e.dims, { location: basename(cache.dataPath), offset: e.offset, length: e.length }));
-      return made.get(name)!;
-    };
-  };
-}
-
-/** Dropout seed per (layer, module): fixed in the graph, so a fresh session replays the same masks. */
-function dropoutSeed(layer: number, target: LoraTarget): number {
-  return 1 + layer * 16 + ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'].indexOf(target);
+/**
+ * Dropout seed per (job seed, layer, module). ORT's Dropout keeps its generator in the session, so a
+ * fresh session over the same micro-batches replays the same masks (same seed + same data ⇒ same result).
+ */
+function dropoutSeed(seed: number, layer: number, target: LoraTarget): number {
+  return ((seed * 1_000_003 + layer * LORA_TARGETS.length + LORA_TARGETS.indexOf(target)) % 2 ** 31) + 1;
 }
 
 /**
  * Declares every LoRA tensor as a graph input (PEFT names) and returns the projection hook
  * h = base + (alpha/R)·dropout(x)·Aᵀ·Bᵀ, two thin Gemms (the second adds onto base through Gemm's C).
+ * `dropoutFrom`: the seed LoRA dropout masks derive from, or null for no dropout (eval, serving).
  */
-export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraSpec, training: boolean): { inputs: Map<string, Tensor>; linear: LinearHook } {
+export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraConfig, dropoutFrom: number | null): { inputs: Map<string, Tensor>; linear: LinearHook } {
   const inputs = new Map(loraSpecs(config, lora).map((s) => [s.name, g.input(s.name, g.float, s.dims)]));
   const modules = new Map(loraModules(config, lora.targetModules).map((m) => [`${m.layer}.${m.target}`, m]));
   const linear: LinearHook = (layer, target, x, base) => {
     const m = modules.get(`${layer}.${target}`);
     if (!m) return base;
-    const xd = training && lora.dropout > 0 ? op.dropout(x, lora.dropout, dropoutSeed(layer, target))[0] : x; // [N, in]
+    const xd = dropoutFrom !== null && lora.dropout > 0 ? op.dropout(x, lora.dropout, dropoutSeed(dropoutFrom, layer, target))[0] : x; // [N, in]
     const xa = op.gemm(xd, inputs.get(m.loraA)!, null, { transB: true }); // [N, R]
-    return op.gemm(xa, inputs.get(m.loraB)!, base, { transB: true, alpha: lora.alpha / lora.r }); // [N, out]
+    return op.gemm(xa, inputs.get(m.loraB)!, base, { transB: true, alpha: loraScaling(lora) }); // [N, out]
   };
   return { inputs, linear };
 }
@@ -117,7 +89,8 @@ export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraSpec, t
  * tensor, grad:<name> = ∂loss_sum/∂tensor (unnormalised, so micro-batches add up). kind 'eval':
  * loss_sum and correct_sum only, no dropout.
  */
-export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weights: WeightFactory, lora: LoraSpec, bucket: Bucket, dtype: FloatDType = 'float32'): Graph {
+export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, o: GraphOptions = {}): Graph {
+  const dtype = o.dtype ?? 'float32';
   const g = new Graph(`localtune-${kind}`, dtype);
   const { rows: B, seqLen: T, lossRows: K } = bucket;
   const weight = weights(g);
@@ -126,8 +99,8 @@ export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weigh
   const rowIdx = g.input(IO.lossRows, 'int64', [K]); // [K]
   const labels = g.input(IO.lossLabels, 'int64', [K]); // [K]
   const lossW = g.input(IO.lossWeights, dtype, [K]); // [K]
-  const { inputs: loraInputs, linear } = loraGraphInputs(g, config, lora, kind === 'grad');
-  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, T), linear }); // [N, D]
+  const { inputs: loraInputs, linear } = loraGraphInputs(g, config, lora, kind === 'grad' ? (o.seed ?? 0) : null);
+  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, T), linear, attentionBlock: o.attentionBlock }); // [N, D]
   const h = finalNorm(config, weight, op.gather(x, rowIdx, 0)); // [K, D]
   const { lossSum, correct } = lmHeadLoss(config, weight, h, labels, lossW); // [], []
   if (kind === 'grad') {
@@ -147,13 +120,14 @@ export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weigh
  * Logits for every position [B·T, V] (verification and the step-0 check): inputs input_ids and
  * attention_bias, plus the LoRA tensors when `lora` is given (no dropout). Output `logits`.
  */
-export function buildLogitsGraph(config: ModelConfig, weights: WeightFactory, lora: LoraSpec | null, rows: number, seqLen: number, dtype: FloatDType = 'float32'): Graph {
+export function buildLogitsGraph(config: ModelConfig, weights: WeightFactory, lora: LoraConfig | null, rows: number, seqLen: number, o: GraphOptions = {}): Graph {
+  const dtype = o.dtype ?? 'float32';
   const g = new Graph('localtune-logits', dtype);
   const weight = weights(g);
   const ids = g.input(IO.inputIds, 'int32', [rows, seqLen]); // [B, T]
   const bias = g.input(IO.attentionBias, dtype, [rows, 1, 1, seqLen, seqLen]); // [B, 1, 1, T, T]
-  const linear = lora ? loraGraphInputs(g, config, lora, false).linear : undefined;
-  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, seqLen), linear }); // [N, D]
+  const linear = lora ? loraGraphInputs(g, config, lora, null).linear : undefined;
+  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, seqLen), linear, attentionBlock: o.attentionBlock }); // [N, D]
   g.output(lmHead(config, weight, finalNorm(config, weight, x)), 'logits'); // [N, V]
   return g;
 }

@@ -1,21 +1,23 @@
 // Full logits for given token ids (with or without an adapter): the engine's output for comparison with independent implementations.
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { parseModelConfig, type ModelConfig } from '../models/config.ts';
 import { attentionBias } from '../models/llama.ts';
 import { ensureWeightCache } from '../models/weight-cache.ts';
 import { createSession, type DeviceRequest } from '../onnx/session.ts';
-import { cachedGraph } from './graph-cache.ts';
-import { buildLogitsGraph, cachedWeights, IO, loraSpecs, type LoraSpec } from './graphs.ts';
-import type { AdapterTensors } from './trainer.ts';
+import { cachedGraph } from '../onnx/graph-cache.ts';
+import { cachedWeights } from '../models/weight-source.ts';
+import { buildLogitsGraph, IO, loraSpecs } from './graphs.ts';
+import type { LoraConfig } from '../lora/config.ts';
+import type { AdapterTensors } from '../lora/init.ts';
 
 export interface LogitsOptions {
   modelDir: string;
   cacheDir: string;
   /** Token ids per row (rows may differ in length; they are right-padded and masked). */
   tokens: number[][];
-  adapter?: { lora: LoraSpec; tensors: AdapterTensors };
+  adapter?: { lora: LoraConfig; tensors: AdapterTensors };
   device?: DeviceRequest;
 }
 
@@ -27,7 +29,7 @@ export async function computeLogits(o: LogitsOptions): Promise<{ config: ModelCo
   const T = Math.max(...o.tokens.map((r) => r.length));
   if (B === 0 || T === 0) throw new Error('computeLogits: no tokens');
   const lora = o.adapter?.lora ?? null;
-  const path = cachedGraph(cache, 'logits', { rows: B, seqLen: T, lora }, () => buildLogitsGraph(config, cachedWeights(cache), lora, B, T));
+  const path = cachedGraph(dirname(cache.dataPath), 'logits', { weights: cache.manifest.fingerprint, dtype: cache.manifest.dtype, rows: B, seqLen: T, lora }, () => buildLogitsGraph(config, cachedWeights(cache), lora, B, T));
   const session = await createSession(path, { device: o.device });
   const ids = new Int32Array(B * T);
   const mask = new Float32Array(B * T);

@@ -1,10 +1,12 @@
 // Every VJP rule checked against float64 central differences, including broadcasting and the fused rules.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import * as ort from 'onnxruntime-node';
 import { gradients, VJP } from '../../../src/engine/onnx/autodiff.ts';
 import { rmsNorm, swiGlu, lmHeadCrossEntropy } from '../../../src/engine/onnx/fused.ts';
 import { Graph } from '../../../src/engine/onnx/graph.ts';
 import * as op from '../../../src/engine/onnx/ops.ts';
+import { createSession } from '../../../src/engine/onnx/session.ts';
 import { gradCheck } from './gradcheck.ts';
 
 const pos = { lo: 0.5, hi: 2 };
@@ -95,6 +97,29 @@ test('fused LM head cross-entropy, chunked, with weights', async () => {
     },
     ({ h, w, labels, weights }) => lmHeadCrossEntropy(h, w, labels, weights, 2).lossSum,
   );
+});
+
+test('Dropout: the gradient is the upstream gradient through the same mask, scaled by 1/(1 − p)', async () => {
+  // Masks differ per run, so instead of finite differences check dx = R·mask/(1 − p) = R·y/x within one run.
+  const g = new Graph('dropout', 'float64');
+  const x = g.input('x', 'float64', [64]);
+  const r = g.input('r', 'float64', [64]);
+  const [y] = op.dropout(x, 0.25, 5);
+  const [dx] = gradients(op.reduceSum(op.mul(y, r), [0]), [x]);
+  g.output(y, 'y');
+  g.output(dx, 'dx');
+  const s = await createSession(g.serialize(), { device: 'cpu', threads: 1, optimization: 'basic' });
+  const xs = Float64Array.from({ length: 64 }, (_, i) => 1 + i);
+  const rs = Float64Array.from({ length: 64 }, (_, i) => Math.cos(i));
+  const out = await s.run({ x: new ort.Tensor('float64', xs, [64]), r: new ort.Tensor('float64', rs, [64]) });
+  const ys = out.y.data as Float64Array;
+  const dxs = out.dx.data as Float64Array;
+  assert.ok(ys.some((v) => v === 0) && ys.some((v) => v !== 0), 'some kept, some dropped');
+  ys.forEach((v, i) => {
+    assert.ok(v === 0 || Math.abs(v - xs[i] / 0.75) < 1e-12);
+    assert.ok(Math.abs(dxs[i] - (rs[i] * v) / xs[i]) < 1e-12, `dx[${i}]`);
+  });
+  await s.close();
 });
 
 test('an op without a rule throws by name; the frozen path gets no gradient', () => {

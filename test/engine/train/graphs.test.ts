@@ -7,10 +7,12 @@ import { attentionBias } from '../../../src/engine/models/llama.ts';
 import type { Graph } from '../../../src/engine/onnx/graph.ts';
 import { createSession } from '../../../src/engine/onnx/session.ts';
 import { batchFeeds, bucketOf } from '../../../src/engine/train/feeds.ts';
-import { buildAdamWGraph, buildLogitsGraph, buildLossGraph, embeddedWeights, IO, loraSpecs, type LoraSpec } from '../../../src/engine/train/graphs.ts';
+import { embeddedWeights } from '../../../src/engine/models/weight-source.ts';
+import { buildAdamWGraph, buildLogitsGraph, buildLossGraph, IO, loraSpecs } from '../../../src/engine/train/graphs.ts';
+import type { LoraConfig } from '../../../src/engine/lora/config.ts';
 import { randomBatch, randomTensors, randomWeights, tinyConfig } from '../fixtures.ts';
 
-const allTargets: LoraSpec = { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
+const allTargets: LoraConfig = { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
 
 const f64 = (data: Float64Array, dims: number[]) => new ort.Tensor('float64', data, dims);
 
@@ -18,11 +20,11 @@ async function session(g: Graph) {
   return createSession(g.serialize(), { device: 'cpu', threads: 1, optimization: 'basic' });
 }
 
-async function stepFd(config: ModelConfig, lora: LoraSpec) {
+async function stepFd(config: ModelConfig, lora: LoraConfig, attentionBlock?: number) {
   const weights = embeddedWeights(randomWeights(config, 7));
   const batch = randomBatch(config.vocabSize, 8, [8, 5], 3);
   const bucket = bucketOf(batch);
-  const s = await session(buildLossGraph('grad', config, weights, lora, bucket, 'float64'));
+  const s = await session(buildLossGraph('grad', config, weights, lora, bucket, { dtype: 'float64', attentionBlock }));
   const specs = loraSpecs(config, lora);
   const values = randomTensors(specs, 11, 0.3);
   const feeds = (vals: Map<string, Float64Array>) => {
@@ -54,6 +56,10 @@ test('whole train step: LoRA gradients match finite differences (Llama, GQA, unt
   assert.ok((await stepFd(tinyConfig(), allTargets)) > 0);
 });
 
+test('whole train step with blocked causal attention (2 query blocks of 4): gradients match finite differences', async () => {
+  assert.ok((await stepFd(tinyConfig({ num_hidden_layers: 1 }), allTargets, 4)) > 0);
+});
+
 test('whole train step: LoRA gradients match finite differences (Qwen2, q/k/v bias, tied, llama3 rope)', async () => {
   const config = tinyConfig({
     architectures: ['Qwen2ForCausalLM'],
@@ -62,6 +68,16 @@ test('whole train step: LoRA gradients match finite differences (Qwen2, q/k/v bi
     rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
   });
   assert.ok((await stepFd(config, { ...allTargets, targetModules: ['q_proj', 'v_proj', 'down_proj'] })) > 0);
+});
+
+test('the frozen base gets no gradient: every weight-gradient Gemm (transA) yields a LoRA-shaped tensor', () => {
+  const config = tinyConfig();
+  const batch = randomBatch(config.vocabSize, 8, [8, 5], 3);
+  const g = buildLossGraph('grad', config, embeddedWeights(randomWeights(config, 7)), allTargets, bucketOf(batch), { dtype: 'float64' });
+  const flat = (nodes: typeof g.nodes): typeof g.nodes => nodes.flatMap((n) => (n.body ? flat(n.body) : [n]));
+  const weightGrads = flat(g.nodes).filter((n) => n.op === 'Gemm' && n.attrs.transA);
+  assert.equal(weightGrads.length, loraSpecs(config, allTargets).length, 'one weight-gradient Gemm per LoRA tensor');
+  for (const n of weightGrads) assert.ok(n.outputs[0].shape.includes(allTargets.r), `a base-weight gradient: ${n.outputs[0]}`);
 });
 
 test('step 0 of a fresh adapter (B = 0) reproduces the base logits exactly', async () => {
@@ -73,8 +89,8 @@ test('step 0 of a fresh adapter (B = 0) reproduces the base logits exactly', asy
     [IO.inputIds]: new ort.Tensor('int32', batch.inputIds, [B, T]),
     [IO.attentionBias]: f64(Float64Array.from(attentionBias(B, T, batch.attentionMask)), [B, 1, 1, T, T]),
   };
-  const base = await session(buildLogitsGraph(config, weights, null, B, T, 'float64'));
-  const tuned = await session(buildLogitsGraph(config, weights, allTargets, B, T, 'float64'));
+  const base = await session(buildLogitsGraph(config, weights, null, B, T, { dtype: 'float64' }));
+  const tuned = await session(buildLogitsGraph(config, weights, allTargets, B, T, { dtype: 'float64' }));
   const feeds: Record<string, ort.Tensor> = { ...common };
   for (const p of loraSpecs(config, allTargets)) {
     const isA = p.name.includes('lora_A');
@@ -84,6 +100,22 @@ test('step 0 of a fresh adapter (B = 0) reproduces the base logits exactly', asy
   const b = (await tuned.run(feeds)).logits.data as Float64Array;
   assert.equal(a.length, B * T * config.vocabSize);
   assert.deepEqual(b, a);
+});
+
+test('blocked causal attention gives the same logits as full T×T attention', async () => {
+  const config = tinyConfig();
+  const weights = embeddedWeights(randomWeights(config, 7));
+  const [B, T] = [2, 8];
+  const batch = randomBatch(config.vocabSize, T, [8, 5], 5);
+  const feeds = {
+    [IO.inputIds]: new ort.Tensor('int32', batch.inputIds, [B, T]),
+    [IO.attentionBias]: f64(Float64Array.from(attentionBias(B, T, batch.attentionMask)), [B, 1, 1, T, T]),
+  };
+  const full = await session(buildLogitsGraph(config, weights, null, B, T, { dtype: 'float64', attentionBlock: 0 }));
+  const blocked = await session(buildLogitsGraph(config, weights, null, B, T, { dtype: 'float64', attentionBlock: 2 }));
+  const a = (await full.run(feeds)).logits.data as Float64Array;
+  const b = (await blocked.run(feeds)).logits.data as Float64Array;
+  a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) < 1e-12, `logit ${i}: ${v} vs ${b[i]}`));
 });
 
 test('AdamW graph: clipping, bias correction and decoupled weight decay match a scalar reference', async () => {

@@ -5,15 +5,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { TrainBatch } from '../../../src/engine/train/batch.ts';
-import { loraSpecs, type LoraSpec } from '../../../src/engine/train/graphs.ts';
-import { createTrainer, type AdapterTensors } from '../../../src/engine/train/trainer.ts';
+import { loraSpecs } from '../../../src/engine/train/graphs.ts';
+import type { LoraConfig } from '../../../src/engine/lora/config.ts';
+import { createTrainer } from '../../../src/engine/train/trainer.ts';
+import type { AdapterTensors } from '../../../src/engine/lora/init.ts';
 import { randomBatch, randomTensors, TINY_CONFIG_JSON, writeTinyModelDir } from '../fixtures.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'localtune-trainer-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 const modelDir = join(root, 'model');
 const config = writeTinyModelDir(modelDir, TINY_CONFIG_JSON, 7);
-const lora: LoraSpec = { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj', 'gate_proj', 'down_proj'] };
+const lora: LoraConfig = { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj', 'gate_proj', 'down_proj'] };
 
 function freshAdapter(seed: number): AdapterTensors {
   const specs = loraSpecs(config, lora);
@@ -21,7 +23,8 @@ function freshAdapter(seed: number): AdapterTensors {
   return new Map(specs.map((p) => [p.name, { dims: p.dims, data: p.name.includes('lora_A') ? Float32Array.from(a.get(p.name)!) : new Float32Array(a.get(p.name)!.length) }]));
 }
 
-const open = (cacheDir: string) => createTrainer({ modelDir, cacheDir: join(root, cacheDir), lora, adapter: freshAdapter(1), device: 'cpu', threads: 1, adamw: { weightDecay: 0.01 } });
+const open = (cacheDir: string, dropout = 0, seed = 1) =>
+  createTrainer({ modelDir, cacheDir: join(root, cacheDir), lora: { ...lora, dropout }, seed, adapter: freshAdapter(1), device: 'cpu', threads: 1, adamw: { weightDecay: 0.01 } });
 const batches: TrainBatch[] = [randomBatch(config.vocabSize, 16, [16, 12], 3), randomBatch(config.vocabSize, 16, [9, 16], 4)];
 
 test('loss falls on a fixed batch, graphs are cached on disk', async () => {
@@ -41,9 +44,9 @@ test('loss falls on a fixed batch, graphs are cached on disk', async () => {
   assert.deepEqual(graphs.map((f) => f.split('-')[1]).sort(), ['adamw', 'eval', 'grad']);
 });
 
-test('same seed and data give bitwise the same adapter and optimizer state', async () => {
-  const run = async () => {
-    const t = await open('cache-b');
+test('same seed and data give bitwise the same adapter and optimizer state (with LoRA dropout)', async () => {
+  const run = async (seed = 1) => {
+    const t = await open('cache-b', 0.1, seed);
     for (let i = 0; i < 3; i++) await t.trainStep(batches, 0.01);
     const r = { adapter: t.getAdapter(), state: t.getOptimizerState() };
     await t.close();
@@ -54,6 +57,8 @@ test('same seed and data give bitwise the same adapter and optimizer state', asy
   for (const [k, v] of a.adapter) assert.deepEqual(b.adapter.get(k)!.data, v.data, k);
   for (const [k, v] of a.state.v) assert.deepEqual(b.state.v.get(k)!.data, v.data, k);
   assert.equal(a.state.step, 3);
+  const other = await run(2); // another seed, other dropout masks (same initial adapter)
+  assert.ok([...a.adapter].some(([k, v]) => v.data.some((x, i) => x !== other.adapter.get(k)!.data[i])));
 });
 
 test('two micro-batches accumulate to the same step as one batch holding both', async () => {
