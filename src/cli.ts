@@ -1,4 +1,4 @@
-// localtune command line: `localtune [serve]`, `localtune keys …`. The only place that sets an exit code.
+// localtune command line: `localtune [serve]`, `localtune keys …`, `localtune engine …`. The only place that sets an exit code.
 import { ConfigError, configFlags, loadConfig } from './config.ts';
 import { startServer } from './server.ts';
 import { openDatabase } from './store/db.ts';
@@ -9,6 +9,7 @@ const usage = `usage: localtune [serve] [options]           start the API server
        localtune keys create --project NAME  create an API key for a project (printed once)
        localtune keys list                   list keys (ids, projects, prefixes)
        localtune keys revoke KEY_ID          revoke a key
+       localtune engine …                    engine verification commands (localtune engine --help)
        localtune --help
        (keys commands take --data-dir D too)
 
@@ -72,6 +73,10 @@ async function main(argv: string[]): Promise<void> {
   if (first === undefined || first.startsWith('--')) return serve(argv);
   if (first === 'serve') return serve(rest);
   if (first === 'keys') return keys(rest);
+  if (first === 'engine') {
+    process.exitCode = await (await import('./engine/train/verify-command.ts')).runEngineCommand(rest);
+    return;
+  }
   throw new ConfigError(`unknown command '${first}' (try --help)`);
 }
 

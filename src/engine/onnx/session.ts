@@ -1,5 +1,8 @@
 // onnxruntime-node session wrapper: device choice (LOCALTUNE_DEVICE=auto|cpu|cuda) with CPU fallback, and the CPU settings that measured fastest.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 
 export type Device = 'cpu' | 'cuda';
@@ -34,6 +37,12 @@ export function requestedDevice(env = process.env): DeviceRequest {
 
 let cudaUnavailable = false;
 
+/** Where onnxruntime-node looks for its CUDA provider library (installed separately; see DESIGN "Devices"). */
+export function cudaProviderPath(): string {
+  const pkg = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+  return join(pkg, 'bin', 'napi-v6', process.platform, process.arch, 'libonnxruntime_providers_cuda.so');
+}
+
 function baseOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
   const session: Record<string, string> = {};
   if (o.externalDataDir) session.model_external_initializers_file_folder_path = o.externalDataDir;
@@ -57,6 +66,10 @@ export async function createSession(model: Uint8Array | string, o: SessionOption
   const opts = baseOptions(o);
   let device: Device = 'cpu';
   let session: ort.InferenceSession | undefined;
+  if (want === 'auto' && !cudaUnavailable && !existsSync(cudaProviderPath())) {
+    cudaUnavailable = true;
+    log(`localtune engine: device auto: no CUDA execution provider at ${cudaProviderPath()}; using CPU`);
+  }
   if (want === 'cuda' || (want === 'auto' && !cudaUnavailable)) {
     try {
       session = await create(model, { ...opts, executionProviders: ['cuda', 'cpu'] });

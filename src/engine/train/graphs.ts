@@ -5,17 +5,11 @@ import { Graph, type FloatDType, type Tensor, type TypedData } from '../onnx/gra
 import * as op from '../onnx/ops.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { decoderStack, finalNorm, lmHead, lmHeadLoss, staticRopeTables, type LinearHook, type WeightSource } from '../models/llama.ts';
-import { loraModules, type LoraTarget, type ParameterSpec } from '../models/parameters.ts';
+import { loraModules, loraParameters, type LoraTarget, type ParameterSpec } from '../models/parameters.ts';
+import { loraScaling, type LoraConfig } from '../lora/config.ts';
 import type { WeightCache } from '../models/weight-cache.ts';
 
 // Dims: B rows, T seqLen, N = B·T, K loss rows (bucketed), D hidden, V vocab, R LoRA rank.
-
-export interface LoraSpec {
-  r: number;
-  alpha: number;
-  dropout: number;
-  targetModules: LoraTarget[];
-}
 
 /** A fixed training shape: B rows of T tokens, and K rows that reach the LM head (≥ the batch's weighted tokens). */
 export interface Bucket {
@@ -54,11 +48,8 @@ export const IO = {
 };
 
 /** LoRA tensors (PEFT names, A [R, in], B [out, R]) in the fixed module order. */
-export function loraSpecs(config: ModelConfig, lora: LoraSpec): ParameterSpec[] {
-  return loraModules(config, lora.targetModules).flatMap((m) => [
-    { name: m.loraA, dims: [lora.r, m.in] },
-    { name: m.loraB, dims: [m.out, lora.r] },
-  ]);
+export function loraSpecs(config: ModelConfig, lora: LoraConfig): ParameterSpec[] {
+  return loraParameters(config, lora.targetModules, lora.r);
 }
 
 export type WeightFactory = (g: Graph) => WeightSource;
@@ -99,7 +90,7 @@ function dropoutSeed(layer: number, target: LoraTarget): number {
  * Declares every LoRA tensor as a graph input (PEFT names) and returns the projection hook
  * h = base + (alpha/R)·dropout(x)·Aᵀ·Bᵀ, two thin Gemms (the second adds onto base through Gemm's C).
  */
-export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraSpec, training: boolean): { inputs: Map<string, Tensor>; linear: LinearHook } {
+export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraConfig, training: boolean): { inputs: Map<string, Tensor>; linear: LinearHook } {
   const inputs = new Map(loraSpecs(config, lora).map((s) => [s.name, g.input(s.name, g.float, s.dims)]));
   const modules = new Map(loraModules(config, lora.targetModules).map((m) => [`${m.layer}.${m.target}`, m]));
   const linear: LinearHook = (layer, target, x, base) => {
@@ -107,7 +98,7 @@ export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraSpec, t
     if (!m) return base;
     const xd = training && lora.dropout > 0 ? op.dropout(x, lora.dropout, dropoutSeed(layer, target))[0] : x; // [N, in]
     const xa = op.gemm(xd, inputs.get(m.loraA)!, null, { transB: true }); // [N, R]
-    return op.gemm(xa, inputs.get(m.loraB)!, base, { transB: true, alpha: lora.alpha / lora.r }); // [N, out]
+    return op.gemm(xa, inputs.get(m.loraB)!, base, { transB: true, alpha: loraScaling(lora) }); // [N, out]
   };
   return { inputs, linear };
 }
@@ -117,7 +108,7 @@ export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraSpec, t
  * tensor, grad:<name> = ∂loss_sum/∂tensor (unnormalised, so micro-batches add up). kind 'eval':
  * loss_sum and correct_sum only, no dropout.
  */
-export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weights: WeightFactory, lora: LoraSpec, bucket: Bucket, dtype: FloatDType = 'float32'): Graph {
+export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, dtype: FloatDType = 'float32'): Graph {
   const g = new Graph(`localtune-${kind}`, dtype);
   const { rows: B, seqLen: T, lossRows: K } = bucket;
   const weight = weights(g);
@@ -147,7 +138,7 @@ export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weigh
  * Logits for every position [B·T, V] (verification and the step-0 check): inputs input_ids and
  * attention_bias, plus the LoRA tensors when `lora` is given (no dropout). Output `logits`.
  */
-export function buildLogitsGraph(config: ModelConfig, weights: WeightFactory, lora: LoraSpec | null, rows: number, seqLen: number, dtype: FloatDType = 'float32'): Graph {
+export function buildLogitsGraph(config: ModelConfig, weights: WeightFactory, lora: LoraConfig | null, rows: number, seqLen: number, dtype: FloatDType = 'float32'): Graph {
   const g = new Graph('localtune-logits', dtype);
   const weight = weights(g);
   const ids = g.input(IO.inputIds, 'int32', [rows, seqLen]); // [B, T]

@@ -8,14 +8,10 @@ import { createSession, type Device, type DeviceRequest, type Session } from '..
 import type { TrainBatch } from './batch.ts';
 import { batchFeeds, bucketOf, weightSum } from './feeds.ts';
 import { cachedGraph } from './graph-cache.ts';
-import { buildAdamWGraph, buildLossGraph, cachedWeights, IO, loraSpecs, type AdamWOptions, type Bucket, type LoraSpec } from './graphs.ts';
+import { buildAdamWGraph, buildLossGraph, cachedWeights, IO, loraSpecs, type AdamWOptions, type Bucket } from './graphs.ts';
+import type { LoraConfig } from '../lora/config.ts';
+import { initAdapter, type AdapterTensors } from '../lora/init.ts';
 
-/** A tensor by PEFT name: A [R, in], B [out, R], row-major float32. */
-export interface NamedTensor {
-  dims: number[];
-  data: Float32Array;
-}
-export type AdapterTensors = Map<string, NamedTensor>;
 
 export interface OptimizerState {
   step: number; // AdamW steps taken
@@ -27,9 +23,11 @@ export interface TrainerOptions {
   modelDir: string;
   /** This base model's cache folder (aligned weight file and built graphs). */
   cacheDir: string;
-  lora: LoraSpec;
-  /** The starting adapter (e.g. initAdapter(config, lora, seed) or a checkpoint). */
-  adapter: AdapterTensors;
+  lora: LoraConfig;
+  /** Seeds the fresh adapter (A Kaiming-uniform, B zero) when `adapter` is not given. */
+  seed: number;
+  /** The starting adapter (a checkpoint or an imported PEFT adapter); default initAdapter(config, lora, seed). */
+  adapter?: AdapterTensors;
   adamw?: Partial<AdamWOptions>;
   /** Global gradient-norm clip; ≤ 0 disables. Default 1. */
   maxGradNorm?: number;
@@ -105,7 +103,7 @@ export async function createTrainer(o: TrainerOptions): Promise<Trainer> {
   const lossSession = (kind: 'grad' | 'eval', bucket: Bucket) => session(kind, { bucket, lora: o.lora }, () => buildLossGraph(kind, config, weights, o.lora, bucket));
   const adamwSession = () => session('adamw', { lora: o.lora, adamw }, () => buildAdamWGraph(specs, adamw));
 
-  let adapter = checkAdapter(copyTensors(o.adapter));
+  let adapter = checkAdapter(o.adapter ? copyTensors(o.adapter) : initAdapter(config, o.lora, o.seed));
   const zeros = () => new Map(specs.map((p) => [p.name, { dims: p.dims, data: new Float32Array(p.dims.reduce((a, b) => a * b, 1)) }]));
   let state: OptimizerState = { step: 0, m: zeros(), v: zeros() };
 

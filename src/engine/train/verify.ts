@@ -7,15 +7,16 @@ import { attentionBias } from '../models/llama.ts';
 import { ensureWeightCache } from '../models/weight-cache.ts';
 import { createSession, type DeviceRequest } from '../onnx/session.ts';
 import { cachedGraph } from './graph-cache.ts';
-import { buildLogitsGraph, cachedWeights, IO, loraSpecs, type LoraSpec } from './graphs.ts';
-import type { AdapterTensors } from './trainer.ts';
+import { buildLogitsGraph, cachedWeights, IO, loraSpecs } from './graphs.ts';
+import type { LoraConfig } from '../lora/config.ts';
+import type { AdapterTensors } from '../lora/init.ts';
 
 export interface LogitsOptions {
   modelDir: string;
   cacheDir: string;
   /** Token ids per row (rows may differ in length; they are right-padded and masked). */
   tokens: number[][];
-  adapter?: { lora: LoraSpec; tensors: AdapterTensors };
+  adapter?: { lora: LoraConfig; tensors: AdapterTensors };
   device?: DeviceRequest;
 }
 

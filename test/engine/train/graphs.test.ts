@@ -7,10 +7,11 @@ import { attentionBias } from '../../../src/engine/models/llama.ts';
 import type { Graph } from '../../../src/engine/onnx/graph.ts';
 import { createSession } from '../../../src/engine/onnx/session.ts';
 import { batchFeeds, bucketOf } from '../../../src/engine/train/feeds.ts';
-import { buildAdamWGraph, buildLogitsGraph, buildLossGraph, embeddedWeights, IO, loraSpecs, type LoraSpec } from '../../../src/engine/train/graphs.ts';
+import { buildAdamWGraph, buildLogitsGraph, buildLossGraph, embeddedWeights, IO, loraSpecs } from '../../../src/engine/train/graphs.ts';
+import type { LoraConfig } from '../../../src/engine/lora/config.ts';
 import { randomBatch, randomTensors, randomWeights, tinyConfig } from '../fixtures.ts';
 
-const allTargets: LoraSpec = { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
+const allTargets: LoraConfig = { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
 
 const f64 = (data: Float64Array, dims: number[]) => new ort.Tensor('float64', data, dims);
 
@@ -18,7 +19,7 @@ async function session(g: Graph) {
   return createSession(g.serialize(), { device: 'cpu', threads: 1, optimization: 'basic' });
 }
 
-async function stepFd(config: ModelConfig, lora: LoraSpec) {
+async function stepFd(config: ModelConfig, lora: LoraConfig) {
   const weights = embeddedWeights(randomWeights(config, 7));
   const batch = randomBatch(config.vocabSize, 8, [8, 5], 3);
   const bucket = bucketOf(batch);

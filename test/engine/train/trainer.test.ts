@@ -5,15 +5,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { TrainBatch } from '../../../src/engine/train/batch.ts';
-import { loraSpecs, type LoraSpec } from '../../../src/engine/train/graphs.ts';
-import { createTrainer, type AdapterTensors } from '../../../src/engine/train/trainer.ts';
+import { loraSpecs } from '../../../src/engine/train/graphs.ts';
+import type { LoraConfig } from '../../../src/engine/lora/config.ts';
+import { createTrainer } from '../../../src/engine/train/trainer.ts';
+import type { AdapterTensors } from '../../../src/engine/lora/init.ts';
 import { randomBatch, randomTensors, TINY_CONFIG_JSON, writeTinyModelDir } from '../fixtures.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'localtune-trainer-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 const modelDir = join(root, 'model');
 const config = writeTinyModelDir(modelDir, TINY_CONFIG_JSON, 7);
-const lora: LoraSpec = { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj', 'gate_proj', 'down_proj'] };
+const lora: LoraConfig = { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj', 'gate_proj', 'down_proj'] };
 
 function freshAdapter(seed: number): AdapterTensors {
   const specs = loraSpecs(config, lora);
@@ -21,7 +23,7 @@ function freshAdapter(seed: number): AdapterTensors {
   return new Map(specs.map((p) => [p.name, { dims: p.dims, data: p.name.includes('lora_A') ? Float32Array.from(a.get(p.name)!) : new Float32Array(a.get(p.name)!.length) }]));
 }
 
-const open = (cacheDir: string) => createTrainer({ modelDir, cacheDir: join(root, cacheDir), lora, adapter: freshAdapter(1), device: 'cpu', threads: 1, adamw: { weightDecay: 0.01 } });
+const open = (cacheDir: string) => createTrainer({ modelDir, cacheDir: join(root, cacheDir), lora, seed: 1, adapter: freshAdapter(1), device: 'cpu', threads: 1, adamw: { weightDecay: 0.01 } });
 const batches: TrainBatch[] = [randomBatch(config.vocabSize, 16, [16, 12], 3), randomBatch(config.vocabSize, 16, [9, 16], 4)];
 
 test('loss falls on a fixed batch, graphs are cached on disk', async () => {

@@ -1,0 +1,139 @@
+// `npm run bench -- train`: fp32 MatMul peak through onnxruntime, then LoRA train-step throughput, fraction of that peak and peak memory per model shape.
+// Each case runs in its own child process so its peak RSS is its own. Usage: tsx scripts/bench-train.ts [--cases small,smollm-4x256,smollm-1x1024 --model DIR --steps N]
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import * as ort from 'onnxruntime-node';
+import { parseModelConfig, type ModelConfig } from '../src/engine/models/config.ts';
+import { baseParameters } from '../src/engine/models/parameters.ts';
+import { writeSafetensors } from '../src/engine/models/safetensors.ts';
+import { createRng, fillNormal } from '../src/engine/random.ts';
+import { Graph } from '../src/engine/onnx/graph.ts';
+import * as op from '../src/engine/onnx/ops.ts';
+import { createSession } from '../src/engine/onnx/session.ts';
+import type { TrainBatch } from '../src/engine/train/batch.ts';
+import { createTrainer } from '../src/engine/train/trainer.ts';
+
+interface Case {
+  name: string;
+  config: Record<string, unknown>;
+  rows: number;
+  seqLen: number;
+}
+
+const base = { architectures: ['LlamaForCausalLM'], rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 2048 };
+const small = { ...base, hidden_size: 512, intermediate_size: 1408, num_hidden_layers: 8, num_attention_heads: 8, num_key_value_heads: 8, vocab_size: 512, tie_word_embeddings: false };
+const smollm = { ...base, hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30, num_attention_heads: 9, num_key_value_heads: 3, vocab_size: 49152, tie_word_embeddings: true };
+const CASES: Case[] = [
+  { name: 'small', config: small, rows: 4, seqLen: 256 },
+  { name: 'smollm-4x256', config: smollm, rows: 4, seqLen: 256 },
+  { name: 'smollm-1x1024', config: smollm, rows: 1, seqLen: 1024 },
+];
+
+const { values: args } = parseArgs({
+  options: {
+    cases: { type: 'string', default: CASES.map((c) => c.name).join(',') },
+    case: { type: 'string' },
+    model: { type: 'string' },
+    steps: { type: 'string', default: '4' },
+    dir: { type: 'string', default: join(tmpdir(), 'localtune-bench') },
+  },
+});
+
+/** fp32 MatMul GFLOP/s at 1024³ through an ORT session with the trainer's settings. */
+async function matmulPeak(): Promise<number> {
+  const n = 1024;
+  const g = new Graph('peak');
+  const a = g.input('a', 'float32', [n, n]);
+  const b = g.input('b', 'float32', [n, n]);
+  g.output(op.matmul(a, b), 'y');
+  const s = await createSession(g.serialize(), { device: 'cpu' });
+  const feeds = { a: new ort.Tensor('float32', new Float32Array(n * n).fill(0.5), [n, n]), b: new ort.Tensor('float32', new Float32Array(n * n).fill(0.25), [n, n]) };
+  for (let i = 0; i < 3; i++) await s.run(feeds);
+  const reps = 10;
+  const t0 = performance.now();
+  for (let i = 0; i < reps; i++) await s.run(feeds);
+  const sec = (performance.now() - t0) / 1000 / reps;
+  await s.close();
+  return (2 * n ** 3) / sec / 1e9;
+}
+
+/** A seeded random model directory (config.json + model.safetensors), written once per shape. */
+function benchModel(c: Case): string {
+  const dir = join(resolve(args.dir!), `model-${c.name.split('-')[0]}`);
+  if (existsSync(join(dir, 'model.safetensors'))) return dir;
+  mkdirSync(dir, { recursive: true });
+  const config = parseModelConfig(c.config);
+  const rng = createRng(1);
+  const tensors = new Map(
+    baseParameters(config).map((p) => {
+      const data = new Float32Array(p.dims.reduce((x, y) => x * y, 1));
+      if (p.dims.length === 1) data.fill(1);
+      else fillNormal(rng, data, 0, 0.02);
+      return [p.name, { dims: p.dims, data }];
+    }),
+  );
+  writeSafetensors(join(dir, 'model.safetensors'), tensors);
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(c.config));
+  return dir;
+}
+
+/** FLOPs per trained token: 4·(linear params incl. the head) (forward + input-gradient pass) + 12·T·D·L for attention. */
+function flopsPerToken(config: ModelConfig, T: number): number {
+  const linear = baseParameters(config)
+    .filter((p) => p.dims.length === 2 && !p.name.includes('embed_tokens'))
+    .reduce((n, p) => n + p.dims[0] * p.dims[1], 0);
+  const head = config.vocabSize * config.hiddenSize * (config.tieWordEmbeddings ? 1 : 0); // tied head is the embedding
+  return 4 * (linear + head) + 12 * T * config.numHeads * config.headDim * config.numLayers;
+}
+
+async function runCase(c: Case, modelDir: string, steps: number) {
+  const config = parseModelConfig(JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')));
+  const trainer = await createTrainer({
+    modelDir,
+    cacheDir: join(resolve(args.dir!), `cache-${c.name.split('-')[0]}`),
+    lora: { r: 8, alpha: 16, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] },
+    seed: 1,
+    device: 'cpu',
+  });
+  const rng = createRng(2);
+  const { rows: B, seqLen: T } = c;
+  const batch: TrainBatch = { rows: B, seqLen: T, inputIds: new Int32Array(B * T), labels: new Int32Array(B * T), lossWeights: new Float32Array(B * T), attentionMask: new Float32Array(B * T).fill(1) };
+  for (let i = 0; i < B * T; i++) batch.inputIds[i] = Math.floor(rng.float() * config.vocabSize);
+  for (let i = 0; i < B * T; i++) {
+    if ((i + 1) % T === 0) continue;
+    batch.labels[i] = batch.inputIds[i + 1];
+    batch.lossWeights[i] = 1;
+  }
+  const t0 = performance.now();
+  await trainer.trainStep([batch], 1e-4); // session creation + first run
+  const firstMs = performance.now() - t0;
+  const t1 = performance.now();
+  for (let i = 0; i < steps; i++) await trainer.trainStep([batch], 1e-4);
+  const ms = (performance.now() - t1) / steps;
+  await trainer.close();
+  const tokens = B * T;
+  return { ms, tokensPerSec: (tokens / ms) * 1000, gflops: (flopsPerToken(config, T) * tokens) / (ms / 1000) / 1e9, firstMs, peakRssMiB: process.resourceUsage().maxRSS / 1024 };
+}
+
+if (args.case) {
+  const c = CASES.find((x) => x.name === args.case)!;
+  const r = await runCase(c, args.model ? resolve(args.model) : benchModel(c), Number(args.steps));
+  process.stdout.write(JSON.stringify(r));
+} else {
+  const peak = await matmulPeak();
+  console.log(`fp32 MatMul peak (1024³, ${availableParallelism()} threads): ${peak.toFixed(1)} GFLOP/s`);
+  for (const name of args.cases!.split(',')) {
+    const c = CASES.find((x) => x.name === name);
+    if (!c) throw new Error(`unknown case ${name} (${CASES.map((x) => x.name).join(', ')})`);
+    if (!args.model) benchModel(c);
+    const extra = args.model ? ['--model', args.model] : [];
+    const out = execFileSync(process.execPath, ['--import', 'tsx', 'scripts/bench-train.ts', '--case', name, '--steps', args.steps!, '--dir', args.dir!, ...extra], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    const r = JSON.parse(out);
+    console.log(
+      `${name} (${c.rows}×${c.seqLen}, LoRA r8 q/k/v/o): ${r.ms.toFixed(0)} ms/step, ${r.tokensPerSec.toFixed(0)} tokens/s, ${r.gflops.toFixed(1)} GFLOP/s = ${((100 * r.gflops) / peak).toFixed(0)} % of peak; first step ${(r.firstMs / 1000).toFixed(1)} s; peak RSS ${r.peakRssMiB.toFixed(0)} MiB`,
+    );
+  }
+}
