@@ -20,7 +20,8 @@ export type BodyOf<Op extends OperationId> = operations[Op] extends { requestBod
 
 /**
  * Query strings and multipart fields arrive as text, so their validator coerces ("20" → 20) and fills
- * defaults; JSON bodies are checked as sent by the contract's own ajv. Both hold the whole document so component $refs resolve.
+ * defaults; JSON bodies are checked as sent by the contract's own ajv. Both hold the whole document, so
+ * component $refs resolve.
  */
 const coercing = new Ajv2020.default({ allErrors: true, strict: false, coerceTypes: 'array', useDefaults: true });
 addFormats.default(coercing);
@@ -28,7 +29,7 @@ coercing.addSchema({ ...openapi, $id: 'openapi' } as object, 'openapi');
 
 interface OperationValidators {
   query: ValidateFunction;
-  body?: { validate: ValidateFunction; multipart: boolean };
+  body?: ValidateFunction;
 }
 
 const byOperation = new Map<string, OperationValidators>();
@@ -73,11 +74,11 @@ function compileOperation(operationId: string): OperationValidators {
   }) as object);
   const content = op.requestBody?.content ?? {};
   if (content['application/json']) {
-    return { query, body: { validate: exact.compile(anchorRefs(content['application/json'].schema) as object), multipart: false } };
+    return { query, body: exact.compile(anchorRefs(content['application/json'].schema) as object) };
   }
   if (content['multipart/form-data']) {
     const fields = withoutFileParts(content['multipart/form-data'].schema);
-    return { query, body: { validate: coercing.compile(anchorRefs(fields) as object), multipart: true } };
+    return { query, body: coercing.compile(anchorRefs(fields) as object) };
   }
   return { query };
 }
@@ -127,7 +128,7 @@ export function validate(operationId: OperationId): RequestHandler {
     if (validators.body) {
       // Body-less POSTs (the Python SDK sends `Content-Type: application/json` with nothing) count as `{}`.
       const body = isEmptyBody(req) ? {} : req.body;
-      if (!validators.body.validate(body)) return next(toBadRequest(validators.body.validate.errors ?? [], 'body'));
+      if (!validators.body(body)) return next(toBadRequest(validators.body.errors ?? [], 'body'));
       req.body = body;
     }
     next();
