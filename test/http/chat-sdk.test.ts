@@ -152,7 +152,7 @@ test('dozens of interleaved requests across adapters and the base model each equ
     seed: i,
     max_tokens: 10 + (i % 5),
   }));
-  const solo = [];
+  const solo: (string | null)[] = [];
   for (const p of params) solo.push((await client.chat.completions.create(p)).choices[0].message.content);
   const together = await Promise.all(params.map((p, i) => (i % 3 === 0 ? streamed({ ...p, stream: true }).then((s) => s.texts[0]) : client.chat.completions.create(p).then((r) => r.choices[0].message.content))));
   together.forEach((t, i) => assert.equal(t, solo[i], `request ${i}`));

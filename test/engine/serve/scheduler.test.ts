@@ -48,7 +48,7 @@ const outcome = async (r: GenerationRequest) => {
 
 test('two dozen interleaved requests over three adapters each equal their solo run', async () => {
   const N = 24;
-  const solo = [];
+  const solo: Awaited<ReturnType<typeof outcome>>[] = [];
   for (let i = 0; i < N; i++) solo.push(await outcome(request(i)));
   assert.ok(solo.some((s) => s.finish === 'length') && new Set(solo.map((s) => s.text)).size > N / 2);
   // Arrivals in waves while earlier ones decode, more than maxBatch at once.
