@@ -127,3 +127,18 @@ test('a mixed batch (base, two adapters, different lengths, rows joining and lea
   gotC.forEach((l, i) => assertClose(l, soloC[i], `row C step ${i}`, 1e-5));
   assert.equal(runner.rows.length, 0);
 });
+
+test('rows keep their cache when the buffers grow past a capacity bucket mid-decode', async () => {
+  const long = await createModelRunner({ modelDir, cacheDir: join(dir, 'cache'), config, contextLength: 600, device: 'cpu', threads: 1 });
+  const seq = Array.from({ length: 266 }, (_, i) => (i * 7 + 3) % V);
+  const want = await referenceLogits(seq, null);
+  const other = await long.prefill([{ tokens: seqB.slice(0, 3), adapter: null }]);
+  const { logits } = await long.prefill([{ tokens: seq.slice(0, 250), adapter: null }]);
+  assertClose(logits[0], want.subarray(249 * V, 250 * V), 'prefill 250');
+  for (let t = 250; t < seq.length; t++) {
+    const out = await long.decode([seqB[3 + ((t - 250) % 5)], seq[t]]);
+    assertClose(out[1], want.subarray(t * V, (t + 1) * V), `position ${t}`, 1e-4);
+  }
+  long.release(other.rows[0]);
+  await long.close();
+});
