@@ -177,3 +177,31 @@ test('Models API: list (base with context length and device, ft models), retriev
   await assert.rejects(client.models.retrieve(tuned[1].id), (e: any) => e.status === 404);
   assert.equal((await greedy(tuned[0].id)).choices[0].message.content, tuned[0].answer);
 });
+
+test('other requests are served while a long generation decodes; a client that goes away mid-stream is dropped', async () => {
+  let finished = false;
+  const long = client.chat.completions.create({ model: DEFAULT_MODEL_ID, messages: ask, temperature: 0, max_tokens: 400 }).then((r) => {
+    finished = true;
+    return r;
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  const t0 = performance.now();
+  await client.models.list();
+  assert.ok(!finished, 'the long generation should still be running');
+  assert.ok(performance.now() - t0 < 1000, `models.list took ${performance.now() - t0} ms during decoding`);
+  assert.equal((await long).usage!.completion_tokens, 400);
+
+  const controller = new AbortController();
+  const stream = await client.chat.completions.create({ model: DEFAULT_MODEL_ID, messages: ask, max_tokens: 1500, stream: true }, { signal: controller.signal });
+  let chunks = 0;
+  try {
+    for await (const chunk of stream) {
+      chunks++;
+      if (chunk.choices[0]?.delta.content) controller.abort();
+    }
+  } catch (err) {
+    assert.equal((err as Error).name, 'APIUserAbortError');
+  }
+  assert.ok(chunks < 10, `${chunks} chunks arrived after aborting`);
+  assert.equal((await greedy(tuned[0].id)).choices[0].message.content, tuned[0].answer);
+});
