@@ -1,5 +1,6 @@
 // Benchmark: validate and tokenize generated JSONL files of two sizes; prints MB/s and peak RSS to show memory stays bounded.
-// Usage: tsx scripts/bench-datasets.ts [--sizes-mb 50,150] [--model-dir DIR] [--context 2048]
+// Usage: tsx scripts/bench-datasets.ts [--sizes-mb 50,150] [--model-dir DIR] [--context 2048] [--heap-limit-mb N]
+// --heap-limit-mb runs each size under --max-old-space-size=N: finishing proves the run fits in that heap.
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -46,6 +47,7 @@ async function generate(path: string, bytes: number): Promise<void> {
 async function measure(path: string, modelDir: string, contextLength: number): Promise<void> {
   const mb = statSync(path).size / 2 ** 20;
   const chat = createChatTokenizer(loadTokenizer(modelDir));
+  const loadedRssMB = process.memoryUsage().rss / 2 ** 20; // the tokenizer's own footprint, before any data
   let t0 = performance.now();
   const validation = await validateTrainingFile(path, { param: 'training_file' });
   const validateSeconds = (performance.now() - t0) / 1000;
@@ -60,8 +62,16 @@ async function measure(path: string, modelDir: string, contextLength: number): P
     validateMBps: mb / validateSeconds,
     tokenizeMBps: mb / tokenizeSeconds,
     tokensPerSecond: analysis.statistics.tokens.total / tokenizeSeconds,
+    loadedRssMB,
+    heapAfterGcMB: collectedHeapMB(),
     peakRssMB: process.resourceUsage().maxRSS / 1024,
   }));
+}
+
+/** Live heap after a full collection: what the run still holds (flat across sizes when nothing accumulates). */
+function collectedHeapMB(): number {
+  (globalThis as { gc?: () => void }).gc?.();
+  return process.memoryUsage().heapUsed / 2 ** 20;
 }
 
 if (args.has('measure')) {
@@ -72,15 +82,16 @@ if (args.has('measure')) {
   const contextLength = args.get('context') ?? '2048';
   const dir = mkdtempSync(join(tmpdir(), 'bench-datasets-'));
   console.log(`tokenizer: ${modelDir}`);
-  console.log('size MB | examples | tokens | validate MB/s | tokenize+stats MB/s | tokens/s | peak RSS MB');
+  console.log('size MB | examples | tokens | validate MB/s | tokenize+stats MB/s | tokens/s | RSS with tokenizer loaded MB | heap after GC MB | peak RSS MB');
   try {
     for (const size of sizes) {
       const path = join(dir, `train-${size}mb.jsonl`);
       await generate(path, size * 2 ** 20);
-      const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--measure', path, '--model-dir', modelDir, '--context', contextLength], { encoding: 'utf8' });
+      const heapLimit = args.has('heap-limit-mb') ? [`--max-old-space-size=${args.get('heap-limit-mb')}`] : [];
+      const child = spawnSync(process.execPath, [...heapLimit, '--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), '--measure', path, '--model-dir', modelDir, '--context', contextLength], { encoding: 'utf8' });
       if (child.status !== 0) throw new Error(child.stderr);
       const r = JSON.parse(child.stdout.trim().split('\n').at(-1)!);
-      console.log([r.mb.toFixed(1), r.examples, r.tokens, r.validateMBps.toFixed(1), r.tokenizeMBps.toFixed(2), Math.round(r.tokensPerSecond), r.peakRssMB.toFixed(0)].join(' | '));
+      console.log([r.mb.toFixed(1), r.examples, r.tokens, r.validateMBps.toFixed(1), r.tokenizeMBps.toFixed(2), Math.round(r.tokensPerSecond), r.loadedRssMB.toFixed(0), r.heapAfterGcMB.toFixed(0), r.peakRssMB.toFixed(0)].join(' | '));
       rmSync(path);
     }
   } finally {

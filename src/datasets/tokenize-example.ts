@@ -69,15 +69,15 @@ export function tokenizePreferenceExample(chat: ChatTokenizer, line: Record<stri
 }
 
 /**
- * Where assistant message `i` lies in `text` (the render of the whole conversation), found from the template:
- * it starts where the render of the messages before it plus the generation prompt ends, and it ends after the
- * template's end-of-turn marker, learned by rendering the same turn with sentinel content.
+ * Where assistant message `i` lies in `text` (the render of the whole conversation), found from the template.
+ * It starts where the render of the messages before it plus the generation prompt ends (so what a model writes after
+ * the generation prompt, such as an empty think block, is trained); when that is not a prefix of `text` (Llama-3 writes
+ * BOS only before a first message), it starts where sentinel content put in its place appears.
+ * It ends after the template's end-of-turn marker, learned by rendering the same turn with sentinel content.
  */
 function assistantSpan(chat: ChatTokenizer, messages: TemplateMessage[], i: number, tools: unknown[] | undefined, text: string): Span {
   const prompt = chat.template.render({ messages: messages.slice(0, i), tools, addGenerationPrompt: true });
-  if (!text.startsWith(prompt)) {
-    throw new Error(`chat template is not prefix-stable: the prompt before message ${i} is not a prefix of the whole conversation`);
-  }
+  const start = text.startsWith(prompt) ? prompt.length : sentinelStart(chat, messages, i, tools, text);
   const probe = chat.template.render({ messages: [...messages.slice(0, i), { role: 'assistant', content: SENTINEL }], tools });
   const at = probe.indexOf(SENTINEL);
   if (at < 0) throw new Error('chat template does not render assistant content');
@@ -85,11 +85,20 @@ function assistantSpan(chat: ChatTokenizer, messages: TemplateMessage[], i: numb
   if (marker === '') {
     const whole = chat.template.render({ messages: messages.slice(0, i + 1), tools });
     if (!text.startsWith(whole)) throw new Error(`chat template marks no end of turn and is not prefix-stable at message ${i}`);
-    return [prompt.length, whole.length];
+    return [start, whole.length];
   }
-  const end = text.indexOf(marker, prompt.length);
+  const end = text.indexOf(marker, start);
   if (end < 0) throw new Error(`end of turn ${JSON.stringify(marker)} not found after assistant message ${i}`);
-  return [prompt.length, end + marker.length];
+  return [start, end + marker.length];
+}
+
+function sentinelStart(chat: ChatTokenizer, messages: TemplateMessage[], i: number, tools: unknown[] | undefined, text: string): number {
+  const probe = chat.template.render({ messages: messages.map((m, k) => (k === i ? { ...m, content: SENTINEL } : m)), tools });
+  const at = probe.indexOf(SENTINEL);
+  if (at < 0 || !text.startsWith(probe.slice(0, at))) {
+    throw new Error(`chat template renders the conversation before assistant message ${i} differently from its prompt`);
+  }
+  return at;
 }
 
 /** The part of what follows an assistant turn that belongs to it: up to the first eos token, else the non-blank part. */

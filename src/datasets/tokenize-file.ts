@@ -13,14 +13,23 @@ import type { TrainingFormat } from './validate.ts';
 export async function* tokenizeChatFile(path: string, chat: ChatTokenizer, options?: JsonlReaderOptions): AsyncGenerator<TokenizedExample> {
   for await (const line of readJsonl(path, options)) {
     if ('problem' in line) throw new Error(`line ${line.lineNumber}: ${line.message}`);
-    yield tokenizeChatExample(chat, line.value as { messages: Record<string, unknown>[]; tools?: unknown[] });
+    yield atLine(line.lineNumber, () => tokenizeChatExample(chat, line.value as { messages: Record<string, unknown>[]; tools?: unknown[] }));
   }
 }
 
 export async function* tokenizePreferenceFile(path: string, chat: ChatTokenizer, options?: JsonlReaderOptions): AsyncGenerator<TokenizedPreference> {
   for await (const line of readJsonl(path, options)) {
     if ('problem' in line) throw new Error(`line ${line.lineNumber}: ${line.message}`);
-    yield tokenizePreferenceExample(chat, line.value);
+    yield atLine(line.lineNumber, () => tokenizePreferenceExample(chat, line.value));
+  }
+}
+
+/** Template and tokenizer errors name the line they came from. */
+function atLine<T>(lineNumber: number, tokenize: () => T): T {
+  try {
+    return tokenize();
+  } catch (e) {
+    throw new Error(`line ${lineNumber}: ${(e as Error).message}`, { cause: e });
   }
 }
 

@@ -69,6 +69,14 @@ test('Llama-3 template: weights on content and <|eot_id|> (a generation eos, not
   assert.match(marked(chat.tokenizer, t), /assistant<\|end_header_id\|>\n\n\[\[Hello the world<\|eot_id\|>\]\]<\|start_header_id\|>user/);
 });
 
+test('an assistant-first conversation: Llama-3 writes BOS only before the first message, the span is still exact', () => {
+  const example = { messages: [{ role: 'assistant', content: 'Welcome!' }, { role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Yo' }] };
+  for (const chat of [createChatTokenizer(llama3Tokenizer()), createChatTokenizer(chatmlTokenizer())]) {
+    const eot = chat.tokenizer.decode([chat.tokenizer.eosTokenIds.at(-1)!]);
+    assert.deepEqual(trainedRuns(chat.tokenizer, tokenizeChatExample(chat, example)), [`Welcome!${eot}`, `Yo${eot}`]);
+  }
+});
+
 const toolConversation = {
   messages: [
     { role: 'system', content: 'Be brief.' },
