@@ -141,6 +141,14 @@ test('legacy completions: text prompt, echo, same greedy continuation as a chat-
   assert.equal(r.choices[0].text, prompt + tuned[0].answer);
   assert.equal(r.object, 'text_completion');
   assert.equal(r.usage!.prompt_tokens, tokenizer.encode(prompt).length);
+  // Token-id prompts, streaming and several prompts at once give the same continuations.
+  const ids = tokenizer.encode(prompt);
+  const both = await client.completions.create({ model: tuned[0].id, prompt: [ids, ids], temperature: 0, max_tokens: 40 });
+  assert.deepEqual(both.choices.map((c) => [c.index, c.text]), [[0, tuned[0].answer], [1, tuned[0].answer]]);
+  let text = '';
+  for await (const chunk of await client.completions.create({ model: tuned[0].id, prompt, temperature: 0, max_tokens: 40, stream: true })) text += chunk.choices[0]?.text ?? '';
+  assert.equal(text, tuned[0].answer);
+  await assert.rejects(client.completions.create({ model: DEFAULT_MODEL_ID, prompt: 'y'.repeat(3000) }), (e: any) => e.status === 400 && e.code === 'context_length_exceeded');
 });
 
 test('dozens of interleaved requests across adapters and the base model each equal their solo response', async () => {
