@@ -7,7 +7,7 @@ import { readModelDir } from '../models/model-dir.ts';
 import { MODEL_ID_PATTERN } from '../models/registry.ts';
 import { loadTokenizer, type ModelTokenizer } from '../models/tokenizer.ts';
 import { cudaProviderPath, requestedDevice, type Device, type DeviceRequest } from '../onnx/session.ts';
-import { createAdapterCache, type AdapterCache, type PreparedAdapter } from './adapter-cache.ts';
+import { createAdapterCache, type PreparedAdapter } from './adapter-cache.ts';
 import { createModelRunner, type ModelRunner } from './model-runner.ts';
 import { createScheduler, type Scheduler } from './scheduler.ts';
 
@@ -38,7 +38,6 @@ export interface ModelPool {
   /** The adapter stored in `dir` for `model`, cached under `key` (e.g. its ft: id). */
   adapter(key: string, dir: string, model: ServedModel): PreparedAdapter;
   evictAdapter(key: string): boolean;
-  adapters: AdapterCache;
   /** Devices of the models loaded so far, by id. */
   loadedDevices(): Map<string, Device>;
   /** The device a model not loaded yet would run on (CUDA when asked for or when its provider is installed). */
@@ -91,7 +90,6 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
     },
     adapter: (key, dir, model) => adapters.get(key, dir, model.config),
     evictAdapter: (key) => adapters.evict(key),
-    adapters,
     loadedDevices: () => new Map(devices),
     expectedDevice() {
       const want = o.device ?? requestedDevice();

@@ -30,6 +30,8 @@ export function createSampler(p: SamplingParams): Sampler {
   const rng: Rng = createRng(p.seed);
   return {
     next(raw, counts) {
+      // Plain greedy decoding needs no copy of the logits.
+      if (p.temperature === 0 && p.topLogprobs === null && p.logitBias.size === 0 && p.presencePenalty === 0 && p.frequencyPenalty === 0) return { id: argmax(raw), logprob: NaN, top: [] };
       const V = raw.length;
       const logits = Float64Array.from(raw); // [V]
       for (const [id, bias] of p.logitBias) if (id >= 0 && id < V) logits[id] += bias;
@@ -45,7 +47,7 @@ export function createSampler(p: SamplingParams): Sampler {
   };
 }
 
-function argmax(x: Float64Array): number {
+function argmax(x: Float32Array | Float64Array): number {
   let best = 0;
   for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
   return best;
