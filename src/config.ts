@@ -14,6 +14,10 @@ export interface Config {
   maxJsonBytes: number;
   /** Keys given in the environment or on the command line, besides those made by `localtune keys create`. */
   apiKeys: ApiKeyGrant[];
+  /** Memory for served LoRA adapters kept loaded (least recently used evicted first), in bytes. */
+  adapterCacheBytes: number;
+  /** Requests one base model decodes together at most (continuous batching). */
+  maxBatch: number;
 }
 
 export interface ApiKeyGrant {
@@ -32,6 +36,8 @@ const settings = {
   maxUploadBytes: { flag: '--max-upload-mb', env: 'LOCALTUNE_MAX_UPLOAD_MB', parse: parseMegabytes },
   maxJsonBytes: { flag: '--max-json-mb', env: 'LOCALTUNE_MAX_JSON_MB', parse: parseMegabytes },
   apiKeys: { flag: '--api-keys', env: 'LOCALTUNE_API_KEYS', parse: parseApiKeys },
+  adapterCacheBytes: { flag: '--adapter-cache-mb', env: 'LOCALTUNE_ADAPTER_CACHE_MB', parse: parseMegabytes },
+  maxBatch: { flag: '--max-batch', env: 'LOCALTUNE_MAX_BATCH', parse: parsePositiveInt },
 } as const;
 
 export type SettingName = keyof typeof settings;
@@ -62,6 +68,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     maxUploadBytes: pick('maxUploadBytes') ?? 512 * MB,
     maxJsonBytes: pick('maxJsonBytes') ?? 16 * MB,
     apiKeys: pick('apiKeys') ?? [],
+    adapterCacheBytes: pick('adapterCacheBytes') ?? 1024 * MB,
+    maxBatch: pick('maxBatch') ?? 8,
   };
 }
 
@@ -93,6 +101,12 @@ function parsePort(raw: string, source: string): number {
 
 function parsePath(raw: string): string {
   return resolve(raw);
+}
+
+function parsePositiveInt(raw: string, source: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${source}: '${raw}' is not a positive integer`);
+  return n;
 }
 
 function parseMegabytes(raw: string, source: string): number {

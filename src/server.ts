@@ -1,10 +1,13 @@
 // Starting and stopping the HTTP server: open the database, recover file storage, pick the bind address, listen.
 import { once } from 'node:events';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config.ts';
 import { createApp } from './http/app.ts';
 import { keysConfigured } from './http/auth.ts';
 import type { AppContext } from './http/context.ts';
+import { ensureDefaultModel } from './engine/models/default-model.ts';
+import { createModelPool } from './engine/serve/model-pool.ts';
 import { apiKeyStore } from './store/api-keys.ts';
 import { blobStore } from './store/blobs.ts';
 import { openDatabase } from './store/db.ts';
@@ -33,8 +36,17 @@ function recoverFileStorage(ctx: AppContext, log: (line: string) => void): void 
 
 /** Starts localtune on `config.host:config.port` (port 0 picks a free one) and logs one `listening on URL` line. */
 export async function startServer(config: Config, log: (line: string) => void = console.log): Promise<RunningServer> {
+  // Base models load on their first request; the built-in default is written once, here (idempotent).
+  ensureDefaultModel(config.modelsDir);
   const db = openDatabase(config.dataDir);
-  const ctx: AppContext = { config, db };
+  const models = createModelPool({
+    modelsDir: config.modelsDir,
+    cacheDir: join(config.dataDir, 'cache'),
+    adapterCacheBytes: config.adapterCacheBytes,
+    maxBatch: config.maxBatch,
+    log,
+  });
+  const ctx: AppContext = { config, db, models };
   try {
     recoverFileStorage(ctx, log);
     let host = config.host;
@@ -56,6 +68,7 @@ export async function startServer(config: Config, log: (line: string) => void = 
         server.close();
         server.closeAllConnections();
         await closed;
+        await models.close();
         db.close();
       },
     };

@@ -5,6 +5,9 @@ import type { AppContext } from './context.ts';
 import { authenticate } from './auth.ts';
 import { errorHandler, unknownRoute } from './errors.ts';
 import { filesRouter } from './files.ts';
+import { chatCompletionsRouter } from './chat-completions.ts';
+import { completionsRouter } from './completions.ts';
+import { modelsRouter } from './models.ts';
 import { notImplementedRouter } from './not-implemented.ts';
 import { apiKeyStore } from '../store/api-keys.ts';
 
@@ -17,7 +20,7 @@ const requestId: RequestHandler = (req, res, next) => {
 
 /** The resource routers, mounted under /v1 in this order. Add a new resource's router here. */
 function resourceRouters(ctx: AppContext): Router[] {
-  return [filesRouter(ctx)];
+  return [filesRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
 }
 
 export function createApp(ctx: AppContext): Express {

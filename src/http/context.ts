@@ -1,10 +1,13 @@
 // What every router is built from (AppContext), and the fields our middleware adds to express requests.
 import type { Config } from '../config.ts';
 import type { Db } from '../store/db.ts';
+import type { ModelPool } from '../engine/serve/model-pool.ts';
 
 export interface AppContext {
   config: Config;
   db: Db;
+  /** Served base models (loaded on first request) and their adapter cache. */
+  models: ModelPool;
 }
 
 declare global {

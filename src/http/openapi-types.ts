@@ -494,6 +494,15 @@ export interface components {
             created: number;
             /** @description `system` for base models, the project for fine-tuned ones. */
             owned_by: string;
+            /** @description Base models: the longest prompt + completion in tokens. */
+            context_length?: number;
+            /**
+             * @description Base models: where the model runs (or will run once loaded).
+             * @enum {string}
+             */
+            device?: "cpu" | "cuda";
+            /** @description Fine-tuned models and checkpoints: the base model id. */
+            parent?: string;
         };
         ListModelsResponse: {
             /** @enum {string} */

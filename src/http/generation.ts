@@ -1,0 +1,136 @@
+// What chat and legacy completions share: model id → base model + adapter (through the registry and the database only), sampling settings, SSE, disconnects.
+import type { Request, Response } from 'express';
+import { randomInt } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join, resolve, sep } from 'node:path';
+import { MODEL_ID_PATTERN } from '../engine/models/registry.ts';
+import type { PreparedAdapter } from '../engine/serve/adapter-cache.ts';
+import type { ServedModel } from '../engine/serve/model-pool.ts';
+import type { SampledToken, SamplingParams } from '../engine/serve/sampler.ts';
+import { fineTunedModelStore, type FineTunedModelRow } from '../store/fine-tuned-models.ts';
+import type { AppContext } from './context.ts';
+import { ApiError, badRequest, toApiError } from './errors.ts';
+
+/** The hosted API's 404 for a model the caller cannot use. */
+export const modelNotFound = (id: string) =>
+  new ApiError(404, `The model \`${id}\` does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' });
+
+/** A base model id when a usable-looking directory of that name is under the models directory. */
+export function isBaseModelId(ctx: AppContext, id: string): boolean {
+  return MODEL_ID_PATTERN.test(id) && existsSync(join(ctx.config.modelsDir, id, 'config.json'));
+}
+
+/** The absolute adapter folder of a fine-tuned model row (stored relative to the data dir; never outside it). */
+export function adapterDirOf(ctx: AppContext, row: FineTunedModelRow): string {
+  const root = resolve(ctx.config.dataDir);
+  const dir = resolve(root, row.adapter_dir);
+  if (!dir.startsWith(root + sep)) throw new Error(`fine-tuned model ${row.id}: adapter_dir ${row.adapter_dir} is outside the data directory`);
+  return dir;
+}
+
+export interface ResolvedModel {
+  served: ServedModel;
+  adapter: PreparedAdapter | null;
+}
+
+/** Resolves `id` for `project`: a base model, or an `ft:` model / checkpoint of the project (its adapter loaded on first use). */
+export async function resolveModel(ctx: AppContext, project: string, id: string): Promise<ResolvedModel> {
+  if (isBaseModelId(ctx, id)) return { served: await ctx.models.model(id), adapter: null };
+  const row = fineTunedModelStore(ctx.db).get(project, id);
+  if (!row || !isBaseModelId(ctx, row.base_model)) throw modelNotFound(id);
+  const served = await ctx.models.model(row.base_model);
+  return { served, adapter: ctx.models.adapter(row.id, adapterDirOf(ctx, row), served) };
+}
+
+/** The request fields both endpoints read. */
+export interface SamplingFields {
+  temperature?: number | null;
+  top_p?: number | null;
+  seed?: number | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  logit_bias?: Record<string, number> | null;
+  stop?: string | string[] | null;
+}
+
+/**
+ * Sampling settings of choice `index`: with a seed, choice i draws from seed + i (reproducible, yet the n choices
+ * differ); without one, from a fresh random seed.
+ */
+export function samplingParams(body: SamplingFields, index: number, topLogprobs: number | null): SamplingParams {
+  const bias = new Map<number, number>();
+  for (const [k, v] of Object.entries(body.logit_bias ?? {})) {
+    if (!/^\d+$/.test(k)) throw badRequest(`Invalid key in 'logit_bias': ${JSON.stringify(k)} is not a token id.`, 'logit_bias');
+    bias.set(Number(k), v);
+  }
+  return {
+    temperature: body.temperature ?? 1,
+    topP: body.top_p ?? 1,
+    presencePenalty: body.presence_penalty ?? 0,
+    frequencyPenalty: body.frequency_penalty ?? 0,
+    logitBias: bias,
+    topLogprobs,
+    seed: body.seed !== undefined && body.seed !== null ? (body.seed + index) | 0 : randomInt(2 ** 31),
+  };
+}
+
+export function stopStrings(stop: SamplingFields['stop']): string[] {
+  if (stop === null || stop === undefined) return [];
+  return (typeof stop === 'string' ? [stop] : stop).filter((s) => s.length > 0);
+}
+
+/** 400 when the prompt leaves no room for a single generated token. */
+export function checkContext(served: ServedModel, promptTokens: number, param: string): void {
+  if (promptTokens < served.contextLength) return;
+  throw badRequest(
+    `This model's maximum context length is ${served.contextLength} tokens. However, your ${param} resulted in ${promptTokens} tokens. Please reduce the length of the ${param}.`,
+    param,
+    'context_length_exceeded',
+  );
+}
+
+/** Tokens to generate at most: the request's limit, never past the context. */
+export function maxNewTokens(served: ServedModel, promptTokens: number, requested: number | null | undefined): number {
+  return Math.min(requested ?? Infinity, served.contextLength - promptTokens);
+}
+
+/** An AbortSignal that fires when the client goes away before the response is finished. */
+export function disconnectSignal(req: Request, res: Response): AbortSignal {
+  const controller = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  req.on('aborted', () => controller.abort());
+  return controller.signal;
+}
+
+export const isAbort = (err: unknown) => (err as Error)?.name === 'AbortError';
+
+/** Server-sent events in the hosted format: `data: <json>\n\n` per event, `data: [DONE]` last. */
+export function openEventStream(res: Response) {
+  res.status(200);
+  res.setHeader('content-type', 'text/event-stream; charset=utf-8');
+  res.setHeader('cache-control', 'no-cache');
+  res.setHeader('connection', 'keep-alive');
+  res.flushHeaders();
+  return {
+    send: (data: unknown) => void res.write(`data: ${JSON.stringify(data)}\n\n`),
+    /** A failure after the headers went out: an `error` event the SDKs raise as APIError. */
+    fail: (err: unknown) => void res.write(`data: ${JSON.stringify(toApiError(err).toJSON())}\n\n`),
+    done: () => res.end('data: [DONE]\n\n'),
+  };
+}
+
+/** A token's text and UTF-8 bytes for logprobs. */
+export function tokenText(served: ServedModel, id: number): { token: string; bytes: number[] } {
+  const token = served.tokenizer.decode([id]);
+  return { token, bytes: [...Buffer.from(token, 'utf8')] };
+}
+
+export function chatLogprobs(served: ServedModel, tokens: SampledToken[]) {
+  return tokens.map((t) => ({
+    ...tokenText(served, t.id),
+    logprob: t.logprob,
+    top_logprobs: t.top.map((alt) => ({ ...tokenText(served, alt.id), logprob: alt.logprob })),
+  }));
+}

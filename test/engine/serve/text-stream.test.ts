@@ -1,0 +1,39 @@
+// Incremental detokenization: UTF-8 split across byte tokens, stop strings spanning tokens, held-back stop prefixes.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { defaultTokenizerConfigJson, defaultTokenizerJson } from '../../../src/engine/models/default-model.ts';
+import { createTokenizer } from '../../../src/engine/models/tokenizer.ts';
+import { createTextStream } from '../../../src/engine/serve/text-stream.ts';
+
+const tokenizer = createTokenizer(defaultTokenizerJson(), defaultTokenizerConfigJson());
+
+function run(text: string, stops: string[]): { pieces: string[]; stopped: boolean; flushed: string } {
+  const stream = createTextStream(tokenizer, stops);
+  const pieces: string[] = [];
+  for (const id of tokenizer.encode(text)) {
+    const piece = stream.push(id);
+    if (piece) pieces.push(piece);
+  }
+  return { pieces, stopped: stream.stopped, flushed: stream.flush() };
+}
+
+test('byte tokens of multi-byte characters come out only as whole characters', () => {
+  const text = 'héllo wörld 😀 — 漢字';
+  const { pieces, stopped, flushed } = run(text, []);
+  assert.equal(pieces.join('') + flushed, text);
+  assert.ok(pieces.every((p) => !p.includes('\uFFFD')));
+  assert.ok(!stopped);
+});
+
+test('a stop string spanning tokens ends the text before it; its prefix is held back until decided', () => {
+  const r = run('Hello ENDworld END', ['END']);
+  assert.equal(r.pieces.join(''), 'Hello ');
+  assert.ok(r.stopped);
+  assert.equal(r.flushed, '');
+  const held = run('ab EN', ['END']);
+  assert.equal(held.pieces.join(''), 'ab ');
+  assert.equal(held.flushed, 'EN');
+  const multi = run('x😀y', ['😀']);
+  assert.equal(multi.pieces.join(''), 'x');
+  assert.ok(multi.stopped);
+});
