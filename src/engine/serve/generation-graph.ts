@@ -4,7 +4,7 @@ import * as op from '../onnx/ops.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { decoderStack, dynamicRopeTables, finalNorm, lmHead, type KvCache, type LinearHook } from '../models/llama.ts';
 import { LORA_TARGETS, projectionDims, type LoraTarget } from '../models/parameters.ts';
-import type { WeightFactory } from '../train/graphs.ts';
+import type { WeightFactory } from '../models/weight-source.ts';
 
 // Dims (symbolic in the graph): B batch rows, T new positions per row, P cache capacity (past slots), S = P + T,
 // R_m the batch's largest LoRA rank on target m (0 when no row adapts m), N = B·T; D hidden, V vocab, NKV, HD.

@@ -1,12 +1,13 @@
 // One base model's generation session and its JS-owned KV cache: prefill new rows, decode every active row one token, release rows.
+import { dirname } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { attentionBias, MASKED } from '../models/llama.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { ensureWeightCache } from '../models/weight-cache.ts';
 import { LORA_TARGETS } from '../models/parameters.ts';
 import { createSession, type Device, type DeviceRequest, type Session } from '../onnx/session.ts';
-import { cachedGraph } from '../train/graph-cache.ts';
-import { cachedWeights } from '../train/graphs.ts';
+import { cachedGraph } from '../onnx/graph-cache.ts';
+import { cachedWeights } from '../models/weight-source.ts';
 import { adapterSlots, buildGenerationGraph, GEN } from './generation-graph.ts';
 import { slotIndex, type PreparedAdapter } from './adapter-cache.ts';
 
@@ -48,7 +49,7 @@ export interface ModelRunner {
 export async function createModelRunner(o: RunnerOptions): Promise<ModelRunner> {
   const { config } = o;
   const cache = ensureWeightCache(o.modelDir, o.cacheDir, { dtype: 'float32' });
-  const graphPath = cachedGraph(cache, 'generate', {}, () => buildGenerationGraph(config, cachedWeights(cache)));
+  const graphPath = cachedGraph(dirname(cache.dataPath), 'generate', { weights: cache.manifest.fingerprint, dtype: cache.manifest.dtype }, () => buildGenerationGraph(config, cachedWeights(cache)));
   const session: Session = await createSession(graphPath, { device: o.device, threads: o.threads, log: o.log });
   const L = config.numLayers;
   const NKV = config.numKvHeads;
