@@ -1,0 +1,63 @@
+// What the job scheduler (in the server process) and the training worker (a child process) say to each other.
+// The worker owns the job's folder on disk; the scheduler owns the database and turns these messages into
+// state transitions, events, checkpoints and models.
+import type { LoraConfig } from '../engine/lora/config.ts';
+import type { DeviceRequest } from '../engine/onnx/session.ts';
+
+export type TrainingMethod = 'supervised' | 'dpo';
+
+/** Everything a worker needs to train (or resume) one job. The same spec is sent again on resume. */
+export interface TrainingSpec {
+  jobId: string;
+  method: TrainingMethod;
+  /** The base model's Hugging Face directory and its cache folder (aligned weights, built graphs). */
+  modelDir: string;
+  cacheDir: string;
+  /** The adapter training continues from when `model` was an `ft:` model (and DPO's fixed reference); null: fresh adapter. */
+  startAdapterDir: string | null;
+  /** Paths of the validated training and validation JSONL files. */
+  trainingFile: string;
+  validationFile: string | null;
+  /** Resolved numbers; `auto` was decided by the scheduler from the file statistics. */
+  hyperparameters: { nEpochs: number; batchSize: number; learningRate: number; beta?: number };
+  lora: LoraConfig;
+  seed: number;
+  /** The job's own folder: the worker writes checkpoints/, resume/ and final/ under it, each atomically. */
+  jobDir: string;
+  /** Seconds between resume points (optimizer state + data position), besides the one written on pause. */
+  resumePointSeconds: number;
+  device: DeviceRequest;
+  threads?: number;
+}
+
+/** Per-step numbers, named as in the hosted service's metrics events and result file. */
+export interface StepMetrics {
+  step: number;
+  train_loss: number;
+  train_mean_token_accuracy: number;
+  valid_loss?: number;
+  valid_mean_token_accuracy?: number;
+  full_valid_loss?: number;
+  full_valid_mean_token_accuracy?: number;
+  /** DPO only: how often, and by how much, the policy's implicit reward favours the preferred output. */
+  train_reward_accuracy?: number;
+  train_reward_margin?: number;
+  valid_reward_accuracy?: number;
+  valid_reward_margin?: number;
+}
+
+/** Worker → scheduler. */
+export type WorkerMessage =
+  | { type: 'started'; device: string; totalSteps: number; stepsPerEpoch: number; resumedFromStep: number }
+  | { type: 'step'; metrics: StepMetrics; trainedTokens: number }
+  /** An epoch-end checkpoint: `dir` (under jobDir) holds the adapter in the PEFT layout. */
+  | { type: 'checkpoint'; step: number; epoch: number; dir: string; metrics: StepMetrics }
+  /** Training finished: `dir` holds the final adapter. */
+  | { type: 'succeeded'; dir: string; trainedTokens: number; metrics: StepMetrics }
+  /** Stopped on request after writing a resume point (pause) or not (cancel). */
+  | { type: 'stopped'; reason: 'pause' | 'cancel'; step: number }
+  /** A problem the user can act on (code and message go into the job's `error`). */
+  | { type: 'failed'; code: string; message: string; param?: string | null };
+
+/** Scheduler → worker; honoured within one training step. */
+export type WorkerCommand = { type: 'pause' } | { type: 'cancel' };
