@@ -1,31 +1,26 @@
-// localtune command line: `localtune [serve]`, `localtune keys …`, `localtune engine …`. The only place that sets an exit code.
+// localtune command line: `localtune [serve]`, `demo`, `keys …`, `models …`, `jobs …`, `engine …`. The only place that sets an exit code.
 import { ConfigError, configFlags, loadConfig } from './config.ts';
 import { startServer } from './server.ts';
-import { openDatabase } from './store/db.ts';
-import { apiKeyStore } from './store/api-keys.ts';
 import { MigrationError } from './store/migrations.ts';
+import { ApiRequestError } from './cli/api-client.ts';
+import { DEMO_USAGE, demoCommand } from './cli/demo.ts';
+import { JOBS_USAGE, jobsCommand } from './cli/jobs.ts';
+import { KEYS_USAGE, keysCommand } from './cli/keys.ts';
+import { MODELS_USAGE, modelsCommand } from './cli/models.ts';
+import { wantsHelp } from './cli/options.ts';
 
-const usage = `usage: localtune [serve] [options]           start the API server (default command)
-       localtune keys create --project NAME  create an API key for a project (printed once)
-       localtune keys list                   list keys (ids, projects, prefixes)
-       localtune keys revoke KEY_ID          revoke a key
-       localtune engine …                    engine verification commands (localtune engine --help)
-       localtune --help
-       (keys commands take --data-dir D too)
-
+const SERVE_USAGE = `usage: localtune [serve] [options]   start the API server (the default command)
 options (each also an environment variable; flags win):
-  ${configFlags.join('\n  ')}`;
+  ${configFlags.join('\n  ')}
+  LOCALTUNE_DEVICE=auto|cpu|cuda (environment only) picks where models run; auto uses CUDA when its provider loads`;
 
-/** Removes `--name value` / `--name=value` from args and returns the value. */
-function takeOption(args: string[], name: string): string | undefined {
-  const i = args.findIndex((a) => a === name || a.startsWith(`${name}=`));
-  if (i < 0) return undefined;
-  const [arg] = args.splice(i, 1);
-  if (arg!.includes('=')) return arg!.slice(name.length + 1);
-  const [value] = args.splice(i, 1);
-  if (value === undefined) throw new ConfigError(`option '${name}' needs a value`);
-  return value;
-}
+const USAGE = `usage: localtune [serve] [options]           start the API server (default command; localtune serve --help)
+       localtune demo [options]              tune the built-in model on a customer-support set and compare answers (localtune demo --help)
+       localtune keys create|list|revoke     API keys (localtune keys --help)
+       localtune models list                 base models found in the models directory, and skipped folders (localtune models --help)
+       localtune jobs list|show|events|cancel|pause|resume   fine-tuning jobs on a running server (localtune jobs --help)
+       localtune engine …                    engine verification commands (localtune engine --help)
+       localtune --help`;
 
 async function serve(args: string[]): Promise<void> {
   const server = await startServer(loadConfig(args));
@@ -36,52 +31,33 @@ async function serve(args: string[]): Promise<void> {
   process.once('SIGTERM', stop);
 }
 
-function keys(args: string[]): void {
-  const [action, ...rest] = args;
-  const project = takeOption(rest, '--project');
-  const dataDir = takeOption(rest, '--data-dir');
-  const positional = rest;
-  if (positional.length > 1) throw new ConfigError(`unexpected arguments: ${positional.slice(1).join(' ')}`);
-  const db = openDatabase(loadConfig(dataDir ? ['--data-dir', dataDir] : []).dataDir);
-  try {
-    const store = apiKeyStore(db);
-    if (action === 'create') {
-      if (!project || !/^[A-Za-z0-9_-]{1,64}$/.test(project)) throw new ConfigError('keys create needs --project NAME (letters, digits, _ or -)');
-      const { key, row } = store.create(project);
-      console.log(`created key ${row.id} for project "${project}"; it is shown only now:`);
-      console.log(key);
-    } else if (action === 'list') {
-      for (const k of store.list()) {
-        console.log(`${k.id}\t${k.project}\t${k.key_prefix}…\t${k.revoked_at ? 'revoked' : 'active'}`);
-      }
-    } else if (action === 'revoke') {
-      const id = positional[0];
-      if (!id) throw new ConfigError('keys revoke needs a key id (see keys list)');
-      if (!store.revoke(id)) throw new ConfigError(`no active key with id ${id}`);
-      console.log(`revoked ${id}`);
-    } else {
-      throw new ConfigError(`unknown keys action '${action ?? ''}' (create, list, revoke)`);
-    }
-  } finally {
-    db.close();
-  }
-}
-
 async function main(argv: string[]): Promise<void> {
   const [first, ...rest] = argv;
-  if (first === '--help' || first === 'help' || first === '-h') return console.log(usage);
-  if (first === undefined || first.startsWith('--')) return serve(argv);
-  if (first === 'serve') return serve(rest);
-  if (first === 'keys') return keys(rest);
-  if (first === 'engine') {
-    process.exitCode = await (await import('./engine/train/verify-command.ts')).runEngineCommand(rest);
-    return;
+  if (first === undefined || first === '--help' || first === 'help' || first === '-h') return void (first === undefined ? serve(argv) : console.log(USAGE));
+  if (first.startsWith('--')) return serve(argv);
+  const help = wantsHelp(rest);
+  switch (first) {
+    case 'serve':
+      return help ? console.log(SERVE_USAGE) : serve(rest);
+    case 'demo':
+      return help ? console.log(DEMO_USAGE) : demoCommand(rest);
+    case 'keys':
+      return help ? console.log(KEYS_USAGE) : keysCommand(rest);
+    case 'models':
+      return help ? console.log(MODELS_USAGE) : modelsCommand(rest);
+    case 'jobs':
+      return help ? console.log(JOBS_USAGE) : jobsCommand(rest);
+    case 'engine': {
+      process.exitCode = await (await import('./engine/train/verify-command.ts')).runEngineCommand(rest);
+      return;
+    }
+    default:
+      throw new ConfigError(`unknown command '${first}' (try --help)`);
   }
-  throw new ConfigError(`unknown command '${first}' (try --help)`);
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  if (err instanceof ConfigError || err instanceof MigrationError) {
+  if (err instanceof ConfigError || err instanceof MigrationError || err instanceof ApiRequestError) {
     console.error(`localtune: ${err.message}`);
   } else if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
     console.error(`localtune: ${(err as Error).message}: another process is using that port (choose one with --port or LOCALTUNE_PORT)`);

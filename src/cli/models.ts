@@ -1,0 +1,29 @@
+// `localtune models list`: the base models found in the models directory, and the folders skipped with the reason.
+import { ConfigError, loadConfig } from '../config.ts';
+import { ensureDefaultModel } from '../engine/models/default-model.ts';
+import { listBaseModels } from '../engine/models/registry.ts';
+import { rejectExtra, takeOption } from './options.ts';
+
+export const MODELS_USAGE = `usage: localtune models list [--models-dir M] [--data-dir D]
+       lists the base models the server can tune and serve (one folder per model under the models directory,
+       default DATA_DIR/models; env LOCALTUNE_MODELS_DIR, LOCALTUNE_DATA_DIR) and every folder it skips, with the reason`;
+
+export function modelsCommand(args: string[]): void {
+  const [action, ...rest] = args;
+  if (action !== 'list') throw new ConfigError(`unknown models action '${action ?? ''}' (list; try localtune models --help)`);
+  const flags = ['--models-dir', '--data-dir'].flatMap((name) => {
+    const value = takeOption(rest, name);
+    return value === undefined ? [] : [name, value];
+  });
+  rejectExtra(rest, 'localtune models list');
+  const { modelsDir } = loadConfig(flags);
+  // The server writes the built-in model at start; listing writes it too, so what is listed is what `serve` offers.
+  ensureDefaultModel(modelsDir);
+  const { models, skipped } = listBaseModels(modelsDir);
+  console.log(`models directory: ${modelsDir}`);
+  for (const m of models) {
+    const c = m.config;
+    console.log(`  ${m.id}  ${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize}, context ${m.contextLength}`);
+  }
+  for (const s of skipped) console.log(`  skipped ${s.id}: ${s.reason}`);
+}
