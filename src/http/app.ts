@@ -1,4 +1,4 @@
-// The express application: request ids, JSON parsing, auth and one router per resource under /v1, then the error envelope.
+// The express application: request ids, JSON parsing, auth and one router per resource under /v1, the dashboard's static files, then the error envelope.
 import express, { type Express, type RequestHandler, type Router } from 'express';
 import { randomBytes } from 'node:crypto';
 import type { AppContext } from './context.ts';
@@ -6,6 +6,7 @@ import { authenticate } from './auth.ts';
 import { errorHandler, unknownRoute } from './errors.ts';
 import { filesRouter } from './files.ts';
 import { chatCompletionsRouter } from './chat-completions.ts';
+import { dashboardRouter } from './dashboard.ts';
 import { completionsRouter } from './completions.ts';
 import { modelsRouter } from './models.ts';
 import { notImplementedRouter } from './not-implemented.ts';
@@ -36,6 +37,7 @@ export function createApp(ctx: AppContext): Express {
   for (const router of resourceRouters(ctx)) v1.use(router);
   v1.use(notImplementedRouter());
   app.use('/v1', v1);
+  app.use(dashboardRouter());
 
   app.use(unknownRoute);
   app.use(errorHandler);
