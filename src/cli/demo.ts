@@ -107,7 +107,8 @@ async function trainWithProgress(client: ApiClient, trainingFile: string, traini
     const d = e.data as { step?: number; total_steps?: number; train_loss?: number } | null | undefined;
     if (e.type === 'metrics' && d?.step !== undefined && d.total_steps !== undefined && d.train_loss !== undefined) {
       progress.step({ step: d.step, totalSteps: d.total_steps, trainLoss: d.train_loss });
-    } else {
+    } else if (!e.message.startsWith('Checkpoint created')) {
+      // One checkpoint per epoch would bury the other messages; the dashboard and `jobs events` list them.
       progress.message(formatEvent(e));
     }
   }, 500);

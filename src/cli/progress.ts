@@ -66,7 +66,7 @@ export function progressReporter(out: NodeJS.WriteStream, everySteps = 10): Prog
       const p = { ...s, etaSeconds: eta.update(s.step, s.totalSteps) };
       last = p;
       if (out.isTTY) {
-        out.write(`\r\x1b[2K${progressBar(p, out.columns ?? 80)}`);
+        out.write(`\r\x1b[2K${progressBar(p, out.columns || 80)}`);
         barShown = true;
       } else if (p.step % everySteps === 0 || p.step === p.totalSteps || p.step === 1) {
         out.write(`${progressLine(p)}\n`);
@@ -76,7 +76,7 @@ export function progressReporter(out: NodeJS.WriteStream, everySteps = 10): Prog
       clearBar();
       out.write(`${line}\n`);
       if (out.isTTY && last) {
-        out.write(progressBar(last, out.columns ?? 80));
+        out.write(progressBar(last, out.columns || 80));
         barShown = true;
       }
     },

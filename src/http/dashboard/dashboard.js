@@ -201,7 +201,13 @@ function renderJob(job, events, checkpoints) {
   ]);
   const method = job.method && job.method.type;
   const hp = (method && job.method[method] && job.method[method].hyperparameters) || job.hyperparameters || {};
-  fillFields($('job-hyperparameters'), [['method', method || 'supervised'], ...Object.entries(hp).map(([k, v]) => [k, typeof v === 'object' && v !== null ? JSON.stringify(v) : v])]);
+  const shown = (v) => (typeof v === 'object' && v !== null ? (Array.isArray(v) ? v.join(', ') : JSON.stringify(v)) : v);
+  fillFields($('job-hyperparameters'), [
+    ['method', method || 'supervised'],
+    ...Object.entries(hp).map(([k, v]) => [k, shown(v)]),
+    // localtune's `lora` extension: the adapter's rank, alpha, dropout and target modules.
+    ...Object.entries(job.lora || {}).map(([k, v]) => [`lora ${k}`, shown(v)]),
+  ]);
 
   renderModels(job, checkpoints);
   $('event-list').replaceChildren(...events.filter((e) => e.type !== 'metrics').reverse().map((e) =>
@@ -260,7 +266,8 @@ function svg(tag, attrs, text) {
 
 /** Draws one line per series over the steps (x up to the job's total, so the curve grows across the chart). */
 function drawChart(chart, legend, metrics, totalSteps, series, { minZero = false, fixed = null } = {}) {
-  const W = 640, H = 260, L = 52, R = 14, T = 12, B = 34;
+  // Drawn at the element's own width, so labels keep their size from phone to desktop.
+  const W = Math.max(300, Math.round(chart.clientWidth || 640)), H = Math.round(Math.min(280, Math.max(190, W * 0.4))), L = 46, R = 14, T = 12, B = 34;
   chart.setAttribute('viewBox', `0 0 ${W} ${H}`);
   const lines = series.map((s) => ({ ...s, points: metrics.filter((m) => typeof m[s.key] === 'number' && Number.isFinite(m[s.key])).map((m) => [m.step, m[s.key]]) }))
     .filter((s) => s.points.length > 0);

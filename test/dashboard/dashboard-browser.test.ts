@@ -1,0 +1,88 @@
+// Drives the dashboard in headless Chromium (Debian's, installed by scripts/ensure-chromium.mjs) while a real job
+// trains: the key form, the job list, the loss curve growing step by step, and the playground answering like the API.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createReadStream, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Page } from 'playwright-core';
+import { startTestServer } from '../helpers/server.ts';
+
+const KEY = 'sk-dashboard-browser-test';
+const DATASET = 'scripts/demo/customer-support.jsonl';
+
+const chartPoints = (page: Page, chart: string) => page.$eval(chart, (svg) => Number(svg.getAttribute('data-points') ?? 0));
+
+test('the dashboard shows a training job live and chats with its tuned model', { timeout: 300_000 }, async () => {
+  const executablePath = execFileSync(process.execPath, ['scripts/ensure-chromium.mjs', '--print-path'], { encoding: 'utf8' }).trim();
+  const server = await startTestServer({ env: { LOCALTUNE_API_KEYS: `team:${KEY}` } });
+  const browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] });
+  const screenshots = mkdtempSync(join(tmpdir(), 'localtune-dashboard-'));
+  try {
+    const client = server.client(KEY);
+    const file = await client.files.create({ file: createReadStream(DATASET), purpose: 'fine-tune' });
+    const job = await client.fineTuning.jobs.create({
+      model: 'localtune-default',
+      training_file: file.id,
+      validation_file: file.id,
+      suffix: 'browser',
+      method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 10, batch_size: 4, learning_rate_multiplier: 1 } } },
+    });
+
+    const page = await browser.newPage({ viewport: { width: 1366, height: 900 } });
+    const pageErrors: string[] = [];
+    page.on('pageerror', (err) => pageErrors.push(err.message));
+    await page.goto(`${server.url}/dashboard/`);
+
+    // Keys are configured, so the page asks for one before it shows anything.
+    await page.waitForSelector('#key-form:not([hidden])');
+    await page.fill('#api-key', KEY);
+    await page.click('#key-form button[type=submit]');
+    await page.click(`#job-list button[data-job-id="${job.id}"]`);
+    await page.waitForSelector(`#job-detail[data-job-id="${job.id}"]`);
+
+    // The loss curve appears with the first metrics events and grows while the job runs.
+    await page.waitForFunction(() => Number(document.querySelector('#loss-chart')?.getAttribute('data-points')) > 0, null, { timeout: 120_000 });
+    const first = await chartPoints(page, '#loss-chart');
+    const statusWhenFirst = (await client.fineTuning.jobs.retrieve(job.id)).status;
+    assert.equal(statusWhenFirst, 'running', 'the first points were drawn while the job was running');
+    await page.waitForFunction((n) => Number(document.querySelector('#loss-chart')?.getAttribute('data-points')) > n, first, { timeout: 120_000 });
+    const trainPath = await page.$eval('#loss-chart path.series-train', (p) => p.getAttribute('d') ?? '');
+    assert.ok((trainPath.match(/L/g) ?? []).length >= 1, `the training loss is a line of several points: ${trainPath}`);
+    assert.match(await page.textContent('#job-progress-text') ?? '', /step \d+ of 60 · training loss \d/);
+    await page.screenshot({ path: join(screenshots, 'desktop-running.png'), fullPage: true });
+
+    // When the job ends the page shows it, with the tuned model in the models table.
+    await page.waitForFunction(() => document.querySelector('#job-status')?.textContent === 'succeeded', null, { timeout: 240_000 });
+    const done = await client.fineTuning.jobs.retrieve(job.id);
+    await page.waitForSelector(`#checkpoint-table td.model-id:text-is("${done.fine_tuned_model}")`);
+    assert.equal(await chartPoints(page, '#loss-chart') >= 60, true, 'every step is on the finished curve');
+    assert.ok(await page.$('#loss-chart path.series-valid'), 'the validation loss is drawn too');
+    assert.ok(await page.$('#accuracy-chart path.series-train'), 'the accuracy chart is drawn');
+
+    // The playground asks the tuned model; at temperature 0 it answers what the API answers.
+    const question = 'How long is the warranty?';
+    const viaApi = await client.chat.completions.create({ model: done.fine_tuned_model!, messages: [{ role: 'user', content: question }], temperature: 0, max_tokens: 128 });
+    await page.click(`#checkpoint-table tr:has(td.model-id:text-is("${done.fine_tuned_model}")) button`);
+    assert.equal(await page.inputValue('#chat-model'), done.fine_tuned_model);
+    await page.fill('#chat-input', question);
+    await page.click('#chat-send');
+    await page.waitForSelector('#chat-log li.from-assistant');
+    const shown = await page.$eval('#chat-log li.from-assistant', (li) => li.lastChild?.textContent ?? '');
+    assert.equal(shown, viaApi.choices[0]!.message.content);
+    await page.screenshot({ path: join(screenshots, 'desktop-done.png'), fullPage: true });
+
+    // Phone width: one column, nothing wider than the screen.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForTimeout(300);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.equal(overflow, 0, 'no horizontal scrolling at phone width');
+    await page.screenshot({ path: join(screenshots, 'phone-done.png'), fullPage: true });
+    assert.deepEqual(pageErrors, []);
+    console.log(`dashboard screenshots: ${screenshots}`);
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
