@@ -28,7 +28,7 @@ test('npm run demo tunes the default model until it gives every trained answer',
     // The side-by-side table shows each question with a ✓ tuned answer, and the way on.
     assert.equal(out.match(/✓ /g)?.length, questions.length);
     assert.match(out, /http:\/\/127\.0\.0\.1:8000\/dashboard\//);
-    assert.match(out, new RegExp(`localtune serve --data-dir ${dataDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} serves ft:localtune-default:default:support-demo:`));
+    assert.ok(out.includes(`localtune serve --data-dir ${dataDir}) serves ft:localtune-default:default:support-demo:`), 'says how to serve the tuned model');
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }
