@@ -111,8 +111,17 @@ function selectJob(id) {
 
 // ---- one job ---------------------------------------------------------------------------------------------
 
+const eventReads = new Map();
+
+/** One read at a time per job: two overlapping reads would both append the same new events. */
+function refreshEvents(jobId) {
+  const read = (eventReads.get(jobId) || Promise.resolve()).catch(() => {}).then(() => readNewEvents(jobId));
+  eventReads.set(jobId, read);
+  return read;
+}
+
 /** Reads the events newer than the last one seen (newest first, paged with `after`) and appends them oldest first. */
-async function refreshEvents(jobId) {
+async function readNewEvents(jobId) {
   const known = state.events.get(jobId) || { list: [], newestId: null };
   const fresh = [];
   let after = '';
