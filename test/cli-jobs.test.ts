@@ -7,7 +7,7 @@ import { startTestServer } from './helpers/server.ts';
 
 const KEY = 'sk-cli-jobs-test-key';
 
-test('jobs events --follow, list, show and cancel talk to a running server with the given key', { timeout: 240_000 }, async () => {
+test('jobs events --follow, list, show, pause, resume and cancel talk to a running server with the given key', { timeout: 240_000 }, async () => {
   const server = await startTestServer({ env: { LOCALTUNE_API_KEYS: `ops:${KEY}` } });
   // Asynchronous, so the test's own SDK connections stay serviced while a command runs.
   const jobs = (...args: string[]) => new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
@@ -42,6 +42,15 @@ test('jobs events --follow, list, show and cancel talk to a running server with 
     const cancel = await jobs('cancel', job.id, '--base-url', server.baseURL);
     assert.equal(cancel.status, 1);
     assert.match(cancel.stderr, new RegExp(`^localtune: POST /fine_tuning/jobs/${job.id}/cancel: 400 `));
+
+    // A long job: pause it while it runs, resume it, then cancel it.
+    const long = await client.fineTuning.jobs.create({ model: 'localtune-default', training_file: file.id, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 50 } } } });
+    while ((await client.fineTuning.jobs.retrieve(long.id)).status !== 'running') await new Promise((r) => setTimeout(r, 200));
+    for (const [action, status] of [['pause', 'paused'], ['resume', 'queued'], ['cancel', 'cancelled']] as const) {
+      const r = await jobs(action, long.id, '--base-url', server.baseURL);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, `job ${long.id} is now ${status}\n`);
+    }
 
     const wrongKey = await jobs('list', '--base-url', server.baseURL, '--api-key', 'sk-not-a-key');
     assert.equal(wrongKey.status, 1);
