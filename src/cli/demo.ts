@@ -103,6 +103,13 @@ async function trainWithProgress(client: ApiClient, trainingFile: string, traini
   });
   out.write(`created job ${created.id}; follow it in another terminal with: localtune jobs events ${created.id} --follow --base-url ${client.baseURL}\n`);
   const progress = progressReporter(out);
+  // Ctrl-C cancels the job rather than leaving it to resume, and hold the queue, at the next start on this data
+  // directory; the loop below then sees it cancelled. A second Ctrl-C exits at once (the listener runs once).
+  const cancel = () => {
+    progress.message('interrupted: cancelling the job (Ctrl-C again to quit now)');
+    client.post(`/fine_tuning/jobs/${created.id}/cancel`).catch(() => {});
+  };
+  process.once('SIGINT', cancel);
   const job = await followEvents(client, created.id, (e) => {
     const d = e.data as { step?: number; total_steps?: number; train_loss?: number } | null | undefined;
     if (e.type === 'metrics' && d?.step !== undefined && d.total_steps !== undefined && d.train_loss !== undefined) {
@@ -112,6 +119,7 @@ async function trainWithProgress(client: ApiClient, trainingFile: string, traini
       progress.message(formatEvent(e));
     }
   }, 500);
+  process.off('SIGINT', cancel);
   progress.done();
   return job;
 }
@@ -150,6 +158,7 @@ export async function demoCommand(args: string[], out: NodeJS.WriteStream = proc
     const file = await client.upload<{ id: string }>('customer-support.jsonl', jsonl, 'fine-tune');
     out.write(`uploaded ${questions.length} customer-support conversations as ${file.id}\n`);
     const job = await trainWithProgress(client, file.id, training, out);
+    if (job.status === 'cancelled') throw new ConfigError(`demo interrupted: job ${job.id} cancelled`);
     if (job.status !== 'succeeded' || !job.fine_tuned_model) {
       throw new ConfigError(`the fine-tuning job ended ${job.status}: ${job.error?.message ?? 'no error given'}\n${serverLog.join('\n')}`);
     }
