@@ -92,7 +92,7 @@ async function ask(client: ApiClient, model: string, q: DemoQuestion): Promise<s
 }
 
 /** Creates the job and shows its progress until it ends; returns the finished job. */
-async function trainWithProgress(client: ApiClient, trainingFile: string, training: DemoTraining, out: NodeJS.WriteStream): Promise<Job> {
+async function trainWithProgress(client: ApiClient, apiKey: string, trainingFile: string, training: DemoTraining, out: NodeJS.WriteStream): Promise<Job> {
   const created = await client.post<Job>('/fine_tuning/jobs', {
     model: DEFAULT_MODEL_ID,
     training_file: trainingFile,
@@ -101,7 +101,9 @@ async function trainWithProgress(client: ApiClient, trainingFile: string, traini
     method: { type: 'supervised', supervised: { hyperparameters: training.hyperparameters } },
     lora: training.lora,
   });
-  out.write(`created job ${created.id}; follow it in another terminal with: localtune jobs events ${created.id} --follow --base-url ${client.baseURL}\n`);
+  const dashboard = client.baseURL.replace(/\/v1$/, '/dashboard/');
+  out.write(`created job ${created.id}; while the demo runs, watch it at ${dashboard}#job=${created.id} (API key ${apiKey})\n` +
+    `or with: localtune jobs events ${created.id} --follow --base-url ${client.baseURL} --api-key ${apiKey}\n`);
   const progress = progressReporter(out);
   // Ctrl-C cancels the job rather than leaving it to resume, and hold the queue, at the next start on this data
   // directory; the loop below then sees it cancelled. A second Ctrl-C exits at once (the listener runs once).
@@ -157,7 +159,7 @@ export async function demoCommand(args: string[], out: NodeJS.WriteStream = proc
     const client = createApiClient(`${server.url}/v1`, demoKey);
     const file = await client.upload<{ id: string }>('customer-support.jsonl', jsonl, 'fine-tune');
     out.write(`uploaded ${questions.length} customer-support conversations as ${file.id}\n`);
-    const job = await trainWithProgress(client, file.id, training, out);
+    const job = await trainWithProgress(client, demoKey, file.id, training, out);
     if (job.status === 'cancelled') throw new ConfigError(`demo interrupted: job ${job.id} cancelled`);
     if (job.status !== 'succeeded' || !job.fine_tuned_model) {
       throw new ConfigError(`the fine-tuning job ended ${job.status}: ${job.error?.message ?? 'no error given'}\n${serverLog.join('\n')}`);
