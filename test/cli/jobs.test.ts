@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { startTestServer } from './helpers/server.ts';
+import { startTestServer } from '../helpers/server.ts';
 
 const KEY = 'sk-cli-jobs-test-key';
 

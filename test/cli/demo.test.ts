@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEMO_DATASET, readDemoQuestions } from '../src/cli/demo.ts';
+import { DEMO_DATASET, readDemoQuestions } from '../../src/cli/demo.ts';
 
 test('npm run demo tunes the default model until it gives every trained answer', { timeout: 600_000 }, async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'localtune-demo-'));
