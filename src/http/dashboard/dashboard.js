@@ -190,7 +190,7 @@ function renderJob(job, events, checkpoints) {
   drawChart($('loss-chart'), $('loss-legend'), metrics, total, [
     { name: 'training', key: 'train_loss', cls: 'train' },
     { name: 'validation', key: 'valid_loss', cls: 'valid' },
-  ], { minZero: true });
+  ], { minZero: true, log: $('loss-log').checked });
   drawChart($('accuracy-chart'), $('accuracy-legend'), metrics, total, [
     { name: 'training', key: 'train_mean_token_accuracy', cls: 'train' },
     { name: 'validation', key: 'valid_mean_token_accuracy', cls: 'valid' },
@@ -257,6 +257,8 @@ for (const action of ['pause', 'resume', 'cancel']) {
   });
 }
 
+$('loss-log').addEventListener('change', () => refreshJob());
+
 // ---- charts ----------------------------------------------------------------------------------------------
 
 /** 1, 2 or 5 times a power of ten, so axis labels stay short. */
@@ -274,7 +276,27 @@ function svg(tag, attrs, text) {
 }
 
 /** Draws one line per series over the steps (x up to the job's total, so the curve grows across the chart). */
-function drawChart(chart, legend, metrics, totalSteps, series, { minZero = false, fixed = null } = {}) {
+/** y from `top` (the largest tick) to `bottom` (the smallest); `round` extends the top to a whole tick. */
+function linearScale([min, max], round, top, bottom) {
+  if (max - min < 1e-9) max = min + 1;
+  const step = niceStep(max - min, 4);
+  if (round) max = Math.ceil(max / step) * step;
+  const ticks = [];
+  for (let v = min; v <= max + step / 2; v += step) ticks.push(v);
+  return { y: (v) => top + (1 - (v - min) / (max - min)) * (bottom - top), ticks };
+}
+
+/** Powers of ten around the data, so a loss falling from ~20 to ~0.004 stays readable. */
+function logScale(values, top, bottom) {
+  const floor = 1e-6;
+  const lo = Math.floor(Math.log10(Math.max(floor, Math.min(...values))));
+  const hi = Math.max(lo + 1, Math.ceil(Math.log10(Math.max(floor, Math.max(...values)))));
+  const ticks = [];
+  for (let k = lo; k <= hi; k++) ticks.push(10 ** k);
+  return { y: (v) => top + (1 - (Math.log10(Math.max(floor, v)) - lo) / (hi - lo)) * (bottom - top), ticks };
+}
+
+function drawChart(chart, legend, metrics, totalSteps, series, { minZero = false, fixed = null, log = false } = {}) {
   // Drawn at the element's own width, so labels keep their size from phone to desktop.
   const W = Math.max(300, Math.round(chart.clientWidth || 640)), H = Math.round(Math.min(280, Math.max(190, W * 0.4))), L = 46, R = 14, T = 12, B = 34;
   chart.setAttribute('viewBox', `0 0 ${W} ${H}`);
@@ -290,15 +312,11 @@ function drawChart(chart, legend, metrics, totalSteps, series, { minZero = false
   const xs = lines.flatMap((s) => s.points.map((p) => p[0]));
   const ys = lines.flatMap((s) => s.points.map((p) => p[1]));
   const xMax = Math.max(totalSteps || 0, ...xs, 1);
-  let [yMin, yMax] = fixed || [minZero ? 0 : Math.min(...ys), Math.max(...ys)];
-  if (yMax - yMin < 1e-9) yMax = yMin + 1;
-  const yStep = niceStep(yMax - yMin, 4);
-  if (!fixed) yMax = Math.ceil(yMax / yStep) * yStep;
   const x = (v) => L + ((v - 0) / xMax) * (W - L - R);
-  const y = (v) => T + (1 - (v - yMin) / (yMax - yMin)) * (H - T - B);
+  const { y, ticks } = log ? logScale(ys, T, H - B) : linearScale(fixed || [minZero ? 0 : Math.min(...ys), Math.max(...ys)], !fixed, T, H - B);
 
   const nodes = [];
-  for (let v = yMin; v <= yMax + yStep / 2; v += yStep) {
+  for (const v of ticks) {
     nodes.push(svg('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }));
     nodes.push(svg('text', { x: L - 6, y: y(v) + 4, 'text-anchor': 'end' }, Number(v.toPrecision(3)).toString()));
   }
