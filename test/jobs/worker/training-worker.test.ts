@@ -1,7 +1,7 @@
 // The training worker as the scheduler drives it: a job runs to `succeeded` with checkpoints; SIGKILL, pause and resume
 // reproduce the uninterrupted run step for step; cancel stops within a step; bad inputs fail with a clear message.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -103,6 +103,8 @@ test('killed with SIGKILL mid-run and started again, the job reproduces every st
   assert.equal((await first.exited).signal, 'SIGKILL');
   assert.ok(existsSync(resumePointPath(spec.jobDir)));
   assert.equal(ofType(first.messages, 'succeeded').length, 0);
+  const leftover = join(spec.jobDir, 'checkpoints', '.step-8.4242.0badf00d.tmp'); // as a kill mid-write leaves it
+  mkdirSync(leftover, { recursive: true });
 
   const second = runWorker(spec);
   assert.deepEqual(await second.exited, { code: 0, signal: null });
@@ -116,6 +118,7 @@ test('killed with SIGKILL mid-run and started again, the job reproduces every st
   assertStepsMatch([...stepMessages(first.messages), ...resumedSteps], stepMessages(reference));
   assert.equal(ofType(second.messages, 'succeeded')[0]!.trainedTokens, ofType(reference, 'succeeded')[0]!.trainedTokens);
   assertSameAdapter(ofType(second.messages, 'succeeded')[0]!.dir, ofType(reference, 'succeeded')[0]!.dir);
+  assert.ok(!existsSync(leftover), 'half-written leftovers are removed');
 });
 
 test('pause stops after the current step with a resume point; starting again finishes as the uninterrupted run', async () => {
@@ -153,6 +156,19 @@ test('cancel stops within one step, without a resume point or final adapter', as
   assert.ok(!existsSync(resumePointPath(spec.jobDir)));
 });
 
+test('a job continues from an existing adapter (an ft: model), keeping the rank and targets of that adapter', async () => {
+  const start = ofType(reference, 'succeeded')[0]!.dir;
+  const spec = jobSpec(root, 'continued', { startAdapterDir: start, hyperparameters: { nEpochs: 1, batchSize: 2, learningRate: 0.004 }, lora: { r: 16, alpha: 32, dropout: 0, targetModules: ['q_proj'] } });
+  const run = runWorker(spec);
+  assert.deepEqual(await run.exited, { code: 0, signal: null });
+  const [done] = ofType(run.messages, 'succeeded');
+  const steps = stepMessages(run.messages);
+  assert.equal(steps.length, 4);
+  assert.ok(steps[0]!.train_loss < stepMessages(reference)[0]!.train_loss * 0.8, `starts trained: ${steps[0]!.train_loss}`);
+  const config = readModelDir(spec.modelDir).config;
+  assert.deepEqual(loadAdapter(done.dir, config).config, { ...jobSpec(root, 'x').lora, dropout: 0 });
+});
+
 async function failure(spec: ReturnType<typeof jobSpec>): Promise<Of<'failed'>> {
   const run = runWorker(spec);
   assert.equal((await run.exited).code, 1);
@@ -179,4 +195,11 @@ test('bad inputs fail with a code, the field and a clear message', async () => {
   const notAdapter = await failure(jobSpec(root, 'bad-adapter', { startAdapterDir: join(root, 'models') }));
   assert.equal(notAdapter.code, 'invalid_model');
   assert.match(notAdapter.message, /The adapter to continue from does not fit localtune-default: .*adapter_config\.json is missing/);
+
+  const spec = jobSpec(root, 'broken-resume');
+  mkdirSync(join(spec.jobDir, 'resume'), { recursive: true });
+  writeFileSync(resumePointPath(spec.jobDir), 'not a safetensors file');
+  const broken = await failure(spec);
+  assert.equal(broken.code, 'server_error');
+  assert.match(broken.message, /resume point cannot be read, so the job cannot continue: /);
 });
