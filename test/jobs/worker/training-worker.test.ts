@@ -9,6 +9,7 @@ import { loadAdapter } from '../../../src/engine/lora/peft.ts';
 import { readModelDir } from '../../../src/engine/models/model-dir.ts';
 import type { StepMetrics, WorkerMessage } from '../../../src/jobs/worker-protocol.ts';
 import { resumePointPath } from '../../../src/jobs/worker/resume-point.ts';
+import { runTrainingJob } from '../../../src/jobs/worker/training-job.ts';
 import { jobSpec, runWorker } from './job-fixture.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'localtune-worker-'));
@@ -130,7 +131,7 @@ test('pause stops after the current step with a resume point; starting again fin
   const stopped = ofType(first.messages, 'stopped');
   assert.equal(stopped.length, 1);
   assert.equal(stopped[0]!.reason, 'pause');
-  assert.ok(stopped[0]!.step >= 2 && stopped[0]!.step <= 3, `paused at step ${stopped[0]!.step}`);
+  assert.ok(stopped[0]!.step >= 2 && stopped[0]!.step < 8, `paused at step ${stopped[0]!.step}`); // the pause arrives during step 2 or a little later
   assert.equal(stepMessages(first.messages).at(-1)!.step, stopped[0]!.step);
 
   const second = runWorker(spec);
@@ -141,7 +142,7 @@ test('pause stops after the current step with a resume point; starting again fin
   assertSameAdapter(ofType(second.messages, 'succeeded')[0]!.dir, ofType(reference, 'succeeded')[0]!.dir);
 });
 
-test('cancel stops within one step, without a resume point or final adapter', async () => {
+test('cancel over IPC stops the worker without a resume point or final adapter', async () => {
   const spec = jobSpec(root, 'cancelled', { resumePointSeconds: 3600 });
   const run = runWorker(spec);
   await run.waitFor((m) => m.type === 'step' && m.metrics.step === 1);
@@ -150,10 +151,33 @@ test('cancel stops within one step, without a resume point or final adapter', as
   const stopped = ofType(run.messages, 'stopped');
   assert.equal(stopped.length, 1);
   assert.equal(stopped[0]!.reason, 'cancel');
-  assert.ok(stopped[0]!.step <= 2, `cancelled at step ${stopped[0]!.step}`);
   assert.equal(run.messages.at(-1)!.type, 'stopped');
+  assert.equal(stepMessages(run.messages).at(-1)!.step, stopped[0]!.step);
   assert.ok(!existsSync(join(spec.jobDir, 'final')));
   assert.ok(!existsSync(resumePointPath(spec.jobDir)));
+});
+
+test('a command received during step k is honoured before step k + 1', async () => {
+  for (const command of ['cancel', 'pause'] as const) {
+    const spec = jobSpec(root, `in-process-${command}`, { resumePointSeconds: 3600 });
+    const sent: WorkerMessage[] = [];
+    let pending: 'cancel' | 'pause' | null = null;
+    const outcome = await runTrainingJob(spec, {
+      async send(m) {
+        sent.push(m);
+        if (m.type === 'step' && m.metrics.step === 3) pending = command; // arrives while step 3 reports
+      },
+      pendingCommand: () => pending,
+      log: () => {},
+    });
+    assert.equal(outcome, 'stopped');
+    assert.deepEqual(
+      sent.map((m) => m.type),
+      ['started', 'step', 'step', 'step', 'stopped'],
+    );
+    assert.deepEqual(sent.at(-1), { type: 'stopped', reason: command, step: 3 });
+    assert.equal(existsSync(resumePointPath(spec.jobDir)), command === 'pause');
+  }
 });
 
 test('a job continues from an existing adapter (an ft: model), keeping the rank and targets of that adapter', async () => {
