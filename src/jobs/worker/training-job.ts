@@ -32,6 +32,8 @@ export function learningRateAt(lr: number, globalStep: number, totalSteps: numbe
   return lr * (1 - globalStep / totalSteps);
 }
 
+export const checkpointDir = (jobDir: string, step: number) => join(jobDir, CHECKPOINTS_DIR, `step-${step}`);
+
 /** Writes a PEFT adapter into a temp folder beside `dir`, then renames it into place. */
 function writeAdapterDir(dir: string, lora: LoraConfig, tensors: AdapterTensors, baseModelName: string): void {
   mkdirSync(dirname(dir), { recursive: true });
@@ -102,6 +104,14 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
       lastResumePoint = Date.now();
     };
     await io.send({ type: 'started', device: m.device, totalSteps, stepsPerEpoch: m.stepsPerEpoch, resumedFromStep: globalStep });
+    // The resume point may have been written after the server died with step `globalStep`'s message unread: send it again
+    // (the scheduler stores one metrics event per step, so a repeat replaces itself).
+    if (lastMetrics) await io.send({ type: 'step', metrics: lastMetrics, trainedTokens });
+    // Likewise an epoch end's checkpoint message (the scheduler keeps one checkpoint per step).
+    if (lastMetrics && position.step === 0) {
+      const dir = checkpointDir(spec.jobDir, globalStep);
+      if (existsSync(dir)) await io.send({ type: 'checkpoint', step: globalStep, epoch: position.epoch, dir, metrics: lastMetrics });
+    }
 
     for (const planned of m.steps(position)) {
       const command = io.pendingCommand();
@@ -128,7 +138,7 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
       position = epochEnd ? { epoch: planned.epoch + 1, step: 0 } : { epoch: planned.epoch, step: planned.step + 1 };
       await io.send({ type: 'step', metrics: stepMetrics, trainedTokens });
       if (epochEnd) {
-        const dir = join(spec.jobDir, CHECKPOINTS_DIR, `step-${globalStep}`);
+        const dir = checkpointDir(spec.jobDir, globalStep);
         writeAdapterDir(dir, m.lora, m.getState().adapter, m.baseModelName);
         await io.send({ type: 'checkpoint', step: globalStep, epoch: planned.epoch + 1, dir, metrics: stepMetrics });
         saveResumePoint(); // after the message: a crash in between replays the epoch's last step rather than losing the checkpoint

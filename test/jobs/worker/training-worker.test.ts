@@ -112,10 +112,12 @@ test('killed with SIGKILL mid-run and started again, the job reproduces every st
   const [started] = ofType(second.messages, 'started');
   assert.ok(started.resumedFromStep >= 5 && started.resumedFromStep <= 8, `resumed from step ${started.resumedFromStep}`);
   const resumedSteps = stepMessages(second.messages);
+  // The step the resume point holds comes again first (the server may have died before reading it), then the rest.
   assert.deepEqual(
     resumedSteps.map((m) => m.step),
-    Array.from({ length: 8 - started.resumedFromStep }, (_, i) => started.resumedFromStep + 1 + i),
+    Array.from({ length: 9 - started.resumedFromStep }, (_, i) => started.resumedFromStep + i),
   );
+  assert.deepEqual(resumedSteps[0], stepMessages(first.messages).find((m) => m.step === started.resumedFromStep));
   assertStepsMatch([...stepMessages(first.messages), ...resumedSteps], stepMessages(reference));
   assert.equal(ofType(second.messages, 'succeeded')[0]!.trainedTokens, ofType(reference, 'succeeded')[0]!.trainedTokens);
   assertSameAdapter(ofType(second.messages, 'succeeded')[0]!.dir, ofType(reference, 'succeeded')[0]!.dir);
@@ -138,7 +140,8 @@ test('pause stops after the current step with a resume point; starting again fin
   assert.deepEqual(await second.exited, { code: 0, signal: null });
   assert.equal(ofType(second.messages, 'started')[0]!.resumedFromStep, stopped[0]!.step);
   assertStepsMatch([...stepMessages(first.messages), ...stepMessages(second.messages)], stepMessages(reference));
-  assert.equal(stepMessages(first.messages).length + stepMessages(second.messages).length, 8);
+  assert.deepEqual(stepMessages(second.messages)[0], stepMessages(first.messages).at(-1)); // repeated once after 'started'
+  assert.equal(stepMessages(first.messages).length + stepMessages(second.messages).length, 9);
   assertSameAdapter(ofType(second.messages, 'succeeded')[0]!.dir, ofType(reference, 'succeeded')[0]!.dir);
 });
 
@@ -178,6 +181,31 @@ test('a command received during step k is honoured before step k + 1', async () 
     assert.deepEqual(sent.at(-1), { type: 'stopped', reason: command, step: 3 });
     assert.equal(existsSync(resumePointPath(spec.jobDir)), command === 'pause');
   }
+});
+
+test('resumed at an epoch start, the worker repeats that step and its checkpoint (their messages may have gone unread)', async () => {
+  const spec = jobSpec(root, 'epoch-end-pause', { resumePointSeconds: 3600 });
+  const collect = async (pauseAfter: number | null) => {
+    const sent: WorkerMessage[] = [];
+    let pending: 'pause' | null = null;
+    await runTrainingJob(spec, {
+      async send(m) {
+        sent.push(m);
+        if (m.type === 'checkpoint' && m.step === pauseAfter) pending = 'pause';
+      },
+      pendingCommand: () => pending,
+      log: () => {},
+    });
+    return sent;
+  };
+  const first = await collect(4);
+  assert.deepEqual(first.at(-1), { type: 'stopped', reason: 'pause', step: 4 });
+  const second = await collect(null);
+  assert.deepEqual(
+    second.map((m) => (m.type === 'step' ? `step ${m.metrics.step}` : m.type === 'checkpoint' ? `checkpoint ${m.step}` : m.type)),
+    ['started', 'step 4', 'checkpoint 4', 'step 5', 'step 6', 'step 7', 'step 8', 'checkpoint 8', 'succeeded'],
+  );
+  assert.deepEqual(second[2], first.find((m) => m.type === 'checkpoint'));
 });
 
 test('a job continues from an existing adapter (an ft: model), keeping the rank and targets of that adapter', async () => {
