@@ -2,13 +2,14 @@
 // reproduce the uninterrupted run step for step; cancel stops within a step; bad inputs fail with a clear message.
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { getPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadAdapter } from '../../../src/engine/lora/peft.ts';
 import { readModelDir } from '../../../src/engine/models/model-dir.ts';
 import type { StepMetrics, WorkerMessage } from '../../../src/jobs/worker-protocol.ts';
 import { resumePointPath } from '../../../src/jobs/worker/resume-point.ts';
+import { workerPriority } from '../../../src/jobs/worker/start-training-worker.ts';
 import { runTrainingJob } from '../../../src/jobs/worker/training-job.ts';
 import { jobSpec, runWorker } from './job-fixture.ts';
 
@@ -100,6 +101,7 @@ test('killed with SIGKILL mid-run and started again, the job reproduces every st
   const spec = jobSpec(root, 'killed');
   const first = runWorker(spec);
   await first.waitFor((m) => m.type === 'step' && m.metrics.step === 6);
+  assert.equal(getPriority(first.handle.pid!), workerPriority(), 'the worker runs at a lower priority than the server');
   first.handle.kill('SIGKILL');
   assert.equal((await first.exited).signal, 'SIGKILL');
   assert.ok(existsSync(resumePointPath(spec.jobDir)));
