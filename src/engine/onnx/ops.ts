@@ -286,7 +286,7 @@ function mixRound(h: Tensor): Tensor {
   return binary('BitwiseAnd', mul(shifted, g.scalar(MIX, 'int64')), g.scalar(LOW32, 'int64'));
 }
 
-/** A well-mixed 32-bit hash of (index + seed) mod 2³²: two rounds and a final xorshift. */
+/** A well-mixed 32-bit hash of x mod 2³²: two rounds and a final xorshift. */
 function hash32(x: Tensor): Tensor {
   const h = mixRound(mixRound(binary('BitwiseAnd', x, x.graph.scalar(LOW32, 'int64'))));
   return binary('BitwiseXor', h, div(h, x.graph.scalar(65536, 'int64')));
@@ -297,7 +297,7 @@ const range = (g: Graph, n: number) => g.emit('Range', [g.scalar(0, 'int64'), g.
 /**
  * A [rows, cols] dropout keep-mask (true with probability 1 − ratio) that is a function of `seed` (an int64 scalar)
  * and the position alone. Each row and each column gets a full hash (cheap: rows + cols values); an element mixes its
- * row's and column's hashes with one more round, and the round's high bits decide. Seven full-size int64 ops.
+ * row's and column's hashes with one more round, and the round's high bits decide: six full-size int64 ops.
  */
 export function seededKeepMask(g: Graph, rows: number, cols: number, ratio: number, seed: Tensor): Tensor {
   if (seed.dtype !== 'int64' || seed.rank !== 0) fail('seededKeepMask', 'seed must be an int64 scalar', seed);
