@@ -76,7 +76,7 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
   assert.match(created.id, /^ftjob-[A-Za-z0-9]{24}$/);
   assert.equal(created.status, 'validating_files');
   assert.deepEqual(created.error, { code: null, message: null, param: null });
-  assert.equal(created.user_provided_suffix, 'atlantis');
+  assert.equal((created as { user_provided_suffix?: string }).user_provided_suffix, 'atlantis');
 
   const job = await finished(alpha, created.id);
   assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
