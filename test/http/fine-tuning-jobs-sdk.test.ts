@@ -71,7 +71,7 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
     suffix: 'atlantis',
     seed: 7,
     metadata: { team: 'geo' },
-    method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 3, batch_size: 2, learning_rate_multiplier: 2 } } },
+    method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 3, batch_size: 1, learning_rate_multiplier: 2 } } },
   });
   assert.match(created.id, /^ftjob-[A-Za-z0-9]{24}$/);
   assert.equal(created.status, 'validating_files');
@@ -82,7 +82,7 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
   assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
   assert.deepEqual(job.error, { code: null, message: null, param: null });
   assert.match(job.fine_tuned_model!, /^ft:localtune-default:alpha:atlantis:[A-Za-z0-9]{8}$/);
-  assert.deepEqual(job.hyperparameters, { n_epochs: 3, batch_size: 2, learning_rate_multiplier: 2 });
+  assert.deepEqual(job.hyperparameters, { n_epochs: 3, batch_size: 1, learning_rate_multiplier: 2 });
   assert.ok(job.trained_tokens! > 0);
   assert.ok(job.finished_at! >= job.created_at);
 
@@ -99,19 +99,19 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
   assert.equal(messages.at(-2), `New fine-tuned model created: ${job.fine_tuned_model}`);
   assert.equal(messages.at(-1), 'The job has successfully completed');
   const metrics = events.filter((e) => e.type === 'metrics').reverse();
-  assert.deepEqual(metrics.map((e) => (e.data as { step: number }).step), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
-  assert.match(metrics[0]!.message, /^Step 1\/15: training loss=\d+\.\d\d, validation loss=\d+\.\d\d$/);
+  assert.deepEqual(metrics.map((e) => (e.data as { step: number }).step), Array.from({ length: 30 }, (_, i) => i + 1));
+  assert.match(metrics[0]!.message, /^Step 1\/30: training loss=\d+\.\d\d, validation loss=\d+\.\d\d$/);
   const last = metrics.at(-1)!.data as Record<string, number>;
   for (const key of ['train_loss', 'train_mean_token_accuracy', 'valid_loss', 'valid_mean_token_accuracy', 'full_valid_loss', 'full_valid_mean_token_accuracy']) {
     assert.equal(typeof last[key], 'number', key);
   }
-  assert.equal(last.total_steps, 15);
+  assert.equal(last.total_steps, 30);
 
   // Checkpoints: one per epoch, highest step first; the last one is the final model itself.
   const checkpoints = await alpha.fineTuning.jobs.checkpoints.list(job.id);
-  assert.deepEqual(checkpoints.data.map((c) => c.step_number), [15, 10, 5]);
+  assert.deepEqual(checkpoints.data.map((c) => c.step_number), [30, 20, 10]);
   assert.equal(checkpoints.data[0]!.fine_tuned_model_checkpoint, job.fine_tuned_model);
-  assert.match(checkpoints.data[1]!.fine_tuned_model_checkpoint, /^ft:localtune-default:alpha:atlantis:[A-Za-z0-9]{8}:ckpt-step-10$/);
+  assert.match(checkpoints.data[1]!.fine_tuned_model_checkpoint, /^ft:localtune-default:alpha:atlantis:[A-Za-z0-9]{8}:ckpt-step-20$/);
   for (const c of checkpoints.data) {
     assert.match(c.id, /^ftckpt_[A-Za-z0-9]{24}$/);
     assert.equal(c.metrics.step, c.step_number);
@@ -119,7 +119,7 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
     assert.equal(typeof c.metrics.valid_loss, 'number');
   }
   const secondPage = await alpha.fineTuning.jobs.checkpoints.list(job.id, { limit: 1, after: checkpoints.data[0]!.id });
-  assert.deepEqual(secondPage.data.map((c) => c.step_number), [10]);
+  assert.deepEqual(secondPage.data.map((c) => c.step_number), [20]);
 
   // The result file: step_metrics.csv with the hosted columns, one row per step.
   assert.equal(job.result_files.length, 1);
@@ -128,20 +128,24 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
   assert.equal(file.filename, 'step_metrics.csv');
   const csv = (await (await alpha.files.content(file.id)).text()).trim().split('\n');
   assert.equal(csv[0], 'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy');
-  assert.equal(csv.length, 16);
-  const row15 = csv[15]!.split(',');
-  assert.equal(row15[0], '15');
-  assert.equal(Number(row15[1]), last.train_loss);
+  assert.equal(csv.length, 31);
+  const lastRow = csv[30]!.split(',');
+  assert.equal(lastRow[0], '30');
+  assert.equal(Number(lastRow[1]), last.train_loss);
 
   // The final model and a checkpoint are models of the project, and they answer.
   const listed = (await alpha.models.list()).data.map((m) => m.id);
   assert.ok(listed.includes(job.fine_tuned_model!));
   assert.ok(listed.includes(checkpoints.data[1]!.fine_tuned_model_checkpoint));
-  for (const model of [job.fine_tuned_model!, checkpoints.data[1]!.fine_tuned_model_checkpoint]) {
+  const ask = async (model: string) => {
     const answer = await alpha.chat.completions.create({ model, messages: [{ role: 'user', content: QUESTION }], temperature: 0, max_tokens: 16 });
     assert.equal(answer.model, model);
-    assert.ok(answer.choices[0]!.message.content!.length > 0);
-  }
+    return answer.choices[0]!.message.content;
+  };
+  // The random-weight base model knows nothing; the tuned one learned its answer.
+  assert.notEqual(await ask('localtune-default'), ANSWER);
+  assert.equal(await ask(job.fine_tuned_model!), ANSWER);
+  assert.ok((await ask(checkpoints.data[1]!.fine_tuned_model_checkpoint))!.length > 0);
 
   // Listing: newest first, filtered by metadata.
   assert.deepEqual((await alpha.fineTuning.jobs.list({ metadata: { team: 'geo' } })).data.map((j) => j.id), [job.id]);
