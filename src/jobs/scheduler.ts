@@ -162,21 +162,25 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
       job, spec, finished: false, totalSteps: job.total_steps, startStep: 0, startedAt: Date.now(), lastStep: 0, queue: Promise.resolve(),
       handle: undefined as unknown as WorkerHandle,
     };
-    run.handle = o.startWorker(spec, {
-      onMessage: (message) => {
-        run.queue = run.queue.then(() => handle(run, message)).catch((err) => {
-          o.log(`fine-tuning job ${job.id}: handling worker message '${message.type}' failed: ${(err as Error).stack ?? err}`);
-        });
-      },
-      log: (line) => o.log(`[${job.id}] ${line}`),
-    });
+    try {
+      run.handle = o.startWorker(spec, {
+        onMessage: (message) => {
+          run.queue = run.queue.then(() => handle(run, message)).catch((err) => {
+            o.log(`fine-tuning job ${job.id}: handling worker message '${message.type}' failed: ${(err as Error).stack ?? err}`);
+          });
+        },
+        log: (line) => o.log(`[${job.id}] ${line}`),
+      });
+    } catch (err) {
+      return fail(job.id, { code: 'server_error', message: `The training worker could not be started: ${(err as Error).message}`, param: null });
+    }
     active.set(job.id, run);
     run.handle.exited.then(async ({ code, signal }) => {
       await run.queue;
       active.delete(job.id);
       if (!run.finished && !closing) onCrash(run, code, signal);
       pump();
-    });
+    }).catch((err) => o.log(`fine-tuning job ${job.id}: after its worker exited: ${(err as Error).stack ?? err}`));
   }
 
   /** A worker that exited without saying why crashed: restart it with the same spec (it resumes from its own resume point). */
@@ -211,7 +215,8 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
         recordStep(id, m.metrics, run.totalSteps);
         const perStep = (Date.now() - run.startedAt) / 1000 / Math.max(1, m.metrics.step - run.startStep);
         const remaining = (run.totalSteps ?? m.metrics.step) - m.metrics.step;
-        jobs.update(id, ['running', 'paused'], { trained_tokens: m.trainedTokens, estimated_finish: Math.round(Date.now() / 1000 + perStep * remaining) });
+        jobs.update(id, ['running', 'paused'], { trained_tokens: m.trainedTokens });
+        jobs.update(id, ['running'], { estimated_finish: Math.round(Date.now() / 1000 + perStep * remaining) });
         return;
       }
       case 'checkpoint':
@@ -300,14 +305,19 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
     crashes.delete(job.id);
   }
 
+  /** Starts queued jobs, oldest first, while a slot is free. Called from timers and promise callbacks, so it never throws. */
   function pump() {
     if (closing) return;
-    for (const job of jobs.inStatus(['queued'])) {
-      if (active.size >= o.maxConcurrentJobs) return;
-      // A paused-then-resumed job whose worker is still stopping waits for it.
-      if (active.has(job.id)) continue;
-      const row = tryTransition(jobs, job.id, 'start', { message: 'Fine-tuning job started' }, { estimated_finish: null });
-      if (row) launch(row);
+    try {
+      for (const job of jobs.inStatus(['queued'])) {
+        if (active.size >= o.maxConcurrentJobs) return;
+        // A paused-then-resumed job whose worker is still stopping waits for it.
+        if (active.has(job.id)) continue;
+        const row = tryTransition(jobs, job.id, 'start', { message: 'Fine-tuning job started' }, { estimated_finish: null });
+        if (row) launch(row);
+      }
+    } catch (err) {
+      o.log(`fine-tuning scheduler: could not start queued jobs: ${(err as Error).stack ?? err}`);
     }
   }
 
