@@ -90,6 +90,9 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
       lastResumePoint = Date.now();
     };
     await io.send({ type: 'started', device: m.device, totalSteps, stepsPerEpoch: m.stepsPerEpoch, resumedFromStep: globalStep });
+    // The resume point may have been written after the server died with step `globalStep`'s message unread: send it again
+    // (the scheduler stores one metrics event per step, so a repeat replaces itself).
+    if (lastMetrics) await io.send({ type: 'step', metrics: lastMetrics, trainedTokens });
 
     for (const planned of m.steps(position)) {
       const command = io.pendingCommand();
