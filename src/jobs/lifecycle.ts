@@ -18,8 +18,6 @@ export const TRANSITIONS = {
 
 export type TransitionName = keyof typeof TRANSITIONS;
 
-export const FINISHED: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
-
 /** A state change the job's status does not allow (the HTTP layer answers 400, never 409). */
 export class TransitionRefused extends Error {
   constructor(readonly jobId: string, readonly transition: TransitionName, readonly status: JobStatus) {
@@ -28,17 +26,12 @@ export class TransitionRefused extends Error {
   }
 }
 
-export function canTransition(status: JobStatus, name: TransitionName): boolean {
-  return (TRANSITIONS[name].from as readonly JobStatus[]).includes(status);
-}
-
 /**
  * Applies transition `name` with its event and field changes in one transaction. Throws TransitionRefused when
  * the job's current status does not allow it (the row is read again, so the message names the real status).
  */
 export function applyTransition(store: FineTuningJobStore, jobId: string, name: TransitionName, event: NewEvent, fields: JobFields = {}): JobRow {
-  const t = TRANSITIONS[name];
-  const row = store.transition(jobId, t.from, t.to, fields, event);
+  const row = tryTransition(store, jobId, name, event, fields);
   if (row) return row;
   const current = store.getById(jobId);
   if (!current) throw new Error(`fine-tuning job ${jobId} does not exist`);
