@@ -66,7 +66,6 @@ interface Run {
   /** Where this worker started (for the step rate behind estimated_finish). */
   startStep: number;
   startedAt: number;
-  lastStep: number;
   /** Messages are handled one after another, in order, even the ones that write files. */
   queue: Promise<void>;
 }
@@ -119,8 +118,9 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
   function validateLogged(jobId: string) {
     validate(jobId).catch((err) => {
       o.log(`fine-tuning job ${jobId}: validation failed unexpectedly: ${(err as Error).stack ?? err}`);
-      fail(jobId, { code: 'validation_error', message: `The files could not be validated: ${(err as Error).message}`, param: null });
-    }).finally(pump);
+      // Shutting down (the database is closing): the next start validates the job again.
+      if (!closing) fail(jobId, { code: 'validation_error', message: `The files could not be validated: ${(err as Error).message}`, param: null });
+    }).catch((err) => o.log(`fine-tuning job ${jobId}: ${(err as Error).stack ?? err}`)).finally(pump);
   }
 
   function specOf(job: JobRow): TrainingSpec {
@@ -159,7 +159,7 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
       return fail(job.id, { code: e.code ?? 'server_error', message: e.message, param: e.param ?? null });
     }
     const run: Run = {
-      job, spec, finished: false, totalSteps: job.total_steps, startStep: 0, startedAt: Date.now(), lastStep: 0, queue: Promise.resolve(),
+      job, spec, finished: false, totalSteps: job.total_steps, startStep: 0, startedAt: Date.now(), queue: Promise.resolve(),
       handle: undefined as unknown as WorkerHandle,
     };
     try {
@@ -203,15 +203,14 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
       case 'started': {
         run.totalSteps = m.totalSteps;
         run.startStep = m.resumedFromStep;
-        run.lastStep = m.resumedFromStep;
         run.startedAt = Date.now();
         jobs.update(id, ['running', 'paused'], { total_steps: m.totalSteps });
         if (m.resumedFromStep > 0) jobs.addEvent(id, { message: `Resumed training at step ${m.resumedFromStep}/${m.totalSteps} on ${m.device}` });
         return;
       }
       case 'step': {
-        crashes.delete(id);
-        run.lastStep = m.metrics.step;
+        // Progress past where this worker started (a resumed worker first repeats its resume step).
+        if (m.metrics.step > run.startStep) crashes.delete(id);
         recordStep(id, m.metrics, run.totalSteps);
         const perStep = (Date.now() - run.startedAt) / 1000 / Math.max(1, m.metrics.step - run.startStep);
         const remaining = (run.totalSteps ?? m.metrics.step) - m.metrics.step;
