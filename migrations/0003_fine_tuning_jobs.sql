@@ -41,7 +41,7 @@ CREATE INDEX fine_tuning_jobs_by_status ON fine_tuning_jobs (status, queued_at);
 
 CREATE TABLE fine_tuning_events (
   -- Insertion order: events are listed newest first by seq, and `after` pages by it.
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  seq INTEGER PRIMARY KEY,
   id TEXT NOT NULL UNIQUE,
   job_id TEXT NOT NULL REFERENCES fine_tuning_jobs (id) ON DELETE CASCADE,
   created_at INTEGER NOT NULL,
