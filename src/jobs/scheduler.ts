@@ -12,6 +12,7 @@ import type { LoraConfig } from '../engine/lora/config.ts';
 import { requestedDevice } from '../engine/onnx/session.ts';
 import { applyTransition, tryTransition } from './lifecycle.ts';
 import { stepMetricsCsv } from './result-file.ts';
+import { RESUME_DIR } from './worker/resume-point.ts';
 import { validateJobFiles, type JobHyperparameters, type RequestedHyperparameters } from './validate-files.ts';
 import type { StepMetrics, TrainingSpec, WorkerCommand, WorkerMessage } from './worker-protocol.ts';
 
@@ -179,6 +180,9 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
       await run.queue;
       active.delete(job.id);
       if (!run.finished && !closing) onCrash(run, code, signal);
+      // A finished job is never resumed: its resume point (adapter + optimizer moments) is only taking disk space.
+      const status = jobs.getById(job.id)?.status;
+      if (status === 'succeeded' || status === 'failed' || status === 'cancelled') rmSync(join(run.spec.jobDir, RESUME_DIR), { recursive: true, force: true });
       pump();
     }).catch((err) => o.log(`fine-tuning job ${job.id}: after its worker exited: ${(err as Error).stack ?? err}`));
   }

@@ -1,7 +1,7 @@
 // Fine-tuning jobs through the official openai SDK against the real server and training worker, on the built-in model.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
@@ -150,6 +150,11 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
   // Listing: newest first, filtered by metadata.
   assert.deepEqual((await alpha.fineTuning.jobs.list({ metadata: { team: 'geo' } })).data.map((j) => j.id), [job.id]);
   assert.deepEqual((await alpha.fineTuning.jobs.list({ metadata: { team: 'other' } })).data, []);
+
+  // The finished job's resume point (adapter + optimizer moments) is removed once its worker has exited.
+  const resumeDir = join(dataDir, 'jobs', job.id, 'resume');
+  for (let i = 0; i < 100 && existsSync(resumeDir); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(!existsSync(resumeDir), resumeDir);
 
   // Training continues from an ft: model's adapter.
   const continued = await alpha.fineTuning.jobs.create({ model: job.fine_tuned_model!, training_file: training, hyperparameters: { n_epochs: 1, batch_size: 5 } });
