@@ -13,7 +13,8 @@ import { requestedDevice } from '../engine/onnx/session.ts';
 import { applyTransition, tryTransition } from './lifecycle.ts';
 import { stepMetricsCsv } from './result-file.ts';
 import { RESUME_DIR } from './worker/resume-point.ts';
-import { validateJobFiles, type JobHyperparameters, type RequestedHyperparameters } from './validate-files.ts';
+import type { JobHyperparameters, RequestedHyperparameters } from './validate-files.ts';
+import { validateInChildProcess } from './validation-process.ts';
 import type { StepMetrics, TrainingSpec, WorkerCommand, WorkerMessage } from './worker-protocol.ts';
 
 /** What the scheduler needs of a training worker: `startTrainingWorker` (src/jobs/worker/) in the server. */
@@ -100,13 +101,13 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
   async function validate(jobId: string): Promise<void> {
     const job = jobs.getById(jobId);
     if (!job || job.status !== 'validating_files') return;
-    const result = await validateJobFiles({
+    const result = await validateInChildProcess({
       method: job.method,
       modelDir: join(o.modelsDir, job.base_model),
       trainingPath: blobs.pathOf(job.training_file),
       validationPath: job.validation_file === null ? null : blobs.pathOf(job.validation_file),
       hyperparameters: JSON.parse(job.hyperparameters) as RequestedHyperparameters,
-    });
+    }, o.log);
     if (!result.ok) return fail(jobId, result.error);
     jobs.transaction(() => {
       const moved = tryTransition(jobs, jobId, 'validated', { message: 'Files validated, moving job to queued state' }, {
