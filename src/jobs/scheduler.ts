@@ -327,7 +327,10 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
 
   return {
     start() {
-      for (const job of jobs.inStatus(['validating_files'])) validateLogged(job.id);
+      for (const job of jobs.inStatus(['validating_files'])) {
+        jobs.addEvent(job.id, { message: 'Validating the files again after a server restart' });
+        validateLogged(job.id);
+      }
       for (const job of jobs.inStatus(['running'])) {
         jobs.addEvent(job.id, { message: 'Resuming the job after a server restart' });
         launch(job);

@@ -274,3 +274,17 @@ test('a server killed with SIGKILL mid-training resumes the job at restart; it e
   assert.equal(a.step, 40);
   assert.ok(Math.abs(a.train_loss - b.train_loss) <= 1e-4 * Math.max(1, Math.abs(b.train_loss)), `${a.train_loss} vs ${b.train_loss}`);
 });
+
+test('a job caught validating by a SIGKILL validates again at restart and runs', async () => {
+  const training = await upload(alpha, TRAINING);
+  const job = await alpha.fineTuning.jobs.create({ model: 'localtune-default', training_file: training, hyperparameters: { n_epochs: 1, batch_size: 10 } });
+  // Validation runs in a child process that takes a moment to start, so the job is still validating here.
+  assert.equal((await alpha.fineTuning.jobs.retrieve(job.id)).status, 'validating_files');
+  await server.kill('SIGKILL');
+  await server.restart();
+  const done = await finished(alpha, job.id);
+  assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+  const messages = (await allEvents(alpha, job.id)).map((e) => e.message);
+  assert.ok(messages.includes('Validating the files again after a server restart'));
+  assert.equal(messages.filter((m) => m === 'Files validated, moving job to queued state').length, 1);
+});
