@@ -12,6 +12,8 @@ import { cachedWeights } from '../models/weight-source.ts';
 import { buildAdamWGraph, buildLossGraph, IO, loraSpecs, type AdamWOptions, type Bucket } from './graphs.ts';
 import type { LoraConfig } from '../lora/config.ts';
 import { initAdapter, type AdapterTensors } from '../lora/init.ts';
+import { loraModules } from '../models/parameters.ts';
+import { streamSeed } from '../random.ts';
 
 
 export interface OptimizerState {
@@ -101,10 +103,7 @@ export async function createTrainer(o: TrainerOptions): Promise<Trainer> {
     }
     return s;
   };
-  // Only dropout makes the seed matter to a graph; keep it out of the key otherwise so jobs share cached graphs.
-  const dropoutSeed = o.lora.dropout > 0 ? o.seed : 0;
-  const lossSession = (kind: 'grad' | 'eval', bucket: Bucket) =>
-    session(kind, { bucket, lora: o.lora, seed: kind === 'grad' ? dropoutSeed : 0 }, () => buildLossGraph(kind, config, weights, o.lora, bucket, { seed: dropoutSeed }));
+  const lossSession = (kind: 'grad' | 'eval', bucket: Bucket) => session(kind, { bucket, lora: o.lora }, () => buildLossGraph(kind, config, weights, o.lora, bucket));
   const adamwSession = () => session('adamw', { lora: o.lora, adamw }, () => buildAdamWGraph(specs, adamw));
 
   let adapter = checkAdapter(o.adapter ? copyTensors(o.adapter) : initAdapter(config, o.lora, o.seed));
@@ -123,6 +122,18 @@ export async function createTrainer(o: TrainerOptions): Promise<Trainer> {
   const loraFeeds = (): Record<string, ort.Tensor> => Object.fromEntries(specs.map((p) => [p.name, new ort.Tensor('float32', adapter.get(p.name)!.data, p.dims)]));
 
   /**
+   * LoRA dropout seeds of micro-batch `index` of AdamW step `step`, one per module: a function of (job seed, step,
+   * micro-batch, module) only, so a trainer restored from a saved state draws exactly the masks an uninterrupted one would.
+   */
+  const moduleCount = loraModules(config, o.lora.targetModules).length;
+  const dropoutFeeds = (step: number, index: number): Record<string, ort.Tensor> => {
+    if (o.lora.dropout === 0) return {};
+    const base = streamSeed(streamSeed(o.seed, step), index);
+    const seeds = BigInt64Array.from({ length: moduleCount }, (_, j) => BigInt(streamSeed(base, j)));
+    return { [IO.dropoutSeeds]: new ort.Tensor('int64', seeds, [moduleCount]) };
+  };
+
+  /**
    * Runs every micro-batch's gradient graph and sums the unnormalised gradients (in a fixed order,
    * so results are bitwise reproducible); `mean` divides them by Σ w to give ∂(mean loss)/∂tensor.
    */
@@ -133,10 +144,10 @@ export async function createTrainer(o: TrainerOptions): Promise<Trainer> {
     let correctSum = 0;
     let wsum = 0;
     let tokens = 0;
-    for (const mb of microBatches) {
+    for (const [index, mb] of microBatches.entries()) {
       const bucket = bucketOf(mb);
       const s = await lossSession('grad', bucket);
-      const out = await s.run({ ...batchFeeds(mb, bucket, 'float32', config.slidingWindow), ...loraFeeds() });
+      const out = await s.run({ ...batchFeeds(mb, bucket, 'float32', config.slidingWindow), ...loraFeeds(), ...dropoutFeeds(state.step + 1, index) });
       for (const p of specs) {
         const acc = grads.get(p.name)!.data;
         const d = out[IO.grad(p.name)].data as Float32Array;

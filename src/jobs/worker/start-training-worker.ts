@@ -1,13 +1,15 @@
 // Starts one job's training worker: a child Node process at lower priority, spoken to with the worker protocol over IPC.
 import { fork } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { setPriority } from 'node:os';
+import { getPriority, setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { TrainingSpec, WorkerCommand, WorkerMessage } from '../worker-protocol.ts';
 
-/** Niceness of the worker: training yields the CPU to the server, so the API stays responsive while a job trains. */
+/** How much nicer than the server the worker runs: training yields the CPU to it, so the API stays responsive while a job trains. */
 export const WORKER_NICENESS = 5;
+/** The worker's niceness: the server's plus WORKER_NICENESS, within Unix's limit of 19. */
+export const workerPriority = () => Math.min(19, getPriority() + WORKER_NICENESS);
 /** The environment variable the spec travels in to child.ts. */
 export const SPEC_ENV = 'LOCALTUNE_TRAINING_SPEC';
 
@@ -39,7 +41,7 @@ export function startTrainingWorker(spec: TrainingSpec, o: WorkerOptions): Worke
   });
   if (child.pid !== undefined) {
     try {
-      setPriority(child.pid, WORKER_NICENESS);
+      setPriority(child.pid, workerPriority());
     } catch (e) {
       log(`could not lower the training worker's priority: ${(e as Error).message}`);
     }

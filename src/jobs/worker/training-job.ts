@@ -1,14 +1,15 @@
 // One job's training run, shared by every method: resume, learning-rate schedule, progress messages, checkpoints,
 // resume points, pause and cancel. Every file it writes under jobDir appears whole or not at all.
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { tempPathBeside } from '../../engine/atomic-file.ts';
 import type { BatchPosition } from '../../datasets/batches.ts';
 import type { LoraConfig } from '../../engine/lora/config.ts';
 import type { AdapterTensors } from '../../engine/lora/init.ts';
 import { saveAdapter } from '../../engine/lora/peft.ts';
 import type { StepMetrics, TrainingSpec, WorkerCommand, WorkerMessage } from '../worker-protocol.ts';
 import { JobFailure, type MethodRun } from './method.ts';
-import { readResumePoint, specFingerprint, writeResumePoint, type ResumePoint } from './resume-point.ts';
+import { readResumePoint, RESUME_DIR, specFingerprint, writeResumePoint, type ResumePoint } from './resume-point.ts';
 import { prepareSupervised } from './supervised.ts';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
@@ -31,15 +32,27 @@ export function learningRateAt(lr: number, globalStep: number, totalSteps: numbe
   return lr * (1 - globalStep / totalSteps);
 }
 
+export const checkpointDir = (jobDir: string, step: number) => join(jobDir, CHECKPOINTS_DIR, `step-${step}`);
+
 /** Writes a PEFT adapter into a temp folder beside `dir`, then renames it into place. */
 function writeAdapterDir(dir: string, lora: LoraConfig, tensors: AdapterTensors, baseModelName: string): void {
   mkdirSync(dirname(dir), { recursive: true });
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
+  const tmp = tempPathBeside(dir);
   saveAdapter(tmp, lora, tensors, baseModelName);
   // A crash between these two leaves no dir: the resume point predates it, so the rerun writes it again.
   if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
   renameSync(tmp, dir);
+}
+
+/**
+ * Removes what a killed worker left half-written (temp files and folders, named by tempPathBeside). Only this job's
+ * worker writes under jobDir, and a worker stops when its server goes away, so none of them is still being written.
+ */
+function removeStaleTemps(jobDir: string): void {
+  for (const dir of [jobDir, join(jobDir, CHECKPOINTS_DIR), join(jobDir, RESUME_DIR)]) {
+    if (!existsSync(dir)) continue;
+    for (const name of readdirSync(dir)) if (name.startsWith('.') && name.endsWith('.tmp')) rmSync(join(dir, name), { recursive: true, force: true });
+  }
 }
 
 function checkSpec(spec: TrainingSpec): void {
@@ -62,6 +75,7 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
   let method: (MethodRun & { lora: LoraConfig; baseModelName: string }) | null = null;
   try {
     checkSpec(spec);
+    removeStaleTemps(spec.jobDir);
     const fingerprint = specFingerprint(spec);
     let resume: ResumePoint | null;
     try {
@@ -93,6 +107,11 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
     // The resume point may have been written after the server died with step `globalStep`'s message unread: send it again
     // (the scheduler stores one metrics event per step, so a repeat replaces itself).
     if (lastMetrics) await io.send({ type: 'step', metrics: lastMetrics, trainedTokens });
+    // Likewise an epoch end's checkpoint message (the scheduler keeps one checkpoint per step).
+    if (lastMetrics && position.step === 0) {
+      const dir = checkpointDir(spec.jobDir, globalStep);
+      if (existsSync(dir)) await io.send({ type: 'checkpoint', step: globalStep, epoch: position.epoch, dir, metrics: lastMetrics });
+    }
 
     for (const planned of m.steps(position)) {
       const command = io.pendingCommand();
@@ -119,7 +138,7 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
       position = epochEnd ? { epoch: planned.epoch + 1, step: 0 } : { epoch: planned.epoch, step: planned.step + 1 };
       await io.send({ type: 'step', metrics: stepMetrics, trainedTokens });
       if (epochEnd) {
-        const dir = join(spec.jobDir, CHECKPOINTS_DIR, `step-${globalStep}`);
+        const dir = checkpointDir(spec.jobDir, globalStep);
         writeAdapterDir(dir, m.lora, m.getState().adapter, m.baseModelName);
         await io.send({ type: 'checkpoint', step: globalStep, epoch: planned.epoch + 1, dir, metrics: stepMetrics });
         saveResumePoint(); // after the message: a crash in between replays the epoch's last step rather than losing the checkpoint

@@ -1,4 +1,4 @@
-// A small supervised job on the built-in default model: chat files, a spec, and a runner that collects the worker's messages.
+// A small supervised job on the built-in default model (LoRA dropout on, so resumes must replay its masks): chat files, a spec, and a runner that collects the worker's messages.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureDefaultModel, DEFAULT_MODEL_ID } from '../../../src/engine/models/default-model.ts';
@@ -35,7 +35,7 @@ export function jobSpec(root: string, name: string, over: Partial<TrainingSpec> 
     trainingFile,
     validationFile,
     hyperparameters: { nEpochs: 2, batchSize: 2, learningRate: 0.004 },
-    lora: { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj', 'down_proj'] },
+    lora: { r: 4, alpha: 8, dropout: 0.1, targetModules: ['q_proj', 'v_proj', 'down_proj'] },
     seed: 11,
     jobDir,
     resumePointSeconds: 0,

@@ -1,14 +1,16 @@
 // The training worker as the scheduler drives it: a job runs to `succeeded` with checkpoints; SIGKILL, pause and resume
 // reproduce the uninterrupted run step for step; cancel stops within a step; bad inputs fail with a clear message.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { getPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadAdapter } from '../../../src/engine/lora/peft.ts';
 import { readModelDir } from '../../../src/engine/models/model-dir.ts';
 import type { StepMetrics, WorkerMessage } from '../../../src/jobs/worker-protocol.ts';
 import { resumePointPath } from '../../../src/jobs/worker/resume-point.ts';
+import { workerPriority } from '../../../src/jobs/worker/start-training-worker.ts';
+import { runTrainingJob } from '../../../src/jobs/worker/training-job.ts';
 import { jobSpec, runWorker } from './job-fixture.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'localtune-worker-'));
@@ -99,25 +101,29 @@ test('killed with SIGKILL mid-run and started again, the job reproduces every st
   const spec = jobSpec(root, 'killed');
   const first = runWorker(spec);
   await first.waitFor((m) => m.type === 'step' && m.metrics.step === 6);
+  assert.equal(getPriority(first.handle.pid!), workerPriority(), 'the worker runs at a lower priority than the server');
   first.handle.kill('SIGKILL');
   assert.equal((await first.exited).signal, 'SIGKILL');
   assert.ok(existsSync(resumePointPath(spec.jobDir)));
   assert.equal(ofType(first.messages, 'succeeded').length, 0);
+  const leftover = join(spec.jobDir, 'checkpoints', '.step-8.4242.0badf00d.tmp'); // as a kill mid-write leaves it
+  mkdirSync(leftover, { recursive: true });
 
   const second = runWorker(spec);
   assert.deepEqual(await second.exited, { code: 0, signal: null });
   const [started] = ofType(second.messages, 'started');
   assert.ok(started.resumedFromStep >= 5 && started.resumedFromStep <= 8, `resumed from step ${started.resumedFromStep}`);
-  // The resume step's metrics come again first: the server may have died before reading them.
-  const [repeated, ...resumedSteps] = stepMessages(second.messages);
-  assert.equal(repeated!.step, started.resumedFromStep);
+  const resumedSteps = stepMessages(second.messages);
+  // The step the resume point holds comes again first (the server may have died before reading it), then the rest.
   assert.deepEqual(
     resumedSteps.map((m) => m.step),
-    Array.from({ length: 8 - started.resumedFromStep }, (_, i) => started.resumedFromStep + 1 + i),
+    Array.from({ length: 9 - started.resumedFromStep }, (_, i) => started.resumedFromStep + i),
   );
+  assert.deepEqual(resumedSteps[0], stepMessages(first.messages).find((m) => m.step === started.resumedFromStep));
   assertStepsMatch([...stepMessages(first.messages), ...resumedSteps], stepMessages(reference));
   assert.equal(ofType(second.messages, 'succeeded')[0]!.trainedTokens, ofType(reference, 'succeeded')[0]!.trainedTokens);
   assertSameAdapter(ofType(second.messages, 'succeeded')[0]!.dir, ofType(reference, 'succeeded')[0]!.dir);
+  assert.ok(!existsSync(leftover), 'half-written leftovers are removed');
 });
 
 test('pause stops after the current step with a resume point; starting again finishes as the uninterrupted run', async () => {
@@ -129,20 +135,19 @@ test('pause stops after the current step with a resume point; starting again fin
   const stopped = ofType(first.messages, 'stopped');
   assert.equal(stopped.length, 1);
   assert.equal(stopped[0]!.reason, 'pause');
-  assert.ok(stopped[0]!.step >= 2 && stopped[0]!.step <= 3, `paused at step ${stopped[0]!.step}`);
+  assert.ok(stopped[0]!.step >= 2 && stopped[0]!.step < 8, `paused at step ${stopped[0]!.step}`); // the pause arrives during step 2 or a little later
   assert.equal(stepMessages(first.messages).at(-1)!.step, stopped[0]!.step);
 
   const second = runWorker(spec);
   assert.deepEqual(await second.exited, { code: 0, signal: null });
   assert.equal(ofType(second.messages, 'started')[0]!.resumedFromStep, stopped[0]!.step);
-  const [repeated, ...resumedSteps] = stepMessages(second.messages);
-  assert.deepEqual(repeated, stepMessages(first.messages).at(-1));
-  assertStepsMatch([...stepMessages(first.messages), ...resumedSteps], stepMessages(reference));
-  assert.equal(stepMessages(first.messages).length + resumedSteps.length, 8);
+  assertStepsMatch([...stepMessages(first.messages), ...stepMessages(second.messages)], stepMessages(reference));
+  assert.deepEqual(stepMessages(second.messages)[0], stepMessages(first.messages).at(-1)); // repeated once after 'started'
+  assert.equal(stepMessages(first.messages).length + stepMessages(second.messages).length, 9);
   assertSameAdapter(ofType(second.messages, 'succeeded')[0]!.dir, ofType(reference, 'succeeded')[0]!.dir);
 });
 
-test('cancel stops within one step, without a resume point or final adapter', async () => {
+test('cancel over IPC stops the worker without a resume point or final adapter', async () => {
   const spec = jobSpec(root, 'cancelled', { resumePointSeconds: 3600 });
   const run = runWorker(spec);
   await run.waitFor((m) => m.type === 'step' && m.metrics.step === 1);
@@ -151,10 +156,71 @@ test('cancel stops within one step, without a resume point or final adapter', as
   const stopped = ofType(run.messages, 'stopped');
   assert.equal(stopped.length, 1);
   assert.equal(stopped[0]!.reason, 'cancel');
-  assert.ok(stopped[0]!.step <= 2, `cancelled at step ${stopped[0]!.step}`);
   assert.equal(run.messages.at(-1)!.type, 'stopped');
+  assert.equal(stepMessages(run.messages).at(-1)!.step, stopped[0]!.step);
   assert.ok(!existsSync(join(spec.jobDir, 'final')));
   assert.ok(!existsSync(resumePointPath(spec.jobDir)));
+});
+
+test('a command received during step k is honoured before step k + 1', async () => {
+  for (const command of ['cancel', 'pause'] as const) {
+    const spec = jobSpec(root, `in-process-${command}`, { resumePointSeconds: 3600 });
+    const sent: WorkerMessage[] = [];
+    let pending: 'cancel' | 'pause' | null = null;
+    const outcome = await runTrainingJob(spec, {
+      async send(m) {
+        sent.push(m);
+        if (m.type === 'step' && m.metrics.step === 3) pending = command; // arrives while step 3 reports
+      },
+      pendingCommand: () => pending,
+      log: () => {},
+    });
+    assert.equal(outcome, 'stopped');
+    assert.deepEqual(
+      sent.map((m) => m.type),
+      ['started', 'step', 'step', 'step', 'stopped'],
+    );
+    assert.deepEqual(sent.at(-1), { type: 'stopped', reason: command, step: 3 });
+    assert.equal(existsSync(resumePointPath(spec.jobDir)), command === 'pause');
+  }
+});
+
+test('resumed at an epoch start, the worker repeats that step and its checkpoint (their messages may have gone unread)', async () => {
+  const spec = jobSpec(root, 'epoch-end-pause', { resumePointSeconds: 3600 });
+  const collect = async (pauseAfter: number | null) => {
+    const sent: WorkerMessage[] = [];
+    let pending: 'pause' | null = null;
+    await runTrainingJob(spec, {
+      async send(m) {
+        sent.push(m);
+        if (m.type === 'checkpoint' && m.step === pauseAfter) pending = 'pause';
+      },
+      pendingCommand: () => pending,
+      log: () => {},
+    });
+    return sent;
+  };
+  const first = await collect(4);
+  assert.deepEqual(first.at(-1), { type: 'stopped', reason: 'pause', step: 4 });
+  const second = await collect(null);
+  assert.deepEqual(
+    second.map((m) => (m.type === 'step' ? `step ${m.metrics.step}` : m.type === 'checkpoint' ? `checkpoint ${m.step}` : m.type)),
+    ['started', 'step 4', 'checkpoint 4', 'step 5', 'step 6', 'step 7', 'step 8', 'checkpoint 8', 'succeeded'],
+  );
+  assert.deepEqual(second[2], first.find((m) => m.type === 'checkpoint'));
+});
+
+test('a job continues from an existing adapter (an ft: model), keeping the rank and targets of that adapter', async () => {
+  const start = ofType(reference, 'succeeded')[0]!.dir;
+  const spec = jobSpec(root, 'continued', { startAdapterDir: start, hyperparameters: { nEpochs: 1, batchSize: 2, learningRate: 0.004 }, lora: { r: 16, alpha: 32, dropout: 0, targetModules: ['q_proj'] } });
+  const run = runWorker(spec);
+  assert.deepEqual(await run.exited, { code: 0, signal: null });
+  const [done] = ofType(run.messages, 'succeeded');
+  const steps = stepMessages(run.messages);
+  assert.equal(steps.length, 4);
+  assert.ok(steps[0]!.train_loss < stepMessages(reference)[0]!.train_loss * 0.8, `starts trained: ${steps[0]!.train_loss}`);
+  const config = readModelDir(spec.modelDir).config;
+  assert.deepEqual(loadAdapter(done.dir, config).config, { ...jobSpec(root, 'x').lora, dropout: 0 });
 });
 
 async function failure(spec: ReturnType<typeof jobSpec>): Promise<Of<'failed'>> {
@@ -183,4 +249,11 @@ test('bad inputs fail with a code, the field and a clear message', async () => {
   const notAdapter = await failure(jobSpec(root, 'bad-adapter', { startAdapterDir: join(root, 'models') }));
   assert.equal(notAdapter.code, 'invalid_model');
   assert.match(notAdapter.message, /The adapter to continue from does not fit localtune-default: .*adapter_config\.json is missing/);
+
+  const spec = jobSpec(root, 'broken-resume');
+  mkdirSync(join(spec.jobDir, 'resume'), { recursive: true });
+  writeFileSync(resumePointPath(spec.jobDir), 'not a safetensors file');
+  const broken = await failure(spec);
+  assert.equal(broken.code, 'server_error');
+  assert.match(broken.message, /resume point cannot be read, so the job cannot continue: /);
 });
