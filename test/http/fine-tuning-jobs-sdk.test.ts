@@ -247,9 +247,7 @@ test('pause stops training, resume continues it, cancel ends it; refused state c
 
 test('a server killed with SIGKILL mid-training resumes the job at restart; it ends as an uninterrupted run does', async () => {
   const training = await upload(alpha, TRAINING);
-  // Dropout 0: the dropout masks come from a random op whose state restarts with the worker's session, so a resumed
-  // run with dropout draws other masks than an uninterrupted one (reported as an engine issue).
-  const body = { model: 'localtune-default', training_file: training, seed: 11, hyperparameters: { n_epochs: 4, batch_size: 1 }, lora: { dropout: 0 } };
+  const body = { model: 'localtune-default', training_file: training, seed: 11, hyperparameters: { n_epochs: 4, batch_size: 1 } };
   const job = await alpha.fineTuning.jobs.create(body);
   await waitFor(alpha, job.id, async () => (await metricsSteps(alpha, job.id)).length >= 15, 'past step 15');
   await server.kill('SIGKILL');
@@ -272,7 +270,7 @@ test('a server killed with SIGKILL mid-training resumes the job at restart; it e
   const lastLoss = async (id: string) => (await alpha.fineTuning.jobs.listEvents(id, { limit: 100 })).data.find((e) => e.type === 'metrics')!.data as { step: number; train_loss: number };
   const [a, b] = [await lastLoss(done.id), await lastLoss(reference.id)];
   assert.equal(a.step, 40);
-  assert.ok(Math.abs(a.train_loss - b.train_loss) <= 1e-4 * Math.max(1, Math.abs(b.train_loss)), `${a.train_loss} vs ${b.train_loss}`);
+  assert.ok(Math.abs(a.train_loss - b.train_loss) <= 1e-6 * Math.max(1, Math.abs(b.train_loss)), `${a.train_loss} vs ${b.train_loss}`);
 });
 
 test('a job caught validating by a SIGKILL validates again at restart and runs', async () => {
