@@ -161,6 +161,8 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
   const continuedDone = await finished(alpha, continued.id);
   assert.equal(continuedDone.status, 'succeeded', JSON.stringify(continuedDone.error));
   assert.equal(continuedDone.model, job.fine_tuned_model);
+  // `metadata=` (the SDK's null) lists the jobs without metadata.
+  assert.deepEqual((await alpha.fineTuning.jobs.list({ metadata: null })).data.map((j) => j.id), [continued.id]);
   assert.match(continuedDone.fine_tuned_model!, /^ft:localtune-default:alpha::[A-Za-z0-9]{8}$/);
 });
 
