@@ -24,7 +24,7 @@ export interface Config {
   baseLearningRate: number;
   /** Seconds between a training job's resume points (optimizer state + data position), which crash recovery restarts from. */
   resumePointSeconds: number;
-  /** Intra-op threads per training job; undefined: all cores. */
+  /** Intra-op threads per training job; undefined: all cores, shared evenly when several jobs run at once. */
   trainThreads: number | undefined;
   /** Model names that stand for a local base model, so scripts written for the hosted API run unchanged. */
   modelAliases: Map<string, string>;

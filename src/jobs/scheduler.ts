@@ -1,6 +1,7 @@
 // The job scheduler: validates files, queues, runs up to N training workers, turns their messages into events,
 // checkpoints and models, forwards cancel/pause, and picks up after a crash every job that was left unfinished.
 import { rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 import type { Db } from '../store/db.ts';
 import { blobStore, type BlobStore } from '../store/blobs.ts';
@@ -147,7 +148,8 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
       jobDir: jobDirOf(job.id),
       resumePointSeconds: o.resumePointSeconds,
       device: requestedDevice(),
-      threads: o.trainThreads,
+      // Jobs side by side share the cores rather than each asking for all of them.
+      threads: o.trainThreads ?? (o.maxConcurrentJobs > 1 ? Math.max(1, Math.floor(availableParallelism() / o.maxConcurrentJobs)) : undefined),
     };
   }
 
