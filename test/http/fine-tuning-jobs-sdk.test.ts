@@ -288,3 +288,27 @@ test('a job caught validating by a SIGKILL validates again at restart and runs',
   assert.ok(messages.includes('Validating the files again after a server restart'));
   assert.equal(messages.filter((m) => m === 'Files validated, moving job to queued state').length, 1);
 });
+
+test('with LOCALTUNE_MAX_CONCURRENT_JOBS=2, three jobs run at most two at a time and all finish', async () => {
+  const two = await startTestServer({ env: { LOCALTUNE_MAX_CONCURRENT_JOBS: '2' } });
+  try {
+    const client = two.client();
+    const training = await upload(client, TRAINING);
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push((await client.fineTuning.jobs.create({ model: 'localtune-default', training_file: training, hyperparameters: { n_epochs: 2, batch_size: 2 } })).id);
+    let mostRunning = 0;
+    for (const deadline = Date.now() + 120_000; ;) {
+      const jobs = await Promise.all(ids.map((id) => client.fineTuning.jobs.retrieve(id)));
+      mostRunning = Math.max(mostRunning, jobs.filter((j) => j.status === 'running').length);
+      if (jobs.every((j) => FINISHED.has(j.status))) {
+        assert.deepEqual(jobs.map((j) => j.status), ['succeeded', 'succeeded', 'succeeded']);
+        break;
+      }
+      assert.ok(Date.now() < deadline, `jobs did not finish: ${jobs.map((j) => j.status)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(mostRunning <= 2, `${mostRunning} jobs ran at once`);
+  } finally {
+    await two.stop();
+  }
+});
