@@ -1,8 +1,7 @@
 // /v1/fine_tuning/jobs: create (validated, then queued for the scheduler), list, retrieve, cancel, pause, resume, events, checkpoints.
 import { Router } from 'express';
-import { resolveLoraConfig, type LoraConfig } from '../engine/lora/config.ts';
-import type { LoraTarget } from '../engine/models/parameters.ts';
 import { TransitionRefused } from '../jobs/lifecycle.ts';
+import { loraFromRequest, loraToWire } from '../jobs/lora-settings.ts';
 import { TRAINABLE_METHODS } from '../jobs/methods.ts';
 import type { RequestedHyperparameters } from '../jobs/validate-files.ts';
 import { fileStore } from '../store/files.ts';
@@ -23,7 +22,6 @@ export function toJobObject(row: JobRow): JobObject {
   const resolved = row.resolved_hyperparameters === null ? null : (JSON.parse(row.resolved_hyperparameters) as RequestedHyperparameters);
   // "auto" until the files are validated, then the numbers used, as the hosted service shows them.
   const { beta, ...hyperparameters } = resolved ?? requested;
-  const lora = JSON.parse(row.lora) as LoraConfig;
   return {
     id: row.id,
     object: 'fine_tuning.job',
@@ -48,7 +46,7 @@ export function toJobObject(row: JobRow): JobObject {
       : { type: 'supervised', supervised: { hyperparameters: hyperparameters as JobObject['hyperparameters'] } },
     metadata: row.metadata === null ? null : (JSON.parse(row.metadata) as Record<string, string>),
     user_provided_suffix: row.suffix,
-    lora: { r: lora.r, alpha: lora.alpha, dropout: lora.dropout, target_modules: lora.targetModules },
+    lora: loraToWire(JSON.parse(row.lora)),
   };
 }
 
@@ -134,10 +132,9 @@ export function fineTuningJobsRouter(ctx: AppContext): Router {
     const { base, start } = resolveTrainingModel(req.project, body.model);
     checkFile(req.project, body.training_file, 'training_file');
     if (body.validation_file) checkFile(req.project, body.validation_file, 'validation_file');
-    let lora: LoraConfig;
+    let lora: string;
     try {
-      const { target_modules, ...rest } = body.lora ?? {};
-      lora = resolveLoraConfig({ ...rest, ...(target_modules ? { targetModules: target_modules as LoraTarget[] } : {}) });
+      lora = JSON.stringify(loraFromRequest(body.lora ?? {}));
     } catch (err) {
       throw badRequest(`Invalid value for 'lora': ${(err as Error).message}.`, 'lora', 'invalid_value');
     }
@@ -155,7 +152,7 @@ export function fineTuningJobsRouter(ctx: AppContext): Router {
       validation_file: body.validation_file ?? null,
       hyperparameters: JSON.stringify(hyperparameters),
       resolved_hyperparameters: null,
-      lora: JSON.stringify(lora),
+      lora,
       suffix: body.suffix ?? null,
       seed: body.seed ?? Math.floor(Math.random() * 2147483647),
       metadata: body.metadata ? JSON.stringify(body.metadata) : null,

@@ -207,8 +207,10 @@ test('requests the server refuses are 400s naming the field; another project see
   await refused({ lora: { target_modules: ['attn'] } }, 'lora.target_modules[0]');
 
   // Another project's job (and file) does not exist for this key.
-  const job = await alpha.fineTuning.jobs.create({ model: 'gpt-4o-mini-2024-07-18', training_file: training, hyperparameters: { n_epochs: 1, batch_size: 10 } });
+  // An alias names the built-in model; the `lora` extension shows the settings used, defaults filled in.
+  const job = await alpha.fineTuning.jobs.create({ model: 'gpt-4o-mini-2024-07-18', training_file: training, hyperparameters: { n_epochs: 1, batch_size: 10 }, lora: { r: 4, target_modules: ['v_proj', 'q_proj'] } } as never);
   assert.equal(job.model, 'gpt-4o-mini-2024-07-18');
+  assert.deepEqual((job as { lora?: unknown }).lora, { r: 4, alpha: 32, dropout: 0.05, target_modules: ['q_proj', 'v_proj'] });
   await assert.rejects(beta.fineTuning.jobs.retrieve(job.id), OpenAI.NotFoundError);
   await assert.rejects(beta.fineTuning.jobs.cancel(job.id), OpenAI.NotFoundError);
   await assert.rejects(beta.fineTuning.jobs.listEvents(job.id), OpenAI.NotFoundError);
