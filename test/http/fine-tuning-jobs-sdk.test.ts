@@ -203,6 +203,7 @@ test('requests the server refuses are 400s naming the field; another project see
   await refused({ training_file: 'file-nope' }, 'training_file');
   await refused({ suffix: 'x'.repeat(65) }, 'suffix');
   await refused({ hyperparameters: { n_epochs: 0 } }, 'hyperparameters.n_epochs');
+  await refused({ hyperparameters: { n_epochs: 1 }, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 2 } } } }, 'hyperparameters');
   await refused({ lora: { r: 0 } }, 'lora.r');
   await refused({ lora: { target_modules: ['attn'] } }, 'lora.target_modules[0]');
 
