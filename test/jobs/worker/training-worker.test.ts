@@ -162,6 +162,18 @@ test('cancel over IPC stops the worker without a resume point or final adapter',
   assert.ok(!existsSync(resumePointPath(spec.jobDir)));
 });
 
+test('a cancel sent right after the start is not missed while the engine loads', async () => {
+  const spec = jobSpec(root, 'cancelled-at-once');
+  const run = runWorker(spec);
+  run.handle.send({ type: 'cancel' });
+  assert.deepEqual(await run.exited, { code: 0, signal: null });
+  assert.deepEqual(
+    run.messages.map((m) => m.type),
+    ['started', 'stopped'],
+  );
+  assert.deepEqual(run.messages[1], { type: 'stopped', reason: 'cancel', step: 0 });
+});
+
 test('a command received during step k is honoured before step k + 1', async () => {
   for (const command of ['cancel', 'pause'] as const) {
     const spec = jobSpec(root, `in-process-${command}`, { resumePointSeconds: 3600 });
