@@ -16,16 +16,11 @@ import { stepMetricsCsv } from './result-file.ts';
 import { RESUME_DIR } from './worker/resume-point.ts';
 import type { JobHyperparameters, RequestedHyperparameters } from './validate-files.ts';
 import { validateInChildProcess } from './validation-process.ts';
-import type { StepMetrics, TrainingSpec, WorkerCommand, WorkerMessage } from './worker-protocol.ts';
+import type { WorkerHandle, WorkerOptions } from './worker/start-training-worker.ts';
+import type { StepMetrics, TrainingSpec, WorkerMessage } from './worker-protocol.ts';
 
-/** What the scheduler needs of a training worker: `startTrainingWorker` (src/jobs/worker/) in the server. */
-export interface WorkerHandle {
-  send(command: WorkerCommand): void;
-  kill(signal?: NodeJS.Signals): void;
-  exited: Promise<{ code: number | null; signal: string | null }>;
-}
-
-export type StartWorker = (spec: TrainingSpec, hooks: { onMessage(message: WorkerMessage): void; log(line: string): void }) => WorkerHandle;
+/** Starts a training worker: `startTrainingWorker` in the server; the scheduler only needs its shape. */
+export type StartWorker = (spec: TrainingSpec, options: WorkerOptions) => WorkerHandle;
 
 export interface SchedulerOptions {
   db: Db;

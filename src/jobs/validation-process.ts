@@ -4,9 +4,8 @@ import { createRequire } from 'node:module';
 import { setPriority } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { validateJobFiles, type FilesToValidate, type FilesValidation } from './validate-files.ts';
+import { workerPriority } from './worker/start-training-worker.ts';
 
-// Niceness as the training worker's: the API answers first.
-const NICENESS = 5;
 const selfPath = fileURLToPath(import.meta.url);
 const tsxLoader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 
@@ -15,7 +14,8 @@ export function validateInChildProcess(files: FilesToValidate, log: (line: strin
   const child = fork(selfPath, [], { execArgv: ['--import', tsxLoader], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   if (child.pid !== undefined) {
     try {
-      setPriority(child.pid, NICENESS);
+      // As nice as the training worker: the API answers first.
+      setPriority(child.pid, workerPriority());
     } catch (e) {
       log(`could not lower the validation process's priority: ${(e as Error).message}`);
     }
