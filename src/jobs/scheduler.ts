@@ -76,6 +76,8 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
   const dataDir = resolve(o.dataDir);
   const active = new Map<string, Run>();
   const crashes = new Map<string, number>();
+  /** Validations in progress, so a cancel or shutdown can stop them. */
+  const validations = new Map<string, AbortController>();
   let closing = false;
 
   const jobDirOf = (jobId: string) => join(dataDir, 'jobs', jobId);
@@ -97,13 +99,15 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
   async function validate(jobId: string): Promise<void> {
     const job = jobs.getById(jobId);
     if (!job || job.status !== 'validating_files') return;
+    const abort = new AbortController();
+    validations.set(jobId, abort);
     const result = await validateInChildProcess({
       method: job.method,
       modelDir: join(o.modelsDir, job.base_model),
       trainingPath: blobs.pathOf(job.training_file),
       validationPath: job.validation_file === null ? null : blobs.pathOf(job.validation_file),
       hyperparameters: JSON.parse(job.hyperparameters) as RequestedHyperparameters,
-    }, o.log);
+    }, o.log, abort.signal).finally(() => validations.delete(jobId));
     if (!result.ok) return fail(jobId, result.error);
     jobs.transaction(() => {
       const moved = tryTransition(jobs, jobId, 'validated', { message: 'Files validated, moving job to queued state' }, {
@@ -115,9 +119,10 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
 
   function validateLogged(jobId: string) {
     validate(jobId).catch((err) => {
+      // Stopped on purpose: the job was cancelled, or the server is shutting down (the next start validates again).
+      if (closing || (err as Error).name === 'AbortError') return;
       o.log(`fine-tuning job ${jobId}: validation failed unexpectedly: ${(err as Error).stack ?? err}`);
-      // Shutting down (the database is closing): the next start validates the job again.
-      if (!closing) fail(jobId, { code: 'validation_error', message: `The files could not be validated: ${(err as Error).message}`, param: null });
+      fail(jobId, { code: 'validation_error', message: `The files could not be validated: ${(err as Error).message}`, param: null });
     }).catch((err) => o.log(`fine-tuning job ${jobId}: ${(err as Error).stack ?? err}`)).finally(pump);
   }
 
@@ -337,6 +342,7 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
     submit: (jobId) => validateLogged(jobId),
     cancel(jobId) {
       const row = applyTransition(jobs, jobId, 'cancel', { message: 'Fine-tuning job cancelled' }, { finished_at: nowSeconds(), estimated_finish: null });
+      validations.get(jobId)?.abort();
       const run = active.get(jobId);
       if (run) {
         run.handle.send({ type: 'cancel' });
@@ -357,6 +363,7 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
     },
     async close() {
       closing = true;
+      for (const v of validations.values()) v.abort();
       const runs = [...active.values()];
       for (const run of runs) run.handle.kill('SIGTERM');
       await Promise.all(runs.map((r) => r.handle.exited));

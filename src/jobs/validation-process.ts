@@ -9,9 +9,9 @@ import { workerPriority } from './worker/start-training-worker.ts';
 const selfPath = fileURLToPath(import.meta.url);
 const tsxLoader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 
-/** Validates in a fresh child process; rejects when the child dies without an answer. */
-export function validateInChildProcess(files: FilesToValidate, log: (line: string) => void): Promise<FilesValidation> {
-  const child = fork(selfPath, [], { execArgv: ['--import', tsxLoader], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+/** Validates in a fresh child process; rejects when the child dies without an answer. `signal` kills it (a cancelled job). */
+export function validateInChildProcess(files: FilesToValidate, log: (line: string) => void, signal?: AbortSignal): Promise<FilesValidation> {
+  const child = fork(selfPath, [], { execArgv: ['--import', tsxLoader], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], signal, killSignal: 'SIGKILL' });
   if (child.pid !== undefined) {
     try {
       // As nice as the training worker: the API answers first.
