@@ -1,5 +1,6 @@
 // /v1/fine_tuning/jobs: create (validated, then queued for the scheduler), list, retrieve, cancel, pause, resume, events, checkpoints.
 import { Router } from 'express';
+import { randomInt } from 'node:crypto';
 import { TransitionRefused } from '../jobs/lifecycle.ts';
 import { loraFromRequest, loraToWire } from '../jobs/lora-settings.ts';
 import { TRAINABLE_METHODS } from '../jobs/methods.ts';
@@ -154,7 +155,8 @@ export function fineTuningJobsRouter(ctx: AppContext): Router {
       resolved_hyperparameters: null,
       lora,
       suffix: body.suffix ?? null,
-      seed: body.seed ?? Math.floor(Math.random() * 2147483647),
+      // "If a seed is not specified, one will be generated for you"; the job always reports it.
+      seed: body.seed ?? randomInt(2147483647),
       metadata: body.metadata ? JSON.stringify(body.metadata) : null,
       fine_tuned_model: null,
       finished_at: null,
