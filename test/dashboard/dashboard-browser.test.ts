@@ -6,13 +6,12 @@ import { execFileSync } from 'node:child_process';
 import { createReadStream, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Page } from 'playwright-core';
+import { chromium } from 'playwright-core';
 import { startTestServer } from '../helpers/server.ts';
 
 const KEY = 'sk-dashboard-browser-test';
 const DATASET = 'scripts/demo/customer-support.jsonl';
 
-const chartPoints = (page: Page, chart: string) => page.$eval(chart, (svg) => Number(svg.getAttribute('data-points') ?? 0));
 
 test('the dashboard shows a training job live and chats with its tuned model', { timeout: 300_000 }, async () => {
   const executablePath = execFileSync(process.execPath, ['scripts/ensure-chromium.mjs', '--print-path'], { encoding: 'utf8' }).trim();
@@ -27,7 +26,7 @@ test('the dashboard shows a training job live and chats with its tuned model', {
       training_file: file.id,
       validation_file: file.id,
       suffix: 'browser',
-      method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 10, batch_size: 4, learning_rate_multiplier: 1 } } },
+      method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 15, batch_size: 4, learning_rate_multiplier: 1 } } },
     });
 
     const page = await browser.newPage({ viewport: { width: 1366, height: 900 } });
@@ -42,23 +41,33 @@ test('the dashboard shows a training job live and chats with its tuned model', {
     await page.click(`#job-list button[data-job-id="${job.id}"]`);
     await page.waitForSelector(`#job-detail[data-job-id="${job.id}"]`);
 
-    // The loss curve appears with the first metrics events and grows while the job runs.
-    await page.waitForFunction(() => Number(document.querySelector('#loss-chart')?.getAttribute('data-points')) > 0, null, { timeout: 120_000 });
-    const first = await chartPoints(page, '#loss-chart');
-    const statusWhenFirst = (await client.fineTuning.jobs.retrieve(job.id)).status;
-    assert.equal(statusWhenFirst, 'running', 'the first points were drawn while the job was running');
-    await page.waitForFunction((n) => Number(document.querySelector('#loss-chart')?.getAttribute('data-points')) > n, first, { timeout: 120_000 });
-    const trainPath = await page.$eval('#loss-chart path.series-train', (p) => p.getAttribute('d') ?? '');
-    assert.ok((trainPath.match(/L/g) ?? []).length >= 1, `the training loss is a line of several points: ${trainPath}`);
-    assert.match(await page.textContent('#job-progress-text') ?? '', /step \d+ of 60 · training loss \d/);
-    await page.screenshot({ path: join(screenshots, 'desktop-running.png'), fullPage: true });
+    // The loss curve appears with the first metrics events and grows while the job runs. What the page shows is
+    // sampled until the job ends; the point count and the status come from the same render, so no race with the job.
+    const seenWhileRunning = new Set<number>();
+    for (let status = ''; status !== 'succeeded';) {
+      assert.ok(status !== 'failed' && status !== 'cancelled', `job ended ${status}`);
+      const shown = await page.evaluate(() => ({
+        points: Number(document.querySelector('#loss-chart')?.getAttribute('data-points') ?? 0),
+        status: document.querySelector('#job-status')?.textContent ?? '',
+        progress: document.querySelector('#job-progress-text')?.textContent ?? '',
+      }));
+      status = shown.status;
+      if (status === 'running' && shown.points > 0 && !seenWhileRunning.has(shown.points)) {
+        seenWhileRunning.add(shown.points);
+        assert.match(shown.progress, /^step \d+ of 90 · training loss \d/);
+        if (seenWhileRunning.size === 2) await page.screenshot({ path: join(screenshots, 'desktop-running.png'), fullPage: true });
+      }
+      await page.waitForTimeout(250);
+    }
+    assert.ok(seenWhileRunning.size >= 2, `the curve was drawn and grew while the job ran: point counts ${[...seenWhileRunning]}`);
 
     // When the job ends the page shows it, with the tuned model in the models table.
-    await page.waitForFunction(() => document.querySelector('#job-status')?.textContent === 'succeeded', null, { timeout: 240_000 });
     const done = await client.fineTuning.jobs.retrieve(job.id);
     await page.waitForSelector(`#checkpoint-table td.model-id:text-is("${done.fine_tuned_model}")`);
     const trainPoints = await page.$eval('#loss-chart path.series-train', (p) => Number(p.getAttribute('data-points')));
-    assert.equal(trainPoints, 60, 'every step is on the finished curve, once');
+    assert.equal(trainPoints, 90, 'every step is on the finished curve, once');
+    const trainPath = await page.$eval('#loss-chart path.series-train', (p) => p.getAttribute('d') ?? '');
+    assert.equal(trainPath.match(/L/g)?.length, 89, 'the training loss is one line through every step');
     assert.ok(await page.$('#loss-chart path.series-valid'), 'the validation loss is drawn too');
     assert.ok(await page.$('#accuracy-chart path.series-train'), 'the accuracy chart is drawn');
 
@@ -66,7 +75,8 @@ test('the dashboard shows a training job live and chats with its tuned model', {
     const question = 'How long is the warranty?';
     const viaApi = await client.chat.completions.create({ model: done.fine_tuned_model!, messages: [{ role: 'user', content: question }], temperature: 0, max_tokens: 128 });
     await page.click(`#checkpoint-table tr:has(td.model-id:text-is("${done.fine_tuned_model}")) button`);
-    assert.equal(await page.inputValue('#chat-model'), done.fine_tuned_model);
+    // The click may first reload the model list (a model the page has not listed yet), so wait for the choice.
+    await page.waitForFunction((model) => (document.querySelector('#chat-model') as HTMLSelectElement).value === model, done.fine_tuned_model, { timeout: 30_000 });
     await page.fill('#chat-input', question);
     await page.click('#chat-send');
     await page.waitForSelector('#chat-log li.from-assistant');

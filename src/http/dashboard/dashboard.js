@@ -15,6 +15,8 @@ const state = {
   /** Per job: every event seen, oldest first, and the newest id (the next poll reads only what is newer). */
   events: new Map(),
   chat: [],
+  /** The playground's model, once the user picked one. */
+  chatModel: null,
 };
 
 class ApiError extends Error {
@@ -343,7 +345,8 @@ function drawChart(chart, legend, metrics, totalSteps, series, { minZero = false
 async function refreshModels() {
   const models = (await api('/models')).data;
   const select = $('chat-model');
-  const chosen = select.value;
+  // The choice lives in state, not in the element: a refresh that started before a "Chat" click must not undo it.
+  const chosen = state.chatModel || select.value;
   select.replaceChildren(...models.map((m) => el('option', { value: m.id }, m.owned_by === 'system' ? `${m.id} (base)` : m.id)));
   if (models.some((m) => m.id === chosen)) select.value = chosen;
   const base = models.filter((m) => m.owned_by === 'system');
@@ -351,6 +354,7 @@ async function refreshModels() {
 }
 
 async function chooseChatModel(id) {
+  state.chatModel = id;
   if (![...$('chat-model').options].some((o) => o.value === id)) await refreshModels();
   $('chat-model').value = id;
   $('playground').scrollIntoView({ behavior: 'smooth' });
@@ -391,6 +395,10 @@ $('chat-form').addEventListener('submit', async (e) => {
     $('chat-send').disabled = false;
     renderChat();
   }
+});
+
+$('chat-model').addEventListener('change', () => {
+  state.chatModel = $('chat-model').value;
 });
 
 $('chat-input').addEventListener('keydown', (e) => {
