@@ -84,35 +84,44 @@ export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraConfig,
   return { inputs, linear };
 }
 
+/** The batch inputs and the forward pass shared by the loss graphs: per-row weighted losses of the rows that reach the LM head. */
+function weightedRowsForward(g: Graph, config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, dropoutFrom: number | null, o: GraphOptions) {
+  const { rows: B, seqLen: T, lossRows: K } = bucket;
+  const weight = weights(g);
+  const ids = g.input(IO.inputIds, 'int32', [B, T]); // [B, T]
+  const bias = g.input(IO.attentionBias, g.float, [B, 1, 1, T, T]); // [B, 1, 1, T, T]
+  const rowIdx = g.input(IO.lossRows, 'int64', [K]); // [K]
+  const labels = g.input(IO.lossLabels, 'int64', [K]); // [K]
+  const lossW = g.input(IO.lossWeights, g.float, [K]); // [K]
+  const { inputs: loraInputs, linear } = loraGraphInputs(g, config, lora, dropoutFrom);
+  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, T), linear, attentionBlock: o.attentionBlock }); // [N, D]
+  const h = finalNorm(config, weight, op.gather(x, rowIdx, 0)); // [K, D]
+  const { rowLoss, rowCorrect } = lmHeadLoss(config, weight, h, labels, lossW); // [K], [K]
+  return { loraInputs, rowIdx, rowLoss, rowCorrect };
+}
+
+/** grad:<name> = ∂root/∂tensor for every LoRA tensor, as graph outputs. */
+function loraGradientOutputs(root: Tensor, loraInputs: Map<string, Tensor>): void {
+  const names = [...loraInputs.keys()];
+  const grads = gradients(
+    root,
+    names.map((n) => loraInputs.get(n)!),
+  );
+  grads.forEach((d, i) => root.graph.output(d, IO.grad(names[i])));
+}
+
 /**
  * One micro-batch's loss graph. kind 'grad': outputs loss_sum, correct_sum and, for every LoRA
  * tensor, grad:<name> = ∂loss_sum/∂tensor (unnormalised, so micro-batches add up). kind 'eval':
  * loss_sum and correct_sum only, no dropout.
  */
 export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, o: GraphOptions = {}): Graph {
-  const dtype = o.dtype ?? 'float32';
-  const g = new Graph(`localtune-${kind}`, dtype);
-  const { rows: B, seqLen: T, lossRows: K } = bucket;
-  const weight = weights(g);
-  const ids = g.input(IO.inputIds, 'int32', [B, T]); // [B, T]
-  const bias = g.input(IO.attentionBias, dtype, [B, 1, 1, T, T]); // [B, 1, 1, T, T]
-  const rowIdx = g.input(IO.lossRows, 'int64', [K]); // [K]
-  const labels = g.input(IO.lossLabels, 'int64', [K]); // [K]
-  const lossW = g.input(IO.lossWeights, dtype, [K]); // [K]
-  const { inputs: loraInputs, linear } = loraGraphInputs(g, config, lora, kind === 'grad' ? (o.seed ?? 0) : null);
-  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, T), linear, attentionBlock: o.attentionBlock }); // [N, D]
-  const h = finalNorm(config, weight, op.gather(x, rowIdx, 0)); // [K, D]
-  const { lossSum, correct } = lmHeadLoss(config, weight, h, labels, lossW); // [], []
-  if (kind === 'grad') {
-    const names = [...loraInputs.keys()];
-    const grads = gradients(
-      lossSum,
-      names.map((n) => loraInputs.get(n)!),
-    );
-    grads.forEach((d, i) => g.output(d, IO.grad(names[i])));
-  }
+  const g = new Graph(`localtune-${kind}`, o.dtype ?? 'float32');
+  const { loraInputs, rowLoss, rowCorrect } = weightedRowsForward(g, config, weights, lora, bucket, kind === 'grad' ? (o.seed ?? 0) : null, o);
+  const lossSum = op.reduceSum(rowLoss, [0]); // [] Σ w·ce
+  if (kind === 'grad') loraGradientOutputs(lossSum, loraInputs);
   g.output(lossSum, IO.lossSum);
-  g.output(correct, IO.correctSum);
+  g.output(op.reduceSum(rowCorrect, [0]), IO.correctSum);
   return g;
 }
 
