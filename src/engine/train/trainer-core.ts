@@ -60,6 +60,8 @@ export interface TrainerCore {
   session(kind: string, options: unknown, build: () => Graph): Promise<Session>;
   /** The adapter as graph inputs: the trained one, or `tensors` (e.g. a fixed reference adapter). */
   loraFeeds(tensors?: AdapterTensors): Record<string, ort.Tensor>;
+  /** Throws unless `tensors` has exactly the LoRA config's tensors and shapes; returns them. */
+  checkAdapter(tensors: AdapterTensors): AdapterTensors;
   /** Zero tensors shaped like the adapter (gradient accumulators). */
   zeros(): AdapterTensors;
   /** Adds a gradient graph's grad:<name> outputs into `into`, in a fixed order (bitwise reproducible sums). */
@@ -141,6 +143,7 @@ export async function createTrainerCore(o: TrainerOptions): Promise<TrainerCore>
     dropoutSeed: o.lora.dropout > 0 ? o.seed : 0,
     session,
     loraFeeds,
+    checkAdapter,
     zeros,
     addGradients(into, out) {
       for (const p of specs) {
