@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { mulberry32 } from '../src/datasets/shuffle.ts';
+import { createRng } from '../src/engine/random.ts';
 import { analyzeTrainingFile } from '../src/datasets/statistics.ts';
 import { createChatTokenizer } from '../src/datasets/tokenize-example.ts';
 import { validateTrainingFile } from '../src/datasets/validate.ts';
@@ -20,7 +20,7 @@ const WORDS = ['the', 'model', 'learns', 'from', 'examples', 'données', 'über'
 
 /** Seeded chat lines (system, user, assistant; every fifth with a tool call) until the file reaches `bytes`. */
 async function generate(path: string, bytes: number): Promise<void> {
-  const random = mulberry32(7);
+  const random = createRng(7).float;
   const words = (n: number) => Array.from({ length: n }, () => WORDS[Math.floor(random() * WORDS.length)]).join(' ');
   const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
   const out = createWriteStream(path);

@@ -9,16 +9,26 @@ export interface Rng {
   normal(): number;
 }
 
+/** The splitmix32 finalizer: a well-mixed 32-bit function of one 32-bit word. */
+function mix32(x: number): number {
+  let z = x >>> 0;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+  return (z ^ (z >>> 16)) >>> 0;
+}
+
 /** splitmix32: spreads one integer seed over the four xoshiro state words. */
 function splitmix32(seed: number): () => number {
   let s = seed >>> 0;
   return () => {
     s = (s + 0x9e3779b9) >>> 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-    return (z ^ (z >>> 16)) >>> 0;
+    return mix32(s);
   };
+}
+
+/** A seed for stream `stream` (an epoch, a layer…) of a job seeded with `seed`: neighbouring streams are unrelated. */
+export function streamSeed(seed: number, stream: number): number {
+  return mix32(seed ^ Math.imul(stream + 1, 0x9e3779b9));
 }
 
 /** Same seed (an integer; only its low 32 bits count) ⇒ same sequence, on every platform. */

@@ -9,6 +9,7 @@ import {
   chatLogprobs,
   checkContext,
   disconnectSignal,
+  finishEventStream,
   isAbort,
   maxNewTokens,
   openEventStream,
@@ -93,28 +94,21 @@ export function chatCompletionsRouter(ctx: AppContext): Router {
     for (let index = 0; index < n; index++) chunk([{ index, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]);
     const content = (index: number, text: string, tokens: GenerationResult['tokens']) =>
       chunk([{ index, delta: { content: text }, logprobs: topLogprobs === null ? null : { content: chatLogprobs(served, tokens), refusal: null }, finish_reason: null }]);
-    try {
-      const results = await Promise.all(
-        Array.from({ length: n }, async (_, index) => {
-          // With tools on offer a reply may turn out to be calls, so it is sent whole once known.
-          const r = await submit(index, toolNames.size > 0 ? undefined : (text, tokens) => content(index, text, tokens));
-          const reply = replyOf(r, toolNames);
-          if (toolNames.size > 0 && (reply.content || topLogprobs !== null)) content(index, reply.content ?? '', r.tokens);
-          if (reply.toolCalls) {
-            const deltas = reply.toolCalls.map((c, i) => ({ index: i, ...c }));
-            chunk([{ index, delta: { tool_calls: deltas }, logprobs: null, finish_reason: null }]);
-          }
-          chunk([{ index, delta: {}, logprobs: null, finish_reason: reply.finish }]);
-          return r;
-        }),
-      );
-      if (includeUsage) events.send({ ...head, object: 'chat.completion.chunk', service_tier: 'default', choices: [], usage: usageOf(prompt.length, results) });
-      events.done();
-    } catch (err) {
-      if (isAbort(err)) return;
-      events.fail(err);
-      events.done();
-    }
+    const choices = Promise.all(
+      Array.from({ length: n }, async (_, index) => {
+        // With tools on offer a reply may turn out to be calls, so it is sent whole once known.
+        const r = await submit(index, toolNames.size > 0 ? undefined : (text, tokens) => content(index, text, tokens));
+        const reply = replyOf(r, toolNames);
+        if (toolNames.size > 0 && (reply.content || topLogprobs !== null)) content(index, reply.content ?? '', r.tokens);
+        if (reply.toolCalls) {
+          const deltas = reply.toolCalls.map((c, i) => ({ index: i, ...c }));
+          chunk([{ index, delta: { tool_calls: deltas }, logprobs: null, finish_reason: null }]);
+        }
+        chunk([{ index, delta: {}, logprobs: null, finish_reason: reply.finish }]);
+        return r;
+      }),
+    );
+    await finishEventStream(events, choices, includeUsage ? (results) => ({ ...head, object: 'chat.completion.chunk', service_tier: 'default', choices: [], usage: usageOf(prompt.length, results) }) : undefined);
   });
   return router;
 }

@@ -6,7 +6,7 @@ import type { SampledToken } from '../engine/serve/sampler.ts';
 import { newId, nowSeconds } from '../store/ids.ts';
 import type { AppContext } from './context.ts';
 import { badRequest } from './errors.ts';
-import { checkContext, disconnectSignal, isAbort, maxNewTokens, openEventStream, resolveModel, samplingParams, stopStrings, tokenText } from './generation.ts';
+import { checkContext, disconnectSignal, finishEventStream, isAbort, maxNewTokens, openEventStream, resolveModel, samplingParams, stopStrings, tokenText } from './generation.ts';
 import { validate, type BodyOf } from './validation.ts';
 
 type CompletionRequest = BodyOf<'createCompletion'>;
@@ -102,26 +102,19 @@ export function completionsRouter(ctx: AppContext): Router {
     const includeUsage = body.stream_options?.include_usage === true;
     const events = openEventStream(res);
     const chunk = (choice: object) => events.send({ ...head, object: 'text_completion', choices: [choice], ...(includeUsage ? { usage: null } : {}) });
-    try {
-      const results = await Promise.all(
-        jobs.map(async (job) => {
-          let offset = echo(job).length;
-          if (body.echo) chunk({ text: echo(job), index: job.index, logprobs: null, finish_reason: null });
-          const r = await submit(job, (text, tokens) => {
-            chunk({ text, index: job.index, logprobs: topLogprobs === null ? null : legacyLogprobs(served, tokens, offset), finish_reason: null });
-            offset += text.length;
-          });
-          chunk({ text: '', index: job.index, logprobs: null, finish_reason: r.finishReason });
-          return r;
-        }),
-      );
-      if (includeUsage) events.send({ ...head, object: 'text_completion', choices: [], usage: usage(results) });
-      events.done();
-    } catch (err) {
-      if (isAbort(err)) return;
-      events.fail(err);
-      events.done();
-    }
+    const choices = Promise.all(
+      jobs.map(async (job) => {
+        let offset = echo(job).length;
+        if (body.echo) chunk({ text: echo(job), index: job.index, logprobs: null, finish_reason: null });
+        const r = await submit(job, (text, tokens) => {
+          chunk({ text, index: job.index, logprobs: topLogprobs === null ? null : legacyLogprobs(served, tokens, offset), finish_reason: null });
+          offset += text.length;
+        });
+        chunk({ text: '', index: job.index, logprobs: null, finish_reason: r.finishReason });
+        return r;
+      }),
+    );
+    await finishEventStream(events, choices, includeUsage ? (results) => ({ ...head, object: 'text_completion', choices: [], usage: usage(results) }) : undefined);
   });
   return router;
 }

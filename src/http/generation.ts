@@ -121,6 +121,23 @@ export function openEventStream(res: Response) {
   };
 }
 
+export type EventStream = ReturnType<typeof openEventStream>;
+
+/**
+ * Ends a stream once `choices` (which send their own chunks) settle: the `last` event (usage) when given, then
+ * [DONE]. A failure becomes an error event; a client that went away ends it quietly.
+ */
+export async function finishEventStream<T>(events: EventStream, choices: Promise<T>, last?: (result: T) => unknown): Promise<void> {
+  try {
+    const result = await choices;
+    if (last) events.send(last(result));
+  } catch (err) {
+    if (isAbort(err)) return;
+    events.fail(err);
+  }
+  events.done();
+}
+
 /** A token's text and UTF-8 bytes for logprobs. */
 export function tokenText(served: ServedModel, id: number): { token: string; bytes: number[] } {
   const token = served.tokenizer.decode([id]);

@@ -12,8 +12,8 @@ import { EMBED_TOKENS, FINAL_NORM, layerParameterNames, lmHeadName, type LoraTar
 
 /**
  * A projection's output given its input and the base result; the LoRA hook. Training passes
- * `h = base + (alpha/r)·dropout(x)·Aᵀ·Bᵀ` (see train/lora-linear.ts); serving can pass per-row adapters
- * (A [B, in, r], B [B, r, out] as MatMuls on x reshaped to [B, T, in]). Absent: the base model.
+ * `h = base + (alpha/r)·dropout(x)·Aᵀ·Bᵀ` (loraGraphInputs in train/graphs.ts); serving passes per-row
+ * adapters (perRowLoraHook). Absent: the base model.
  */
 export type LinearHook = (layer: number, target: LoraTarget, x: Tensor /* [N, in] */, base: Tensor /* [N, out]: x·Wᵀ + bias, plus the residual for o_proj and down_proj */) => Tensor;
 
@@ -140,7 +140,9 @@ export function dynamicRopeTables(config: ModelConfig, positionIds: Tensor): Rop
     g.float,
     [HD],
   ); // [HD]
-  const angles = op.mul(op.unsqueeze(op.cast(positionIds, g.float), [2, 3]), full); // [B, T, 1, HD]
+  const exact = op.mul(op.unsqueeze(op.cast(positionIds, g.float), [2, 3]), full); // [B, T, 1, HD]
+  // HF rounds the angle to float32 (as ropeRows does); a float64 graph must too, or it drifts from training's tables.
+  const angles = g.float === 'float32' ? exact : op.cast(op.cast(exact, 'float32'), g.float);
   const cos = g.emit('Cos', [angles], {}, [[g.float, angles.shape]])[0]; // [B, T, 1, HD]
   const sin = op.mul(g.emit('Sin', [angles], {}, [[g.float, angles.shape]])[0], signs); // [B, T, 1, HD]
   const s = 1 / Math.sqrt(HD);

@@ -2,7 +2,7 @@
 import { Graph, type FloatDType } from '../onnx/graph.ts';
 import * as op from '../onnx/ops.ts';
 import type { ModelConfig } from '../models/config.ts';
-import { decoderStack, dynamicRopeTables, finalNorm, lmHead, type KvCache, type LinearHook } from '../models/llama.ts';
+import { decoderStack, dynamicRopeTables, finalNorm, lmHead, perRowLoraHook, type KvCache } from '../models/llama.ts';
 import { LORA_TARGETS, projectionDims, type LoraTarget } from '../models/parameters.ts';
 import type { WeightFactory } from '../models/weight-source.ts';
 
@@ -48,15 +48,14 @@ export function buildGenerationGraph(config: ModelConfig, weights: WeightFactory
       g.output(value, GEN.presentValue(l)); // [B, NKV, T, HD]
     },
   };
-  // h = base + x·A·B per row: x [N, in] → [B, T, in]; A [B, in, R]; B [B, R, out] (scale folded into B).
-  const linear: LinearHook = (layer, target, x, base) => {
+  // Every projection takes a per-row adapter: A [B, in, R_t], B [B, R_t, out] (alpha/r folded into B).
+  const linear = perRowLoraHook(ids, (layer, target) => {
     const { in: fin, out } = projectionDims(config, target);
-    const a = g.input(GEN.loraA(layer, target), dtype, ['batch', fin, `rank_${target}`]); // [B, in, R]
-    const b = g.input(GEN.loraB(layer, target), dtype, ['batch', `rank_${target}`, out]); // [B, R, out]
-    const xb = op.reshape(x, [[ids, 0], [ids, 1], fin]); // [B, T, in]
-    const delta = op.matmul(op.matmul(xb, a), b); // [B, T, out]
-    return op.add(base, op.reshape(delta, [-1, out])); // [N, out]
-  };
+    return {
+      a: g.input(GEN.loraA(layer, target), dtype, ['batch', fin, `rank_${target}`]),
+      b: g.input(GEN.loraB(layer, target), dtype, ['batch', `rank_${target}`, out]),
+    };
+  });
   const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: dynamicRopeTables(config, positions), kv, linear }); // [N, D]
   const last = finalNorm(config, weight, op.gather(x, logitRows, 0)); // [B, D]
   g.output(lmHead(config, weight, last), GEN.logits); // [B, V]

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Tokenizer as RustTokenizer } from '@anush008/tokenizers';
 import { loadTokenizer } from '../../../src/engine/models/tokenizer.ts';
-import { mulberry32 } from '../../../src/datasets/shuffle.ts';
+import { createRng } from '../../../src/engine/random.ts';
 import { byteLevelTokenizerJson, CHATML_SPECIALS } from '../../datasets/tokenizer-fixture.ts';
 import { createTokenizer } from '../../../src/engine/models/tokenizer.ts';
 
@@ -35,7 +35,7 @@ const fixedTexts = [
 /** Seeded random strings over a pool that mixes scripts, emoji, digits, punctuation and whitespace runs. */
 function randomTexts(count: number): string[] {
   const pool = [...'abcXYZ019 .,!?\'"-_()[]{}<>/\\\t\n\r', 'é', 'ß', '中', '文', 'の', 'ж', 'ع', '😀', '👍🏽', '\u200d', '🇫🇷', '  ', '\n\n', "'s", 'ing', 'The'];
-  const random = mulberry32(1234);
+  const random = createRng(1234).float;
   return Array.from({ length: count }, () => {
     let s = '';
     const n = Math.floor(random() * 60);

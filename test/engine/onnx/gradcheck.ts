@@ -5,6 +5,7 @@ import { gradients } from '../../../src/engine/onnx/autodiff.ts';
 import { Graph, numel, type DType, type Tensor } from '../../../src/engine/onnx/graph.ts';
 import * as op from '../../../src/engine/onnx/ops.ts';
 import { createSession } from '../../../src/engine/onnx/session.ts';
+import { createRng } from '../../../src/engine/random.ts';
 
 export interface InputSpec {
   shape: number[];
@@ -17,16 +18,9 @@ export interface InputSpec {
   grad?: boolean;
 }
 
-/** Small deterministic PRNG (mulberry32). */
+/** Uniform [0, 1) numbers from a seed. */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return createRng(seed).float;
 }
 
 function ortTensor(dtype: DType, data: number[], shape: number[]): ort.Tensor {
