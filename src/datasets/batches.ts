@@ -107,16 +107,20 @@ export function preferenceSteps(plan: BatchPlan<TokenizedPreference>, from: Batc
 }
 
 /**
- * Every pair once, in file order, microBatchRows / 2 pairs per micro-batch: for evaluating a validation set and for
- * computing the reference log-probabilities (the same batches every time, so a resumed run recomputes them exactly).
+ * The pairs `indices` (default: all, in file order), microBatchRows / 2 pairs per micro-batch, in that order: for
+ * evaluating validation pairs and for computing reference log-probabilities (the same batches every time, so a
+ * resumed run recomputes them exactly).
  */
-export function preferenceBatches(pairs: TokenizedPreference[], microBatchRows: number, contextLength: number, padTokenId = 0): PreferenceBatch[] {
+export function preferenceBatches(
+  pairs: TokenizedPreference[],
+  microBatchRows: number,
+  contextLength: number,
+  padTokenId = 0,
+  indices: number[] = Array.from(pairs.keys()),
+): PreferenceBatch[] {
   const perBatch = Math.max(1, Math.floor(microBatchRows / 2));
   const out: PreferenceBatch[] = [];
-  for (let i = 0; i < pairs.length; i += perBatch) {
-    const indices = Array.from({ length: Math.min(perBatch, pairs.length - i) }, (_, k) => i + k);
-    out.push(buildPreferenceBatch(pairs, indices, contextLength, padTokenId));
-  }
+  for (let i = 0; i < indices.length; i += perBatch) out.push(buildPreferenceBatch(pairs, indices.slice(i, i + perBatch), contextLength, padTokenId));
   return out;
 }
 

@@ -132,4 +132,8 @@ test('preference steps resume exactly; preferenceBatches visit every pair once i
     [4, 4, 4, 4, 4, 2],
   );
   assert.deepEqual(preferenceBatches(preferencePlan.examples, 1, 64)[0]!.pairs, [0]); // one pair even when rows < 2
+  assert.deepEqual(
+    preferenceBatches(preferencePlan.examples, 4, 64, 0, [9, 2, 5]).map((b) => b.pairs),
+    [[9, 2], [5]],
+  );
 });
