@@ -161,3 +161,41 @@ test('DPO trainer: reference = start model, step 0 has loss log 2; training wide
   await assert.rejects(resumed.referenceLogps(batches.slice(0, 1), 3), /do not cover pair 2/);
   await Promise.all([t.close(), resumed.close()]);
 });
+
+test('DPO trainer: micro-batches accumulate to the gradient of one batch holding every pair (a mean over pairs)', async () => {
+  const modelDir = join(root, 'model-acc');
+  const config = writeTinyModelDir(modelDir, TINY_CONFIG_JSON, 9);
+  const small: LoraConfig = { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'down_proj'] };
+  const specs = loraSpecs(config, small);
+  const random = randomTensors(specs, 4, 0.2);
+  const adapter: AdapterTensors = new Map(specs.map((p) => [p.name, { dims: p.dims, data: Float32Array.from(random.get(p.name)!) }]));
+  const a = randomBatch(config.vocabSize, 16, [16, 12, 9, 14], 5);
+  const b = randomBatch(config.vocabSize, 16, [10, 16], 6);
+  const merged: TrainBatch = {
+    rows: 6,
+    seqLen: 16,
+    inputIds: Int32Array.from([...a.inputIds, ...b.inputIds]),
+    labels: Int32Array.from([...a.labels, ...b.labels]),
+    lossWeights: Float32Array.from([...a.lossWeights, ...b.lossWeights]),
+    attentionMask: Float32Array.from([...a.attentionMask, ...b.attentionMask]),
+  };
+  // The reference is the bare base (B = 0), the policy a random adapter: a non-zero margin and gradient.
+  const base: AdapterTensors = new Map([...adapter].map(([k, v]) => [k, { dims: v.dims, data: k.includes('lora_B') ? new Float32Array(v.data.length) : v.data }]));
+  const t = await createDpoTrainer({ modelDir, cacheDir: join(root, 'cache-acc'), lora: small, seed: 1, adapter, referenceAdapter: base, beta: 0.3, device: 'cpu', threads: 1 });
+  const split: PreferenceBatch[] = [
+    { batch: a, pairs: [0, 1] },
+    { batch: b, pairs: [2] },
+  ];
+  const reference = await t.referenceLogps(split, 3);
+  const one = await t.gradients([{ batch: merged, pairs: [0, 1, 2] }], reference);
+  const two = await t.gradients(split, reference);
+  await t.close();
+  assert.equal(two.pairs, 3);
+  assert.ok(Math.abs(one.loss - two.loss) < 1e-6 && Math.abs(one.rewardMargin - two.rewardMargin) < 1e-6, `${one.loss} vs ${two.loss}`);
+  assert.ok(one.loss !== Math.LN2);
+  for (const [k, g] of one.grads) {
+    const scale = Math.max(...g.data.map(Math.abs));
+    g.data.forEach((x, i) => assert.ok(Math.abs(x - two.grads.get(k)!.data[i]) <= 1e-5 * Math.max(scale, 1e-3), `${k}[${i}]: ${x} vs ${two.grads.get(k)!.data[i]}`));
+  }
+  assert.ok([...one.grads.values()].some((g) => g.data.some((x) => x !== 0)), 'a non-zero gradient');
+});
