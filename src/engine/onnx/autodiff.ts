@@ -191,11 +191,6 @@ export const VJP: Record<string, VjpRule> = {
   Cast: one((n, g) => [isFloat(n.inputs[0]!.dtype) ? op.cast(g, n.inputs[0]!.dtype) : null]),
   // y = expand(x): dx = Σ_bcast g
   Expand: one((n, g) => [sumToShape(g, n.inputs[0]!), null]),
-  // y = x·mask/(1 − p): dx = g·mask/(1 − p)
-  Dropout: one((n, g) => {
-    const ratio = n.meta!.ratio as number;
-    return [op.scale(op.mul(g, op.cast(n.outputs[1], g.dtype)), 1 / (1 - ratio)), null, null];
-  }),
   // Fused RMSNorm y = xh·w, xh = x·r, r = (mean x² + eps)^−½; u = g·w:
   //   dx = r·(u − xh·mean(u·xh)),  dw = Σ_rows g·xh
   RmsNorm: one((n, g, needs) => {

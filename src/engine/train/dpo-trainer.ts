@@ -51,7 +51,7 @@ export async function createDpoTrainer(o: DpoTrainerOptions): Promise<DpoTrainer
   const { config } = core.trainer;
   const reference = o.referenceAdapter ? core.checkAdapter(copyTensors(o.referenceAdapter)) : core.trainer.getAdapter();
   const dpoSession = (kind: 'grad' | 'eval', bucket: Bucket) =>
-    core.session(`dpo-${kind}`, { bucket, lora: o.lora, seed: kind === 'grad' ? core.dropoutSeed : 0 }, () => buildDpoGraph(kind, config, core.weights, o.lora, bucket, { seed: core.dropoutSeed }));
+    core.session(`dpo-${kind}`, { bucket, lora: o.lora }, () => buildDpoGraph(kind, config, core.weights, o.lora, bucket));
 
   const referenceRows = (mb: PreferenceBatch, table: ReferenceLogps): Float32Array => {
     const rows = new Float32Array(mb.batch.rows);
@@ -63,12 +63,14 @@ export async function createDpoTrainer(o: DpoTrainerOptions): Promise<DpoTrainer
     return rows;
   };
 
-  async function runGraph(kind: 'grad' | 'eval', mb: PreferenceBatch, referenceRowLogps: Float32Array, adapter?: AdapterTensors) {
+  /** One micro-batch through `kind`'s graph; `index` is its place in the step (it picks the dropout masks). */
+  async function runGraph(kind: 'grad' | 'eval', mb: PreferenceBatch, index: number, referenceRowLogps: Float32Array, adapter?: AdapterTensors) {
     if (mb.batch.rows !== 2 * mb.pairs.length) throw new Error(`a preference micro-batch of ${mb.pairs.length} pairs must hold ${2 * mb.pairs.length} rows, not ${mb.batch.rows}`);
     const bucket = bucketOf(mb.batch);
     return (await dpoSession(kind, bucket)).run({
       ...batchFeeds(mb.batch, bucket, 'float32', config.slidingWindow),
       ...core.loraFeeds(adapter),
+      ...(kind === 'grad' ? core.dropoutFeeds(index) : {}),
       [IO.referenceLogps]: new ort.Tensor('float32', referenceRowLogps, [mb.batch.rows]),
       [IO.beta]: new ort.Tensor('float32', Float32Array.of(o.beta), []),
     });
@@ -79,8 +81,8 @@ export async function createDpoTrainer(o: DpoTrainerOptions): Promise<DpoTrainer
     if (microBatches.length === 0) throw new Error(`${kind === 'grad' ? 'a DPO step' : 'evaluate'} needs at least one preference micro-batch`);
     const grads = core.zeros();
     const sum = { loss: 0, rewardCorrect: 0, rewardMargin: 0, correct: 0, preferredTokens: 0, pairs: 0, tokens: 0 };
-    for (const mb of microBatches) {
-      const out = await runGraph(kind, mb, referenceRows(mb, table));
+    for (const [index, mb] of microBatches.entries()) {
+      const out = await runGraph(kind, mb, index, referenceRows(mb, table));
       if (kind === 'grad') core.addGradients(grads, out);
       const value = (name: string) => (out[name].data as Float32Array)[0];
       sum.loss += value(IO.lossSum);
@@ -113,7 +115,7 @@ export async function createDpoTrainer(o: DpoTrainerOptions): Promise<DpoTrainer
       const table: ReferenceLogps = new Float64Array(2 * pairCount).fill(NaN);
       for (const mb of batches) {
         // The eval graph under the reference adapter; its reference input is unused for π, so zeros do.
-        const out = await runGraph('eval', mb, new Float32Array(mb.batch.rows), reference);
+        const out = await runGraph('eval', mb, 0, new Float32Array(mb.batch.rows), reference);
         const logps = out[IO.sequenceLogps].data as Float32Array;
         mb.pairs.forEach((p, i) => {
           table[2 * p] = logps[2 * i];

@@ -5,7 +5,7 @@ import * as op from '../onnx/ops.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { decoderStack, finalNorm, lmHead, lmHeadLoss, staticRopeTables, type LinearHook } from '../models/llama.ts';
 import type { WeightFactory } from '../models/weight-source.ts';
-import { LORA_TARGETS, loraModules, loraParameters, type LoraTarget, type ParameterSpec } from '../models/parameters.ts';
+import { loraModules, loraParameters, type ParameterSpec } from '../models/parameters.ts';
 import { loraScaling, type LoraConfig } from '../lora/config.ts';
 
 // Dims: B rows, T seqLen, N = B·T, K loss rows (bucketed), D hidden, V vocab, R LoRA rank.
@@ -38,6 +38,7 @@ export const IO = {
   step: 'step', // [] 1-based AdamW step
   maxGradNorm: 'max_grad_norm', // [] clip threshold (≤ 0: no clipping)
   gradNorm: 'grad_norm', // [] global norm before clipping
+  dropoutSeeds: 'dropout_seeds', // [M] int64: one LoRA dropout seed per module (loraModules order); grad graphs with dropout only
   referenceLogps: 'reference_logps', // [B] DPO: each row's summed output log-probability under the reference model
   beta: 'beta', // [] DPO: the reward scale β
   sequenceLogps: 'sequence_logps', // [B] DPO: each row's summed output log-probability under base + adapter
@@ -60,37 +61,34 @@ export function loraSpecs(config: ModelConfig, lora: LoraConfig): ParameterSpec[
 export interface GraphOptions {
   dtype?: FloatDType; // default float32; float64 for finite-difference tests
   attentionBlock?: number; // see ForwardInputs.attentionBlock
-  seed?: number; // the job's seed: LoRA dropout masks derive from it
-}
-
-/**
- * Dropout seed per (job seed, layer, module). ORT's Dropout keeps its generator in the session, so a
- * fresh session over the same micro-batches replays the same masks (same seed + same data ⇒ same result).
- */
-function dropoutSeed(seed: number, layer: number, target: LoraTarget): number {
-  return ((seed * 1_000_003 + layer * LORA_TARGETS.length + LORA_TARGETS.indexOf(target)) % 2 ** 31) + 1;
 }
 
 /**
  * Declares every LoRA tensor as a graph input (PEFT names) and returns the projection hook
  * h = base + (alpha/R)·dropout(x)·Aᵀ·Bᵀ, two thin Gemms (the second adds onto base through Gemm's C).
- * `dropoutFrom`: the seed LoRA dropout masks derive from, or null for no dropout (eval, serving).
+ * `training` with lora.dropout > 0 applies dropout, its masks seeded per module by the `dropout_seeds` input, so
+ * the caller decides them (from the job seed and the step) and a resumed run replays them; eval and serving pass false.
  */
-export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraConfig, dropoutFrom: number | null): { inputs: Map<string, Tensor>; linear: LinearHook } {
+export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraConfig, training: boolean): { inputs: Map<string, Tensor>; linear: LinearHook } {
   const inputs = new Map(loraSpecs(config, lora).map((s) => [s.name, g.input(s.name, g.float, s.dims)]));
-  const modules = new Map(loraModules(config, lora.targetModules).map((m) => [`${m.layer}.${m.target}`, m]));
+  const list = loraModules(config, lora.targetModules);
+  const modules = new Map(list.map((m, j) => [`${m.layer}.${m.target}`, { ...m, j }]));
+  const seeds = training && lora.dropout > 0 ? g.input(IO.dropoutSeeds, 'int64', [list.length]) : null; // [M]
   const linear: LinearHook = (layer, target, x, base) => {
     const m = modules.get(`${layer}.${target}`);
     if (!m) return base;
-    const xd = dropoutFrom !== null && lora.dropout > 0 ? op.dropout(x, lora.dropout, dropoutSeed(dropoutFrom, layer, target))[0] : x; // [N, in]
+    // dropout(x) = keep·x/(1 − p); the 1/(1 − p) rides on the second Gemm's alpha.
+    const [N, inDim] = x.shape;
+    if (seeds && (typeof N !== 'number' || typeof inDim !== 'number')) throw new Error(`LoRA dropout needs a static [N, in] input, got [${x.shape}]`);
+    const xd = seeds ? op.where(op.seededKeepMask(g, N as number, inDim as number, lora.dropout, op.gather(seeds, g.scalar(m.j, 'int64'), 0)), x, g.scalar(0)) : x; // [N, in]
     const xa = op.gemm(xd, inputs.get(m.loraA)!, null, { transB: true }); // [N, R]
-    return op.gemm(xa, inputs.get(m.loraB)!, base, { transB: true, alpha: loraScaling(lora) }); // [N, out]
+    return op.gemm(xa, inputs.get(m.loraB)!, base, { transB: true, alpha: loraScaling(lora) / (seeds ? 1 - lora.dropout : 1) }); // [N, out]
   };
   return { inputs, linear };
 }
 
 /** The batch inputs and the forward pass shared by the loss graphs: per-row weighted losses of the rows that reach the LM head. */
-function weightedRowsForward(g: Graph, config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, dropoutFrom: number | null, o: GraphOptions) {
+function weightedRowsForward(g: Graph, config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, training: boolean, o: GraphOptions) {
   const { rows: B, seqLen: T, lossRows: K } = bucket;
   const weight = weights(g);
   const ids = g.input(IO.inputIds, 'int32', [B, T]); // [B, T]
@@ -98,7 +96,7 @@ function weightedRowsForward(g: Graph, config: ModelConfig, weights: WeightFacto
   const rowIdx = g.input(IO.lossRows, 'int64', [K]); // [K]
   const labels = g.input(IO.lossLabels, 'int64', [K]); // [K]
   const lossW = g.input(IO.lossWeights, g.float, [K]); // [K]
-  const { inputs: loraInputs, linear } = loraGraphInputs(g, config, lora, dropoutFrom);
+  const { inputs: loraInputs, linear } = loraGraphInputs(g, config, lora, training);
   const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, T), linear, attentionBlock: o.attentionBlock }); // [N, D]
   const h = finalNorm(config, weight, op.gather(x, rowIdx, 0)); // [K, D]
   const { rowLoss, rowCorrect } = lmHeadLoss(config, weight, h, labels, lossW); // [K], [K]
@@ -117,12 +115,12 @@ function loraGradientOutputs(root: Tensor, loraInputs: Map<string, Tensor>): voi
 
 /**
  * One micro-batch's loss graph. kind 'grad': outputs loss_sum, correct_sum and, for every LoRA
- * tensor, grad:<name> = ∂loss_sum/∂tensor (unnormalised, so micro-batches add up). kind 'eval':
- * loss_sum and correct_sum only, no dropout.
+ * tensor, grad:<name> = ∂loss_sum/∂tensor (unnormalised, so micro-batches add up), with LoRA dropout
+ * seeded by the dropout_seeds input. kind 'eval': loss_sum and correct_sum only, no dropout.
  */
 export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, o: GraphOptions = {}): Graph {
   const g = new Graph(`localtune-${kind}`, o.dtype ?? 'float32');
-  const { loraInputs, rowLoss, rowCorrect } = weightedRowsForward(g, config, weights, lora, bucket, kind === 'grad' ? (o.seed ?? 0) : null, o);
+  const { loraInputs, rowLoss, rowCorrect } = weightedRowsForward(g, config, weights, lora, bucket, kind === 'grad', o);
   const lossSum = op.reduceSum(rowLoss, [0]); // [] Σ w·ce
   if (kind === 'grad') loraGradientOutputs(lossSum, loraInputs);
   g.output(lossSum, IO.lossSum);
@@ -145,7 +143,7 @@ export function buildDpoGraph(kind: 'grad' | 'eval', config: ModelConfig, weight
   if (B % 2 !== 0) throw new Error(`a DPO micro-batch holds pairs of rows, got ${B} rows`);
   const P = B / 2;
   const g = new Graph(`localtune-dpo-${kind}`, o.dtype ?? 'float32');
-  const { loraInputs, rowIdx, rowLoss, rowCorrect } = weightedRowsForward(g, config, weights, lora, bucket, kind === 'grad' ? (o.seed ?? 0) : null, o);
+  const { loraInputs, rowIdx, rowLoss, rowCorrect } = weightedRowsForward(g, config, weights, lora, bucket, kind === 'grad', o);
   const reference = g.input(IO.referenceLogps, g.float, [B]); // [B]
   const beta = g.input(IO.beta, g.float, []); // []
   // Which sequence each head row belongs to: flat row b·T + t → b (padding rows carry weight 0, so their loss is 0).
@@ -178,7 +176,7 @@ export function buildLogitsGraph(config: ModelConfig, weights: WeightFactory, lo
   const weight = weights(g);
   const ids = g.input(IO.inputIds, 'int32', [rows, seqLen]); // [B, T]
   const bias = g.input(IO.attentionBias, dtype, [rows, 1, 1, seqLen, seqLen]); // [B, 1, 1, T, T]
-  const linear = lora ? loraGraphInputs(g, config, lora, null).linear : undefined;
+  const linear = lora ? loraGraphInputs(g, config, lora, false).linear : undefined;
   const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, seqLen), linear, attentionBlock: o.attentionBlock }); // [N, D]
   g.output(lmHead(config, weight, finalNorm(config, weight, x)), 'logits'); // [N, V]
   return g;

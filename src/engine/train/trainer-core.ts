@@ -5,7 +5,8 @@ import * as ort from 'onnxruntime-node';
 import { parseModelConfig, type ModelConfig } from '../models/config.ts';
 import { ensureWeightCache } from '../models/weight-cache.ts';
 import { cachedWeights, type WeightFactory } from '../models/weight-source.ts';
-import type { ParameterSpec } from '../models/parameters.ts';
+import { loraModules, type ParameterSpec } from '../models/parameters.ts';
+import { streamSeed } from '../random.ts';
 import { cachedGraph } from '../onnx/graph-cache.ts';
 import type { Graph } from '../onnx/graph.ts';
 import { createSession, type Device, type DeviceRequest, type Session } from '../onnx/session.ts';
@@ -54,8 +55,12 @@ export interface TrainerCore {
   trainer: AdapterTrainer;
   weights: WeightFactory;
   specs: ParameterSpec[];
-  /** The seed LoRA dropout masks derive from (0 without dropout, so jobs share cached graphs). */
-  dropoutSeed: number;
+  /**
+   * The dropout_seeds input of micro-batch `index` of the next AdamW step, one seed per module (none without dropout): a
+   * function of (job seed, step, micro-batch, module) only, so a trainer restored from a saved state draws exactly the
+   * masks an uninterrupted one would.
+   */
+  dropoutFeeds(index: number): Record<string, ort.Tensor>;
   /** The cached session of graph `kind` built with `options` (everything the graph depends on besides the weights). */
   session(kind: string, options: unknown, build: () => Graph): Promise<Session>;
   /** The adapter as graph inputs: the trained one, or `tensors` (e.g. a fixed reference adapter). */
@@ -82,6 +87,7 @@ export async function createTrainerCore(o: TrainerOptions): Promise<TrainerCore>
   const adamw = { ...DEFAULT_ADAMW, ...o.adamw };
   const maxGradNorm = o.maxGradNorm ?? 1;
   const specs = loraSpecs(config, o.lora);
+  const moduleCount = loraModules(config, o.lora.targetModules).length;
   const sessionOpts = { device: o.device, threads: o.threads, lowMemory: o.lowMemory, log: o.log };
   const sessions = new Map<string, Promise<Session>>();
   let device: Device | undefined;
@@ -140,7 +146,12 @@ export async function createTrainerCore(o: TrainerOptions): Promise<TrainerCore>
     },
     weights,
     specs,
-    dropoutSeed: o.lora.dropout > 0 ? o.seed : 0,
+    dropoutFeeds(index) {
+      if (o.lora.dropout === 0) return {};
+      const base = streamSeed(streamSeed(o.seed, state.step + 1), index);
+      const seeds = BigInt64Array.from({ length: moduleCount }, (_, j) => BigInt(streamSeed(base, j)));
+      return { [IO.dropoutSeeds]: new ort.Tensor('int64', seeds, [moduleCount]) };
+    },
     session,
     loraFeeds,
     checkAdapter,

@@ -39,7 +39,7 @@ export async function createTrainer(o: TrainerOptions): Promise<Trainer> {
   const core = await createTrainerCore(o);
   const { config } = core.trainer;
   const lossSession = (kind: 'grad' | 'eval', bucket: Bucket) =>
-    core.session(kind, { bucket, lora: o.lora, seed: kind === 'grad' ? core.dropoutSeed : 0 }, () => buildLossGraph(kind, config, core.weights, o.lora, bucket, { seed: core.dropoutSeed }));
+    core.session(kind, { bucket, lora: o.lora }, () => buildLossGraph(kind, config, core.weights, o.lora, bucket));
 
   /** Runs `kind`'s graph on every micro-batch; sums losses, hits, weights and (kind 'grad') the unnormalised gradients. */
   async function run(kind: 'grad' | 'eval', microBatches: TrainBatch[]) {
@@ -49,9 +49,10 @@ export async function createTrainer(o: TrainerOptions): Promise<Trainer> {
     let correctSum = 0;
     let wsum = 0;
     let tokens = 0;
-    for (const mb of microBatches) {
+    for (const [index, mb] of microBatches.entries()) {
       const bucket = bucketOf(mb);
-      const out = await (await lossSession(kind, bucket)).run({ ...batchFeeds(mb, bucket, 'float32', config.slidingWindow), ...core.loraFeeds() });
+      const feeds = { ...batchFeeds(mb, bucket, 'float32', config.slidingWindow), ...core.loraFeeds(), ...(kind === 'grad' ? core.dropoutFeeds(index) : {}) };
+      const out = await (await lossSession(kind, bucket)).run(feeds);
       if (kind === 'grad') core.addGradients(grads, out);
       lossSum += (out[IO.lossSum].data as Float32Array)[0];
       correctSum += (out[IO.correctSum].data as Float32Array)[0];

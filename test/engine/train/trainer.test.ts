@@ -61,6 +61,22 @@ test('same seed and data give bitwise the same adapter and optimizer state (with
   assert.ok([...a.adapter].some(([k, v]) => v.data.some((x, i) => x !== other.adapter.get(k)!.data[i])));
 });
 
+test('with LoRA dropout, a trainer restored from a saved state takes exactly the steps of the uninterrupted one', async () => {
+  const uninterrupted = await open('cache-b', 0.1);
+  for (let i = 0; i < 3; i++) await uninterrupted.trainStep(batches, 0.01);
+  const before = await open('cache-b', 0.1);
+  await before.trainStep(batches, 0.01);
+  const saved = { adapter: before.getAdapter(), state: before.getOptimizerState() };
+  await before.close();
+  const restored = await open('cache-b', 0.1); // fresh sessions, as after a restart
+  restored.setAdapter(saved.adapter);
+  restored.setOptimizerState(saved.state);
+  for (let i = 0; i < 2; i++) await restored.trainStep(batches, 0.01);
+  const want = uninterrupted.getAdapter();
+  for (const [k, v] of restored.getAdapter()) assert.deepEqual(v.data, want.get(k)!.data, k);
+  await Promise.all([uninterrupted.close(), restored.close()]);
+});
+
 test('two micro-batches accumulate to the same step as one batch holding both', async () => {
   const merged: TrainBatch = {
     rows: 4,

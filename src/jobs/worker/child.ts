@@ -1,0 +1,28 @@
+// The training worker process: reads its spec from the environment, trains, reports over IPC, exits when done.
+import type { TrainingSpec, WorkerCommand, WorkerMessage } from '../worker-protocol.ts';
+import { SPEC_ENV } from './start-training-worker.ts';
+
+if (!process.send) throw new Error('the training worker runs as a child process with an IPC channel (startTrainingWorker)');
+const spec = JSON.parse(process.env[SPEC_ENV] ?? 'null') as TrainingSpec;
+if (!spec) throw new Error(`the training worker needs its spec in ${SPEC_ENV}`);
+
+// Listening starts before the engine loads (a second or more), so a command sent right after the start is not missed.
+let pending: WorkerCommand['type'] | null = null;
+process.on('message', (cmd: WorkerCommand) => {
+  if (cmd?.type === 'cancel' || (cmd?.type === 'pause' && pending === null)) pending = cmd.type;
+});
+// The server went away (crashed or was killed): stop, so a restarted server's worker is the job's only writer.
+let finished = false;
+process.on('disconnect', () => {
+  if (!finished) process.exit(1);
+});
+
+const send = (m: WorkerMessage) =>
+  new Promise<void>((resolve, reject) => {
+    process.send!(m, undefined, {}, (err) => (err ? reject(err) : resolve()));
+  });
+
+const { runTrainingJob } = await import('./training-job.ts');
+const outcome = await runTrainingJob(spec, { send, pendingCommand: () => pending, log: (line) => console.error(line) });
+finished = true;
+process.exit(outcome === 'failed' ? 1 : 0);
