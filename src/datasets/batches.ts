@@ -127,7 +127,7 @@ export function preferenceBatches(
 const pairLength = (p: TokenizedPreference) => p.promptIds.length + Math.max(p.chosen.ids.length, p.rejected.ids.length);
 
 /** A pair's sequence: the prompt (weight 0) followed by one output (weighted like a trained assistant message). */
-function preferenceSequence(promptIds: Int32Array, output: TokenizedExample): TokenizedExample {
+export function preferenceSequence(promptIds: Int32Array, output: TokenizedExample): TokenizedExample {
   const ids = new Int32Array(promptIds.length + output.ids.length);
   ids.set(promptIds);
   ids.set(output.ids, promptIds.length);
