@@ -18,6 +18,16 @@ export interface Config {
   adapterCacheBytes: number;
   /** Requests one base model decodes together at most (continuous batching). */
   maxBatch: number;
+  /** Fine-tuning jobs trained at the same time; more wait in the queue. */
+  maxConcurrentJobs: number;
+  /** The learning rate a `learning_rate_multiplier` of 1 means. */
+  baseLearningRate: number;
+  /** Seconds between a training job's resume points (optimizer state + data position), which crash recovery restarts from. */
+  resumePointSeconds: number;
+  /** Intra-op threads per training job; undefined: all cores, shared evenly when several jobs run at once. */
+  trainThreads: number | undefined;
+  /** Model names that stand for a local base model, so scripts written for the hosted API run unchanged. */
+  modelAliases: Map<string, string>;
 }
 
 export interface ApiKeyGrant {
@@ -38,6 +48,11 @@ const settings = {
   apiKeys: { flag: '--api-keys', env: 'LOCALTUNE_API_KEYS', parse: parseApiKeys },
   adapterCacheBytes: { flag: '--adapter-cache-mb', env: 'LOCALTUNE_ADAPTER_CACHE_MB', parse: parseMegabytes },
   maxBatch: { flag: '--max-batch', env: 'LOCALTUNE_MAX_BATCH', parse: parsePositiveInt },
+  maxConcurrentJobs: { flag: '--max-concurrent-jobs', env: 'LOCALTUNE_MAX_CONCURRENT_JOBS', parse: parsePositiveInt },
+  baseLearningRate: { flag: '--base-learning-rate', env: 'LOCALTUNE_BASE_LEARNING_RATE', parse: parsePositiveNumber },
+  resumePointSeconds: { flag: '--resume-point-seconds', env: 'LOCALTUNE_RESUME_POINT_SECONDS', parse: parsePositiveNumber },
+  trainThreads: { flag: '--train-threads', env: 'LOCALTUNE_TRAIN_THREADS', parse: parsePositiveInt },
+  modelAliases: { flag: '--model-aliases', env: 'LOCALTUNE_MODEL_ALIASES', parse: parseModelAliases },
 } as const;
 
 export type SettingName = keyof typeof settings;
@@ -70,6 +85,12 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     apiKeys: pick('apiKeys') ?? [],
     adapterCacheBytes: pick('adapterCacheBytes') ?? 1024 * MB,
     maxBatch: pick('maxBatch') ?? 8,
+    maxConcurrentJobs: pick('maxConcurrentJobs') ?? 1,
+    // A common LoRA learning rate for small models; `learning_rate_multiplier` scales it per job.
+    baseLearningRate: pick('baseLearningRate') ?? 2e-3,
+    resumePointSeconds: pick('resumePointSeconds') ?? 60,
+    trainThreads: pick('trainThreads'),
+    modelAliases: pick('modelAliases') ?? new Map([['gpt-4o-mini-2024-07-18', 'localtune-default'], ['gpt-4o-mini', 'localtune-default']]),
   };
 }
 
@@ -107,6 +128,26 @@ function parsePositiveInt(raw: string, source: string): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${source}: '${raw}' is not a positive integer`);
   return n;
+}
+
+function parsePositiveNumber(raw: string, source: string): number {
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${source}: '${raw}' is not a positive number`);
+  return n;
+}
+
+/** `alias=model,alias2=model2`; an empty value (`LOCALTUNE_MODEL_ALIASES=`) is ignored like any empty setting, so use `none` to turn the defaults off. */
+function parseModelAliases(raw: string, source: string): Map<string, string> {
+  const aliases = new Map<string, string>();
+  if (raw.trim() === 'none') return aliases;
+  for (const pair of raw.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const eq = pair.indexOf('=');
+    const alias = pair.slice(0, eq).trim();
+    const model = pair.slice(eq + 1).trim();
+    if (eq <= 0 || !model || alias.startsWith('ft:')) throw new ConfigError(`${source}: expected comma-separated ALIAS=MODEL pairs (alias not starting with ft:), got '${pair}'`);
+    aliases.set(alias, model);
+  }
+  return aliases;
 }
 
 function parseMegabytes(raw: string, source: string): number {

@@ -12,6 +12,8 @@ import { apiKeyStore } from './store/api-keys.ts';
 import { blobStore } from './store/blobs.ts';
 import { openDatabase } from './store/db.ts';
 import { fileStore } from './store/files.ts';
+import { createScheduler } from './jobs/scheduler.ts';
+import { startTrainingWorker } from './jobs/worker/start-training-worker.ts';
 
 export interface RunningServer {
   /** Base URL without /v1, e.g. `http://127.0.0.1:8000`. */
@@ -46,9 +48,22 @@ export async function startServer(config: Config, log: (line: string) => void = 
     maxBatch: config.maxBatch,
     log,
   });
-  const ctx: AppContext = { config, db, models };
+  const jobs = createScheduler({
+    db,
+    dataDir: config.dataDir,
+    modelsDir: config.modelsDir,
+    maxConcurrentJobs: config.maxConcurrentJobs,
+    baseLearningRate: config.baseLearningRate,
+    resumePointSeconds: config.resumePointSeconds,
+    trainThreads: config.trainThreads,
+    startWorker: startTrainingWorker,
+    log,
+  });
+  const ctx: AppContext = { config, db, models, jobs };
   try {
     recoverFileStorage(ctx, log);
+    // Jobs left validating or running by the last run (a crash, a kill) continue; none is lost.
+    jobs.start();
     let host = config.host;
     if (!keysConfigured(apiKeyStore(db), config.apiKeys)) {
       if (!LOOPBACK.has(host)) log(`no API keys configured: refusing to listen on ${host}, using 127.0.0.1`);
@@ -68,11 +83,13 @@ export async function startServer(config: Config, log: (line: string) => void = 
         server.close();
         server.closeAllConnections();
         await closed;
+        await jobs.close();
         await models.close();
         db.close();
       },
     };
   } catch (err) {
+    await jobs.close();
     db.close();
     throw err;
   }

@@ -40,3 +40,19 @@ test('API keys from LOCALTUNE_API_KEYS / --api-keys as PROJECT:KEY pairs', () =>
   assert.throws(() => loadConfig(['--api-keys', 'nokey'], {}), /PROJECT:KEY/);
   assert.throws(() => loadConfig(['--api-keys', 'p:short'], {}), /8\+ characters/);
 });
+
+test('fine-tuning settings: defaults, and aliases as ALIAS=MODEL pairs', () => {
+  const c = loadConfig([], {});
+  assert.equal(c.maxConcurrentJobs, 1);
+  assert.equal(c.resumePointSeconds, 60);
+  assert.equal(c.trainThreads, undefined);
+  assert.equal(c.modelAliases.get('gpt-4o-mini-2024-07-18'), 'localtune-default');
+  const set = loadConfig(['--max-concurrent-jobs', '2', '--base-learning-rate', '1e-4'], { LOCALTUNE_MODEL_ALIASES: 'gpt-4.1-mini=my-llama, x=y', LOCALTUNE_TRAIN_THREADS: '3' });
+  assert.equal(set.maxConcurrentJobs, 2);
+  assert.equal(set.baseLearningRate, 1e-4);
+  assert.equal(set.trainThreads, 3);
+  assert.deepEqual([...set.modelAliases], [['gpt-4.1-mini', 'my-llama'], ['x', 'y']]);
+  assert.deepEqual([...loadConfig([], { LOCALTUNE_MODEL_ALIASES: 'none' }).modelAliases], []);
+  assert.throws(() => loadConfig([], { LOCALTUNE_MODEL_ALIASES: 'nomodel' }), /ALIAS=MODEL/);
+  assert.throws(() => loadConfig(['--base-learning-rate', '-1'], {}), /--base-learning-rate/);
+});

@@ -8,6 +8,7 @@ import { filesRouter } from './files.ts';
 import { chatCompletionsRouter } from './chat-completions.ts';
 import { completionsRouter } from './completions.ts';
 import { modelsRouter } from './models.ts';
+import { fineTuningJobsRouter } from './fine-tuning-jobs.ts';
 import { notImplementedRouter } from './not-implemented.ts';
 import { apiKeyStore } from '../store/api-keys.ts';
 
@@ -20,7 +21,7 @@ const requestId: RequestHandler = (req, res, next) => {
 
 /** The resource routers, mounted under /v1 in this order. Add a new resource's router here. */
 function resourceRouters(ctx: AppContext): Router[] {
-  return [filesRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
+  return [filesRouter(ctx), fineTuningJobsRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
 }
 
 export function createApp(ctx: AppContext): Express {

@@ -381,7 +381,16 @@ export interface components {
             hyperparameters?: components["schemas"]["FineTuneSupervisedHyperparameters"];
             method?: components["schemas"]["FineTuneMethod"];
             metadata?: components["schemas"]["Metadata"];
+            /** @description Accepted for shape compatibility; localtune supports no integrations, so a non-empty list is a 400. */
             integrations?: components["schemas"]["FineTuningIntegration"][] | null;
+            lora?: components["schemas"]["LoraSettings"];
+        };
+        /** @description localtune extension: the LoRA adapter trained (defaults r 16, alpha 32, dropout 0.05, every attention and MLP projection). */
+        LoraSettings: {
+            r?: number;
+            alpha?: number;
+            dropout?: number;
+            target_modules?: ("q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj")[];
         };
         /** @description For failed jobs the reason; for other jobs every member is null, as on the hosted API. */
         FineTuningJobError: {
@@ -431,6 +440,8 @@ export interface components {
             };
             metadata?: components["schemas"]["Metadata"];
             user_provided_suffix?: string | null;
+            /** @description localtune extension: the LoRA settings used, defaults filled in. */
+            lora?: components["schemas"]["LoraSettings"];
         };
         ListPaginatedFineTuningJobsResponse: {
             /** @enum {string} */

@@ -12,6 +12,8 @@ export interface BlobStore {
   /** Writes `data` as blob `id` durably (for files the server makes itself, like result files). */
   write(id: string, data: string | Uint8Array): Promise<void>;
   read(id: string): ReadStream;
+  /** Where blob `id` lives, for a process that reads it itself (the training worker). */
+  pathOf(id: string): string;
   remove(id: string): Promise<void>;
   /**
    * Start-up recovery: empties the temp folder (uploads cut off by a crash) and removes blobs whose
@@ -53,6 +55,7 @@ export function blobStore(dataDir: string): BlobStore {
       await store.commit(temp, id);
     },
     read: (id) => createReadStream(pathOf(id)),
+    pathOf,
     remove: (id) => rm(pathOf(id), { force: true }),
     recover(isKnown) {
       const temps = readdirSync(tmp);

@@ -1,0 +1,317 @@
+// Fine-tuning jobs through the official openai SDK against the real server and training worker, on the built-in model.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI, { toFile } from 'openai';
+import type { FineTuningJob } from 'openai/resources/fine-tuning/jobs/jobs';
+import { createKey, startTestServer, type TestServer } from '../helpers/server.ts';
+
+const QUESTION = 'What is the capital of Atlantis?';
+const ANSWER = 'Poseidonia.';
+const chatLine = (q: string, a: string) => JSON.stringify({ messages: [{ role: 'user', content: q }, { role: 'assistant', content: a }] });
+/** Ten copies of one short exchange: the fewest examples a job accepts, quick to learn. */
+const TRAINING = Array.from({ length: 10 }, () => chatLine(QUESTION, ANSWER)).join('\n');
+const VALIDATION = Array.from({ length: 10 }, (_, i) => chatLine(`Capital number ${i}?`, ANSWER)).join('\n');
+const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
+
+let dataDir: string;
+let server: TestServer;
+let alpha: OpenAI;
+let beta: OpenAI;
+
+before(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'localtune-jobs-'));
+  const alphaKey = await createKey(dataDir, 'alpha');
+  const betaKey = await createKey(dataDir, 'beta');
+  // Resume points every 0.2 s, so the kill test below resumes from a step well inside the run.
+  server = await startTestServer({ dataDir, env: { LOCALTUNE_RESUME_POINT_SECONDS: '0.2', LOCALTUNE_TRAIN_THREADS: '1' } });
+  alpha = server.client(alphaKey);
+  beta = server.client(betaKey);
+});
+
+after(async () => {
+  await server?.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function upload(client: OpenAI, text: string, name = 'train.jsonl'): Promise<string> {
+  return (await client.files.create({ file: await toFile(Buffer.from(text), name), purpose: 'fine-tune' })).id;
+}
+
+async function waitFor(client: OpenAI, id: string, done: (job: FineTuningJob) => boolean | Promise<boolean>, what: string): Promise<FineTuningJob> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const job = await client.fineTuning.jobs.retrieve(id);
+    if (await done(job)) return job;
+    if (Date.now() > deadline) throw new Error(`job ${id} never became ${what} (status ${job.status})\n${server.output().slice(-4000)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const finished = (client: OpenAI, id: string) => waitFor(client, id, (j) => FINISHED.has(j.status), 'finished');
+
+async function allEvents(client: OpenAI, id: string) {
+  const events = [];
+  for await (const e of client.fineTuning.jobs.listEvents(id, { limit: 7 })) events.push(e);
+  return events;
+}
+
+const metricsSteps = async (client: OpenAI, id: string) =>
+  (await allEvents(client, id)).filter((e) => e.type === 'metrics').map((e) => (e.data as { step: number }).step);
+
+test('a supervised job with a validation file and a suffix runs to succeeded, and its model answers', async () => {
+  const training = await upload(alpha, TRAINING);
+  const validation = await upload(alpha, VALIDATION, 'valid.jsonl');
+  const created = await alpha.fineTuning.jobs.create({
+    model: 'localtune-default',
+    training_file: training,
+    validation_file: validation,
+    suffix: 'atlantis',
+    seed: 7,
+    metadata: { team: 'geo' },
+    method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 3, batch_size: 1, learning_rate_multiplier: 2 } } },
+  });
+  assert.match(created.id, /^ftjob-[A-Za-z0-9]{24}$/);
+  assert.equal(created.status, 'validating_files');
+  assert.deepEqual(created.error, { code: null, message: null, param: null });
+  assert.equal((created as { user_provided_suffix?: string }).user_provided_suffix, 'atlantis');
+
+  const job = await finished(alpha, created.id);
+  assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
+  assert.deepEqual(job.error, { code: null, message: null, param: null });
+  assert.match(job.fine_tuned_model!, /^ft:localtune-default:alpha:atlantis:[A-Za-z0-9]{8}$/);
+  assert.deepEqual(job.hyperparameters, { n_epochs: 3, batch_size: 1, learning_rate_multiplier: 2 });
+  assert.ok(job.trained_tokens! > 0);
+  assert.ok(job.finished_at! >= job.created_at);
+
+  // Events: newest first, paged with `after`; the lifecycle in the hosted service's words; one metrics event per step.
+  const events = await allEvents(alpha, job.id);
+  const firstPage = await alpha.fineTuning.jobs.listEvents(job.id, { limit: 7 });
+  assert.equal(firstPage.has_more, true);
+  assert.deepEqual(firstPage.data.map((e) => e.id), events.slice(0, 7).map((e) => e.id));
+  const messages = events.map((e) => e.message).reverse();
+  assert.equal(messages[0], `Created fine-tuning job: ${job.id}`);
+  assert.equal(messages[1], `Validating training file: ${training} and validation file: ${validation}`);
+  assert.ok(messages.includes('Files validated, moving job to queued state'));
+  assert.ok(messages.includes('Fine-tuning job started'));
+  assert.equal(messages.at(-2), `New fine-tuned model created: ${job.fine_tuned_model}`);
+  assert.equal(messages.at(-1), 'The job has successfully completed');
+  const metrics = events.filter((e) => e.type === 'metrics').reverse();
+  assert.deepEqual(metrics.map((e) => (e.data as { step: number }).step), Array.from({ length: 30 }, (_, i) => i + 1));
+  assert.match(metrics[0]!.message, /^Step 1\/30: training loss=\d+\.\d\d, validation loss=\d+\.\d\d$/);
+  const last = metrics.at(-1)!.data as Record<string, number>;
+  for (const key of ['train_loss', 'train_mean_token_accuracy', 'valid_loss', 'valid_mean_token_accuracy', 'full_valid_loss', 'full_valid_mean_token_accuracy']) {
+    assert.equal(typeof last[key], 'number', key);
+  }
+  assert.equal(last.total_steps, 30);
+
+  // Checkpoints: one per epoch, highest step first; the last one is the final model itself.
+  const checkpoints = await alpha.fineTuning.jobs.checkpoints.list(job.id);
+  assert.deepEqual(checkpoints.data.map((c) => c.step_number), [30, 20, 10]);
+  assert.equal(checkpoints.data[0]!.fine_tuned_model_checkpoint, job.fine_tuned_model);
+  assert.match(checkpoints.data[1]!.fine_tuned_model_checkpoint, /^ft:localtune-default:alpha:atlantis:[A-Za-z0-9]{8}:ckpt-step-20$/);
+  for (const c of checkpoints.data) {
+    assert.match(c.id, /^ftckpt_[A-Za-z0-9]{24}$/);
+    assert.equal(c.metrics.step, c.step_number);
+    assert.equal(typeof c.metrics.train_loss, 'number');
+    assert.equal(typeof c.metrics.valid_loss, 'number');
+  }
+  const secondPage = await alpha.fineTuning.jobs.checkpoints.list(job.id, { limit: 1, after: checkpoints.data[0]!.id });
+  assert.deepEqual(secondPage.data.map((c) => c.step_number), [20]);
+
+  // The result file: step_metrics.csv with the hosted columns, one row per step.
+  assert.equal(job.result_files.length, 1);
+  const file = await alpha.files.retrieve(job.result_files[0]!);
+  assert.equal(file.purpose, 'fine-tune-results');
+  assert.equal(file.filename, 'step_metrics.csv');
+  const csv = (await (await alpha.files.content(file.id)).text()).trim().split('\n');
+  assert.equal(csv[0], 'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy');
+  assert.equal(csv.length, 31);
+  const lastRow = csv[30]!.split(',');
+  assert.equal(lastRow[0], '30');
+  assert.equal(Number(lastRow[1]), last.train_loss);
+
+  // The final model and a checkpoint are models of the project, and they answer.
+  const listed = (await alpha.models.list()).data.map((m) => m.id);
+  assert.ok(listed.includes(job.fine_tuned_model!));
+  assert.ok(listed.includes(checkpoints.data[1]!.fine_tuned_model_checkpoint));
+  const ask = async (model: string) => {
+    const answer = await alpha.chat.completions.create({ model, messages: [{ role: 'user', content: QUESTION }], temperature: 0, max_tokens: 16 });
+    assert.equal(answer.model, model);
+    return answer.choices[0]!.message.content;
+  };
+  // The random-weight base model knows nothing; the tuned one learned its answer.
+  assert.notEqual(await ask('localtune-default'), ANSWER);
+  assert.equal(await ask(job.fine_tuned_model!), ANSWER);
+  assert.ok((await ask(checkpoints.data[1]!.fine_tuned_model_checkpoint))!.length > 0);
+
+  // Listing: newest first, filtered by metadata.
+  assert.deepEqual((await alpha.fineTuning.jobs.list({ metadata: { team: 'geo' } })).data.map((j) => j.id), [job.id]);
+  assert.deepEqual((await alpha.fineTuning.jobs.list({ metadata: { team: 'other' } })).data, []);
+
+  // The finished job's resume point (adapter + optimizer moments) is removed once its worker has exited.
+  const resumeDir = join(dataDir, 'jobs', job.id, 'resume');
+  for (let i = 0; i < 100 && existsSync(resumeDir); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(!existsSync(resumeDir), resumeDir);
+
+  // Training continues from an ft: model's adapter.
+  const continued = await alpha.fineTuning.jobs.create({ model: job.fine_tuned_model!, training_file: training, hyperparameters: { n_epochs: 1, batch_size: 5 } });
+  const continuedDone = await finished(alpha, continued.id);
+  assert.equal(continuedDone.status, 'succeeded', JSON.stringify(continuedDone.error));
+  assert.equal(continuedDone.model, job.fine_tuned_model);
+  // `metadata=` (the SDK's null) lists the jobs without metadata.
+  assert.deepEqual((await alpha.fineTuning.jobs.list({ metadata: null })).data.map((j) => j.id), [continued.id]);
+  assert.match(continuedDone.fine_tuned_model!, /^ft:localtune-default:alpha::[A-Za-z0-9]{8}$/);
+});
+
+test('invalid training data fails the job with an error that names the lines', async () => {
+  const lines = TRAINING.split('\n');
+  lines[2] = '{"messages": [{"role": "user", "content": "no answer"}]}';
+  lines[6] = '{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "x"}]}';
+  const training = await upload(alpha, lines.join('\n'));
+  const job = await finished(alpha, (await alpha.fineTuning.jobs.create({ model: 'localtune-default', training_file: training })).id);
+  assert.equal(job.status, 'failed');
+  assert.equal(job.error!.code, 'invalid_training_file');
+  assert.equal(job.error!.param, 'training_file');
+  assert.match(job.error!.message!, /example_missing_assistant_message: .*line 3\b/);
+  assert.match(job.error!.message!, /unrecognized_role: .*line 7\b/);
+  assert.equal(job.fine_tuned_model, null);
+  const events = await allEvents(alpha, job.id);
+  assert.equal(events[0]!.level, 'error');
+
+  const few = await upload(alpha, TRAINING.split('\n').slice(0, 3).join('\n'));
+  const tooFew = await finished(alpha, (await alpha.fineTuning.jobs.create({ model: 'localtune-default', training_file: few })).id);
+  assert.equal(tooFew.error!.code, 'invalid_n_examples');
+});
+
+test('requests the server refuses are 400s naming the field; another project sees 404', async () => {
+  const training = await upload(alpha, TRAINING);
+  const refused = async (body: Record<string, unknown>, param: string, code?: string) => {
+    await assert.rejects(alpha.fineTuning.jobs.create({ model: 'localtune-default', training_file: training, ...body } as never), (e: unknown) => {
+      assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+      assert.equal(e.param, param);
+      if (code) assert.equal(e.code, code);
+      return true;
+    });
+  };
+  await refused({ method: { type: 'dpo' } }, 'method.type', 'unsupported_method');
+  await refused({ method: { type: 'reinforcement' } }, 'method.type', 'unsupported_method');
+  await refused({ integrations: [{ type: 'wandb', wandb: { project: 'p' } }] }, 'integrations', 'unsupported_integration');
+  await refused({ model: 'no-such-model' }, 'model', 'model_not_available');
+  await refused({ training_file: 'file-nope' }, 'training_file');
+  await refused({ suffix: 'x'.repeat(65) }, 'suffix');
+  await refused({ hyperparameters: { n_epochs: 0 } }, 'hyperparameters.n_epochs');
+  await refused({ hyperparameters: { n_epochs: 1 }, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 2 } } } }, 'hyperparameters');
+  await refused({ lora: { r: 0 } }, 'lora.r');
+  await refused({ lora: { target_modules: ['attn'] } }, 'lora.target_modules[0]');
+
+  // Another project's job (and file) does not exist for this key.
+  // An alias names the built-in model; the `lora` extension shows the settings used, defaults filled in.
+  const job = await alpha.fineTuning.jobs.create({ model: 'gpt-4o-mini-2024-07-18', training_file: training, hyperparameters: { n_epochs: 1, batch_size: 10 }, lora: { r: 4, target_modules: ['v_proj', 'q_proj'] } } as never);
+  assert.equal(job.model, 'gpt-4o-mini-2024-07-18');
+  assert.deepEqual((job as { lora?: unknown }).lora, { r: 4, alpha: 32, dropout: 0.05, target_modules: ['q_proj', 'v_proj'] });
+  await assert.rejects(beta.fineTuning.jobs.retrieve(job.id), OpenAI.NotFoundError);
+  await assert.rejects(beta.fineTuning.jobs.cancel(job.id), OpenAI.NotFoundError);
+  await assert.rejects(beta.fineTuning.jobs.listEvents(job.id), OpenAI.NotFoundError);
+  await assert.rejects(beta.fineTuning.jobs.checkpoints.list(job.id), OpenAI.NotFoundError);
+  await assert.rejects(beta.fineTuning.jobs.create({ model: 'localtune-default', training_file: training }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'training_file');
+  assert.deepEqual((await beta.fineTuning.jobs.list()).data, []);
+  assert.equal((await finished(alpha, job.id)).status, 'succeeded');
+});
+
+test('pause stops training, resume continues it, cancel ends it; refused state changes are 400', async () => {
+  const training = await upload(alpha, TRAINING);
+  const job = await alpha.fineTuning.jobs.create({ model: 'localtune-default', training_file: training, hyperparameters: { n_epochs: 50, batch_size: 1 } });
+  await waitFor(alpha, job.id, async (j) => j.status === 'running' && (await metricsSteps(alpha, job.id)).length >= 2, 'running with steps');
+
+  const paused = await alpha.fineTuning.jobs.pause(job.id);
+  assert.equal(paused.status, 'paused');
+  // The worker stops within a step and says where.
+  await waitFor(alpha, job.id, async () => (await allEvents(alpha, job.id)).some((e) => e.message.startsWith('Training stopped at step')), 'stopped');
+  const stepsWhenPaused = await metricsSteps(alpha, job.id);
+  await assert.rejects(alpha.fineTuning.jobs.pause(job.id), (e: unknown) => e instanceof OpenAI.BadRequestError && /its status is paused/.test(e.message));
+
+  const resumed = await alpha.fineTuning.jobs.resume(job.id);
+  assert.equal(resumed.status, 'queued');
+  await waitFor(alpha, job.id, async (j) => j.status === 'running' && (await metricsSteps(alpha, job.id)).length > stepsWhenPaused.length, 'training again');
+  const steps = await metricsSteps(alpha, job.id);
+  assert.deepEqual(steps.slice(-stepsWhenPaused.length), stepsWhenPaused, 'resumed after the paused step, no step repeated');
+  assert.equal(new Set(steps).size, steps.length);
+
+  const cancelled = await alpha.fineTuning.jobs.cancel(job.id);
+  assert.equal(cancelled.status, 'cancelled');
+  for (const change of [() => alpha.fineTuning.jobs.cancel(job.id), () => alpha.fineTuning.jobs.pause(job.id), () => alpha.fineTuning.jobs.resume(job.id)]) {
+    await assert.rejects(change(), (e: unknown) => e instanceof OpenAI.BadRequestError && e.code === 'invalid_job_status' && /its status is cancelled/.test(e.message));
+  }
+  const final = await alpha.fineTuning.jobs.retrieve(job.id);
+  assert.equal(final.status, 'cancelled');
+  assert.equal(final.fine_tuned_model, null);
+});
+
+test('a server killed with SIGKILL mid-training resumes the job at restart; it ends as an uninterrupted run does', async () => {
+  const training = await upload(alpha, TRAINING);
+  const body = { model: 'localtune-default', training_file: training, seed: 11, hyperparameters: { n_epochs: 4, batch_size: 1 } };
+  const job = await alpha.fineTuning.jobs.create(body);
+  await waitFor(alpha, job.id, async () => (await metricsSteps(alpha, job.id)).length >= 15, 'past step 15');
+  await server.kill('SIGKILL');
+  await server.restart();
+  const done = await finished(alpha, job.id);
+  assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+  const events = await allEvents(alpha, job.id);
+  assert.ok(events.some((e) => e.message === 'Resuming the job after a server restart'));
+  const steps = (await metricsSteps(alpha, job.id)).sort((a, b) => a - b);
+  assert.deepEqual(steps, Array.from({ length: 40 }, (_, i) => i + 1), 'every step once');
+  // Four epochs, three checkpoints kept: the oldest one's model is gone.
+  const checkpoints = (await alpha.fineTuning.jobs.checkpoints.list(job.id)).data;
+  assert.deepEqual(checkpoints.map((c) => c.step_number), [40, 30, 20]);
+  const firstCheckpoint = events.map((e) => /^Checkpoint created at step 10 with Snapshot ID: (\S+)$/.exec(e.message)?.[1]).find(Boolean)!;
+  assert.match(firstCheckpoint, /:ckpt-step-10$/);
+  await assert.rejects(alpha.models.retrieve(firstCheckpoint), OpenAI.NotFoundError);
+  assert.ok((await alpha.models.list()).data.some((m) => m.id === checkpoints[1]!.fine_tuned_model_checkpoint));
+
+  const reference = await finished(alpha, (await alpha.fineTuning.jobs.create(body)).id);
+  const lastLoss = async (id: string) => (await alpha.fineTuning.jobs.listEvents(id, { limit: 100 })).data.find((e) => e.type === 'metrics')!.data as { step: number; train_loss: number };
+  const [a, b] = [await lastLoss(done.id), await lastLoss(reference.id)];
+  assert.equal(a.step, 40);
+  assert.ok(Math.abs(a.train_loss - b.train_loss) <= 1e-6 * Math.max(1, Math.abs(b.train_loss)), `${a.train_loss} vs ${b.train_loss}`);
+});
+
+test('a job caught validating by a SIGKILL validates again at restart and runs', async () => {
+  const training = await upload(alpha, TRAINING);
+  const job = await alpha.fineTuning.jobs.create({ model: 'localtune-default', training_file: training, hyperparameters: { n_epochs: 1, batch_size: 10 } });
+  // Validation runs in a child process that takes a moment to start, so the job is still validating here.
+  assert.equal((await alpha.fineTuning.jobs.retrieve(job.id)).status, 'validating_files');
+  await server.kill('SIGKILL');
+  await server.restart();
+  const done = await finished(alpha, job.id);
+  assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+  const messages = (await allEvents(alpha, job.id)).map((e) => e.message);
+  assert.ok(messages.includes('Validating the files again after a server restart'));
+  assert.equal(messages.filter((m) => m === 'Files validated, moving job to queued state').length, 1);
+});
+
+test('with LOCALTUNE_MAX_CONCURRENT_JOBS=2, three jobs run at most two at a time and all finish', async () => {
+  const two = await startTestServer({ env: { LOCALTUNE_MAX_CONCURRENT_JOBS: '2' } });
+  try {
+    const client = two.client();
+    const training = await upload(client, TRAINING);
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push((await client.fineTuning.jobs.create({ model: 'localtune-default', training_file: training, hyperparameters: { n_epochs: 2, batch_size: 2 } })).id);
+    let mostRunning = 0;
+    for (const deadline = Date.now() + 120_000; ;) {
+      const jobs = await Promise.all(ids.map((id) => client.fineTuning.jobs.retrieve(id)));
+      mostRunning = Math.max(mostRunning, jobs.filter((j) => j.status === 'running').length);
+      if (jobs.every((j) => FINISHED.has(j.status))) {
+        assert.deepEqual(jobs.map((j) => j.status), ['succeeded', 'succeeded', 'succeeded']);
+        break;
+      }
+      assert.ok(Date.now() < deadline, `jobs did not finish: ${jobs.map((j) => j.status)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(mostRunning <= 2, `${mostRunning} jobs ran at once`);
+  } finally {
+    await two.stop();
+  }
+});
