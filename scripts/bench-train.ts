@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { parseModelConfig, type ModelConfig } from '../src/engine/models/config.ts';
@@ -140,7 +141,7 @@ if (args.case) {
     if (!c) throw new Error(`unknown case ${name} (${CASES.map((x) => x.name).join(', ')})`);
     if (!args.model) benchModel(c);
     const extra = args.model ? ['--model', args.model] : [];
-    const out = execFileSync(process.execPath, ['--import', 'tsx', 'scripts/bench.ts', '--case', name, '--steps', args.steps!, '--dir', args.dir!, ...extra], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--case', name, '--steps', args.steps!, '--dir', args.dir!, ...extra], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
     const r = JSON.parse(out);
     console.log(
       `${name} (${c.rows}×${c.seqLen}, LoRA r8 q/k/v/o): best ${r.ms.toFixed(0)} ms/step, ${r.tokensPerSec.toFixed(0)} tokens/s, ${r.gflops.toFixed(1)} GFLOP/s = ${((100 * r.gflops) / r.peak).toFixed(0)} % of peak ${r.peak.toFixed(1)}; first step ${(r.firstMs / 1000).toFixed(1)} s; peak RSS ${r.peakRssMiB.toFixed(0)} MiB`,

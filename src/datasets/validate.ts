@@ -41,6 +41,9 @@ export const PROBLEM_DESCRIPTIONS: Record<string, string> = {
   data_type: 'the line is not a JSON object',
   line_too_long: 'the line is too long',
   mixed_formats: 'the line is in a different format from the rest of the file (one format per file)',
+  not_chat_example: 'the line is a preference pair, but a supervised job trains on chat examples ({"messages": [...]}); DPO jobs (method.type "dpo") take preference pairs',
+  not_preference_pair:
+    'the line is a chat example, but a DPO job trains on preference pairs ({"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}); supervised jobs take chat examples',
   missing_messages_list: 'the example has no "messages" list, or it is empty',
   unrecognized_key: 'the example has a key that is not part of the format',
   message_missing_key: 'a message lacks a required key',
@@ -74,7 +77,10 @@ export async function validateTrainingFile(path: string, options: ValidateOption
     else {
       const lineFormat = detectFormat(line.value);
       format ??= lineFormat;
-      codes = lineFormat === format ? checkLine(line.value, format) : ['mixed_formats'];
+      if (lineFormat === format) codes = checkLine(line.value, format);
+      // A file in the other method's format is named as such; otherwise the first line set the file's format.
+      else if (options.expectedFormat) codes = [format === 'chat' ? 'not_chat_example' : 'not_preference_pair'];
+      else codes = ['mixed_formats'];
     }
     if (codes.length === 0) examples++;
     for (const code of codes) {

@@ -245,6 +245,7 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
     const parts = [`training loss=${metrics.train_loss.toFixed(2)}`];
     if (metrics.valid_loss !== undefined) parts.push(`validation loss=${metrics.valid_loss.toFixed(2)}`);
     if (metrics.full_valid_loss !== undefined) parts.push(`full validation loss=${metrics.full_valid_loss.toFixed(2)}`);
+    if (metrics.train_reward_accuracy !== undefined) parts.push(`reward accuracy=${metrics.train_reward_accuracy.toFixed(2)}, reward margin=${metrics.train_reward_margin!.toFixed(2)}`);
     jobs.putMetricsEvent(jobId, metrics.step, `Step ${metrics.step}/${total}: ${parts.join(', ')}`, { ...metrics, total_steps: total });
   }
 
@@ -278,7 +279,7 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
     recordStep(job.id, m.metrics, run.totalSteps);
     const finalModel = `${modelPrefix(job)}${randomAlnum(8)}`;
     const adapterDir = storedDir(run, m.dir);
-    const csv = stepMetricsCsv(jobs.stepMetrics(job.id));
+    const csv = stepMetricsCsv(jobs.stepMetrics(job.id), job.method);
     const fileId = newId('file-');
     await blobs.write(fileId, csv);
     const dropped: string[] = [];

@@ -103,7 +103,10 @@ test('every problem class is reported with its first lines and its count, in one
   assert.match(r.error.message, /invalid_json: .*\(line 3; 1 in total\)/);
 });
 
-test('the expected format wins over what the first line looks like', async () => {
+test('the expected format wins over what the first line looks like: a file for the other method is named as such', async () => {
   const r = await validateTrainingFile(file(Array(10).fill(good)), { param: 'training_file', expectedFormat: 'preference' });
-  assert.deepEqual(r.ok ? null : r.problems.map((p) => [p.code, p.count]), [['mixed_formats', 10]]);
+  assert.deepEqual(r.ok ? null : r.problems.map((p) => [p.code, p.count]), [['not_preference_pair', 10]]);
+  assert.match(r.ok ? '' : r.error.message, /not_preference_pair: the line is a chat example, but a DPO job trains on preference pairs .*\(lines 1, 2, 3, 4, 5, …; 10 in total\)/);
+  const reverse = await validateTrainingFile(file(Array(10).fill(preference)), { param: 'training_file', expectedFormat: 'chat' });
+  assert.match(reverse.ok ? '' : reverse.error.message, /not_chat_example: the line is a preference pair, but a supervised job trains on chat examples/);
 });

@@ -196,7 +196,6 @@ test('requests the server refuses are 400s naming the field; another project see
       return true;
     });
   };
-  await refused({ method: { type: 'dpo' } }, 'method.type', 'unsupported_method');
   await refused({ method: { type: 'reinforcement' } }, 'method.type', 'unsupported_method');
   await refused({ integrations: [{ type: 'wandb', wandb: { project: 'p' } }] }, 'integrations', 'unsupported_integration');
   await refused({ model: 'no-such-model' }, 'model', 'model_not_available');

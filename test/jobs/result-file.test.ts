@@ -10,3 +10,18 @@ test('step_metrics.csv has the hosted columns, one row per step, empty validatio
   ]);
   assert.equal(csv, 'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n1,1.5,0,,\n2,0.5,1,0.25,0.75\n');
 });
+
+test("a DPO job's step_metrics.csv adds the reward columns", () => {
+  const csv = stepMetricsCsv(
+    [
+      { step: 1, train_loss: 0.69, train_mean_token_accuracy: 0.5, train_reward_accuracy: 0, train_reward_margin: 0 },
+      { step: 2, train_loss: 0.4, train_mean_token_accuracy: 0.6, train_reward_accuracy: 1, train_reward_margin: 0.8, valid_loss: 0.5, valid_mean_token_accuracy: 0.5, valid_reward_accuracy: 0.75, valid_reward_margin: 0.3 },
+    ],
+    'dpo',
+  );
+  assert.equal(
+    csv,
+    'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,train_reward_accuracy,train_reward_margin,valid_reward_accuracy,valid_reward_margin\n' +
+      '1,0.69,0.5,,,0,0,,\n2,0.4,0.6,0.5,0.5,1,0.8,0.75,0.3\n',
+  );
+});

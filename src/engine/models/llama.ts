@@ -261,7 +261,7 @@ export function lmHead(config: ModelConfig, weight: WeightSource, h: Tensor): Te
   return op.gemm(h, weight(lmHeadName(config)), null, { transB: true }); // [M, V]
 }
 
-/** Σ w·ce and Σ w·[argmax = label] of normed rows h [M, D] against labels [M] int64 and weights [M], chunked. */
+/** Per row of normed rows h [M, D] against labels [M] int64 and weights [M], chunked: w·ce [M] and w·[argmax = label] [M]. */
 export function lmHeadLoss(config: ModelConfig, weight: WeightSource, h: Tensor, labels: Tensor, weights: Tensor, chunk = 256) {
   return lmHeadCrossEntropy(h, weight(lmHeadName(config)), labels, weights, chunk);
 }

@@ -211,11 +211,11 @@ export const VJP: Record<string, VjpRule> = {
     const dGate = needs[0] ? op.mul(op.mul(g, up), op.add(s, op.sub(silu, op.mul(silu, s)))) : null;
     return [dGate, needs[1] ? op.mul(g, silu) : null];
   }),
-  // Fused LM head + CE: dh = g·(saved ∂lossSum/∂h); the head weight is frozen
+  // Fused LM head + CE per row: dh[n] = g[n]·(saved ∂rowLoss_n/∂h_n); the head weight is frozen
   LmHeadCrossEntropy: (n, gs, needs) => {
     if (needs[1]) throw new Error('LmHeadCrossEntropy: no gradient for the head weight (it is frozen)');
     if (gs[1]) throw new Error('LmHeadCrossEntropy: the correct-count output is not differentiable');
-    const dh = gs[0] && needs[0] ? op.mul(n.saved!.dh, gs[0]) : null;
+    const dh = gs[0] && needs[0] ? op.mul(n.saved!.dh, op.unsqueeze(gs[0], [1])) : null; // [N, D]
     return [dh, null, null, null];
   },
 };

@@ -29,11 +29,12 @@ export function swiGlu(gate: Tensor, up: Tensor): Tensor {
 /**
  * LM head + weighted cross-entropy over rows in chunks of `chunk`, so that [N, V] logits never
  * exist whole. h [N, D], w [V, D] (HF layout), labels [N] int64, weights [N].
- * Outputs: lossSum = Σ weights·ce (scalar) and correct = Σ weights·[argmax = label] (scalar).
- * The gradient ∂lossSum/∂h = Σ_chunks weights·(softmax − onehot)·W is formed in the same pass
- * (saved as `dh`) so no chunk's logits outlive it; the VJP only scales it by lossSum's upstream gradient.
+ * Outputs per row (so a supervised loss can sum them all and DPO can sum them per sequence):
+ * rowLoss [N] = weights·ce and rowCorrect [N] = weights·[argmax = label].
+ * Each row's gradient ∂rowLoss_n/∂h_n = weights_n·(softmax − onehot)·W is formed in the same pass
+ * (saved as `dh` [N, D]) so no chunk's logits outlive it; the VJP only scales row n by rowLoss_n's upstream gradient.
  */
-export function lmHeadCrossEntropy(h: Tensor, w: Tensor, labels: Tensor, weights: Tensor, chunk: number): { lossSum: Tensor; correct: Tensor } {
+export function lmHeadCrossEntropy(h: Tensor, w: Tensor, labels: Tensor, weights: Tensor, chunk: number): { rowLoss: Tensor; rowCorrect: Tensor } {
   const g = h.graph;
   const [N, D] = h.shape as number[];
   if (w.shape[1] !== D || labels.shape[0] !== N || weights.shape[0] !== N) throw new Error(`LmHeadCrossEntropy: shapes ${h} ${w} ${labels} ${weights}`);
@@ -45,22 +46,22 @@ export function lmHeadCrossEntropy(h: Tensor, w: Tensor, labels: Tensor, weights
       const e = Math.min(s + chunk, N);
       const hc = N <= chunk ? h : op.slice(h, [s], [e], [0]); // [C, D]
       const lc = N <= chunk ? labels : op.slice(labels, [s], [e], [0]); // [C]
-      const wc = op.unsqueeze(N <= chunk ? weights : op.slice(weights, [s], [e], [0]), [1]); // [C, 1]
+      const wc = N <= chunk ? weights : op.slice(weights, [s], [e], [0]); // [C]
+      const wc1 = op.unsqueeze(wc, [1]); // [C, 1]
       const logits = op.gemm(hc, w, null, { transB: true }); // [C, V]
       const ls = op.logSoftmax(logits, 1); // [C, V]
       const lab = op.unsqueeze(lc, [1]); // [C, 1]
       const picked = op.gatherElements(ls, lab, 1); // [C, 1]  log p(label)
-      losses.push(op.neg(op.reduceSum(op.mul(picked, wc), [0, 1]))); // []
+      losses.push(op.neg(op.mul(op.squeeze(picked, [1]), wc))); // [C]  w·ce
       // ∂ce/∂logits = softmax − onehot: write p(label) − 1 over p at the label (no [C, V] one-hot);
       // the row weights scale the [C, D] product instead of the [C, V] one.
       const pMinusOnehot = op.scatterElements(op.exp(ls), lab, op.sub(op.exp(picked), g.scalar(1, h.dtype)), 1); // [C, V]
-      grads.push(op.mul(op.gemm(pMinusOnehot, w), wc)); // [C, D]
+      grads.push(op.mul(op.gemm(pMinusOnehot, w), wc1)); // [C, D]
       const hit = op.cast(op.equal(op.argMax(logits, 1), lc), h.dtype); // [C]
-      corrects.push(op.reduceSum(op.mul(hit, op.squeeze(wc, [1])), [0])); // []
+      corrects.push(op.mul(hit, wc)); // [C]
     }
-    const sum = (ts: Tensor[]) => ts.reduce((a, b) => op.add(a, b));
-    const dh = grads.length === 1 ? grads[0] : op.concat(grads, 0); // [N, D]
-    return { outputs: [sum(losses), sum(corrects)], saved: { dh } };
+    const rows = (ts: Tensor[]) => (ts.length === 1 ? ts[0] : op.concat(ts, 0)); // [N] or [N, D]
+    return { outputs: [rows(losses), rows(corrects)], saved: { dh: rows(grads) } };
   });
-  return { lossSum: outs[0], correct: outs[1] };
+  return { rowLoss: outs[0], rowCorrect: outs[1] };
 }

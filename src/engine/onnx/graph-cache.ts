@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Graph } from './graph.ts';
 
 /** Bumped whenever the graph builders change what they emit, so stale cached graphs are never reused. */
-export const GRAPH_FORMAT = 10;
+export const GRAPH_FORMAT = 11;
 
 /**
  * Path of the cached graph `<folder>/graph-<kind>-<sha256(format, kind, key)[:16]>.onnx`, built and

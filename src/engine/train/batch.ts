@@ -14,6 +14,16 @@ export interface TrainBatch {
   attentionMask: Float32Array; // [B*T], 1 on real tokens, 0 on padding
 }
 
+/**
+ * A DPO micro-batch: rows 2i and 2i+1 hold pair `pairs[i]`'s preferred and non-preferred sequence (the prompt,
+ * unweighted, then the output, weighted), so both sides of a pair always run in the same graph.
+ */
+export interface PreferenceBatch {
+  batch: TrainBatch;
+  /** The pairs' indices in their file (where their reference log-probabilities are kept). */
+  pairs: number[];
+}
+
 /** Sequence-length buckets: training graphs are built for these fixed shapes only (symbolic dims are 2x slower). */
 export function seqLenBucket(tokens: number, contextLength: number): number {
   let t = 64;

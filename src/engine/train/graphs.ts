@@ -1,4 +1,4 @@
-// The training graphs: loss+gradients of one micro-batch (LoRA A/B as inputs), eval loss, and the AdamW update with clipping.
+// The training graphs: loss+gradients of one micro-batch (LoRA A/B as inputs), supervised or DPO, eval losses, and the AdamW update with clipping.
 import { gradients } from '../onnx/autodiff.ts';
 import { Graph, type FloatDType, type Tensor } from '../onnx/graph.ts';
 import * as op from '../onnx/ops.ts';
@@ -39,6 +39,11 @@ export const IO = {
   maxGradNorm: 'max_grad_norm', // [] clip threshold (≤ 0: no clipping)
   gradNorm: 'grad_norm', // [] global norm before clipping
   dropoutSeeds: 'dropout_seeds', // [M] int64: one LoRA dropout seed per module (loraModules order); grad graphs with dropout only
+  referenceLogps: 'reference_logps', // [B] DPO: each row's summed output log-probability under the reference model
+  beta: 'beta', // [] DPO: the reward scale β
+  sequenceLogps: 'sequence_logps', // [B] DPO: each row's summed output log-probability under base + adapter
+  rewardCorrectSum: 'reward_correct_sum', // [] DPO: pairs whose chosen reward beats the rejected one
+  rewardMarginSum: 'reward_margin_sum', // [] DPO: Σ (chosen reward − rejected reward)
   grad: (name: string) => `grad:${name}`,
   m: (name: string) => `m:${name}`,
   v: (name: string) => `v:${name}`,
@@ -82,35 +87,82 @@ export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraConfig,
   return { inputs, linear };
 }
 
+/** The batch inputs and the forward pass shared by the loss graphs: per-row weighted losses of the rows that reach the LM head. */
+function weightedRowsForward(g: Graph, config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, training: boolean, o: GraphOptions) {
+  const { rows: B, seqLen: T, lossRows: K } = bucket;
+  const weight = weights(g);
+  const ids = g.input(IO.inputIds, 'int32', [B, T]); // [B, T]
+  const bias = g.input(IO.attentionBias, g.float, [B, 1, 1, T, T]); // [B, 1, 1, T, T]
+  const rowIdx = g.input(IO.lossRows, 'int64', [K]); // [K]
+  const labels = g.input(IO.lossLabels, 'int64', [K]); // [K]
+  const lossW = g.input(IO.lossWeights, g.float, [K]); // [K]
+  const { inputs: loraInputs, linear } = loraGraphInputs(g, config, lora, training);
+  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, T), linear, attentionBlock: o.attentionBlock }); // [N, D]
+  const h = finalNorm(config, weight, op.gather(x, rowIdx, 0)); // [K, D]
+  const { rowLoss, rowCorrect } = lmHeadLoss(config, weight, h, labels, lossW); // [K], [K]
+  return { loraInputs, rowIdx, rowLoss, rowCorrect };
+}
+
+/** grad:<name> = ∂root/∂tensor for every LoRA tensor, as graph outputs. */
+function loraGradientOutputs(root: Tensor, loraInputs: Map<string, Tensor>): void {
+  const names = [...loraInputs.keys()];
+  const grads = gradients(
+    root,
+    names.map((n) => loraInputs.get(n)!),
+  );
+  grads.forEach((d, i) => root.graph.output(d, IO.grad(names[i])));
+}
+
 /**
  * One micro-batch's loss graph. kind 'grad': outputs loss_sum, correct_sum and, for every LoRA
  * tensor, grad:<name> = ∂loss_sum/∂tensor (unnormalised, so micro-batches add up), with LoRA dropout
  * seeded by the dropout_seeds input. kind 'eval': loss_sum and correct_sum only, no dropout.
  */
 export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, o: GraphOptions = {}): Graph {
-  const dtype = o.dtype ?? 'float32';
-  const g = new Graph(`localtune-${kind}`, dtype);
-  const { rows: B, seqLen: T, lossRows: K } = bucket;
-  const weight = weights(g);
-  const ids = g.input(IO.inputIds, 'int32', [B, T]); // [B, T]
-  const bias = g.input(IO.attentionBias, dtype, [B, 1, 1, T, T]); // [B, 1, 1, T, T]
-  const rowIdx = g.input(IO.lossRows, 'int64', [K]); // [K]
-  const labels = g.input(IO.lossLabels, 'int64', [K]); // [K]
-  const lossW = g.input(IO.lossWeights, dtype, [K]); // [K]
-  const { inputs: loraInputs, linear } = loraGraphInputs(g, config, lora, kind === 'grad');
-  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, T), linear, attentionBlock: o.attentionBlock }); // [N, D]
-  const h = finalNorm(config, weight, op.gather(x, rowIdx, 0)); // [K, D]
-  const { lossSum, correct } = lmHeadLoss(config, weight, h, labels, lossW); // [], []
-  if (kind === 'grad') {
-    const names = [...loraInputs.keys()];
-    const grads = gradients(
-      lossSum,
-      names.map((n) => loraInputs.get(n)!),
-    );
-    grads.forEach((d, i) => g.output(d, IO.grad(names[i])));
-  }
+  const g = new Graph(`localtune-${kind}`, o.dtype ?? 'float32');
+  const { loraInputs, rowLoss, rowCorrect } = weightedRowsForward(g, config, weights, lora, bucket, kind === 'grad', o);
+  const lossSum = op.reduceSum(rowLoss, [0]); // [] Σ w·ce
+  if (kind === 'grad') loraGradientOutputs(lossSum, loraInputs);
   g.output(lossSum, IO.lossSum);
-  g.output(correct, IO.correctSum);
+  g.output(op.reduceSum(rowCorrect, [0]), IO.correctSum);
+  return g;
+}
+
+/**
+ * One DPO micro-batch: rows 2p and 2p+1 are pair p's preferred and non-preferred sequence (P = B/2 pairs).
+ * Per sequence, π = Σ log p(token) over its weighted (assistant output) tokens under base + adapter;
+ * with the reference log-probabilities ref (an input: computed once per pair) and β (an input),
+ *   z_p = β·((π_c − ref_c) − (π_r − ref_r))    (the reward margin: chosen reward minus rejected reward)
+ *   loss_sum = Σ_p −log σ(z_p)                 (as −logsoftmax([0, z])₁, which stays finite for any z)
+ * Outputs loss_sum, reward_correct_sum = Σ [z > 0], reward_margin_sum = Σ z, correct_sum (Σ argmax hits on
+ * the preferred outputs' tokens), sequence_logps [B] (π per row), and with kind 'grad' grad:<name> = ∂loss_sum/∂tensor.
+ * The eval graph (no dropout) fed the reference adapter gives the reference log-probabilities as its sequence_logps.
+ */
+export function buildDpoGraph(kind: 'grad' | 'eval', config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, o: GraphOptions = {}): Graph {
+  const { rows: B, seqLen: T } = bucket;
+  if (B % 2 !== 0) throw new Error(`a DPO micro-batch holds pairs of rows, got ${B} rows`);
+  const P = B / 2;
+  const g = new Graph(`localtune-dpo-${kind}`, o.dtype ?? 'float32');
+  const { loraInputs, rowIdx, rowLoss, rowCorrect } = weightedRowsForward(g, config, weights, lora, bucket, kind === 'grad', o);
+  const reference = g.input(IO.referenceLogps, g.float, [B]); // [B]
+  const beta = g.input(IO.beta, g.float, []); // []
+  // Which sequence each head row belongs to: flat row b·T + t → b (padding rows carry weight 0, so their loss is 0).
+  const sequence = op.div(rowIdx, g.constant([T], 'int64', [])); // [K] int64
+  const rowsOfSequence = op.cast(op.equal(op.unsqueeze(sequence, [1]), g.constant(Array.from({ length: B }, (_, b) => b), 'int64', [1, B])), g.float); // [K, B] one-hot
+  const logps = op.neg(op.reshape(op.matmul(op.unsqueeze(rowLoss, [0]), rowsOfSequence), [B])); // [B] π = −Σ w·ce
+  const rewards = op.mul(op.reshape(op.sub(logps, reference), [P, 2]), beta); // [P, 2] β(π − ref)
+  const [chosen, rejected] = op.split(rewards, [1, 1], 1); // [P, 1] ×2
+  const z = op.sub(chosen, rejected); // [P, 1]
+  const logSigmoid = op.slice(op.logSoftmax(op.concat([op.zeros(g, [P, 1], g.float), z], 1), 1), [1], [2], [1]); // [P, 1] log σ(z)
+  const lossSum = op.neg(op.reduceSum(logSigmoid, [0, 1])); // []
+  if (kind === 'grad') loraGradientOutputs(lossSum, loraInputs);
+  g.output(lossSum, IO.lossSum);
+  g.output(op.reduceSum(op.cast(op.greater(z, g.scalar(0)), g.float), [0, 1]), IO.rewardCorrectSum);
+  g.output(op.reduceSum(z, [0, 1]), IO.rewardMarginSum);
+  const correctPerSequence = op.reshape(op.matmul(op.unsqueeze(rowCorrect, [0]), rowsOfSequence), [B]); // [B]
+  const preferred = g.constant(Array.from({ length: B }, (_, b) => (b % 2 === 0 ? 1 : 0)), g.float, [B]); // [B]
+  g.output(op.reduceSum(op.mul(correctPerSequence, preferred), [0]), IO.correctSum);
+  g.output(logps, IO.sequenceLogps);
   return g;
 }
 

@@ -10,6 +10,8 @@ import { saveAdapter } from '../../engine/lora/peft.ts';
 import type { StepMetrics, TrainingSpec, WorkerCommand, WorkerMessage } from '../worker-protocol.ts';
 import { JobFailure, type MethodRun } from './method.ts';
 import { readResumePoint, RESUME_DIR, specFingerprint, writeResumePoint, type ResumePoint } from './resume-point.ts';
+import { prepareDpo } from './dpo.ts';
+import type { MethodSetup } from './method-inputs.ts';
 import { prepareSupervised } from './supervised.ts';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
@@ -64,15 +66,15 @@ function checkSpec(spec: TrainingSpec): void {
   }
 }
 
-async function prepareMethod(spec: TrainingSpec, log: (line: string) => void): Promise<MethodRun & { lora: LoraConfig; baseModelName: string }> {
+async function prepareMethod(spec: TrainingSpec, log: (line: string) => void): Promise<MethodRun & MethodSetup> {
   if (spec.method === 'supervised') return prepareSupervised(spec, log);
-  // DPO plugs in here: its own data loading and step function behind the same MethodRun.
-  throw new JobFailure('unsupported_method', `Fine-tuning method ${JSON.stringify(spec.method)} is not supported yet; use "supervised"`, 'method');
+  if (spec.method === 'dpo') return prepareDpo(spec, log);
+  throw new JobFailure('unsupported_method', `Fine-tuning method ${JSON.stringify(spec.method)} is not supported; use "supervised" or "dpo"`, 'method');
 }
 
 /** Runs the job to its end and sends its final message; a JobFailure or any other error becomes `failed`. */
 export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'succeeded' | 'stopped' | 'failed'> {
-  let method: (MethodRun & { lora: LoraConfig; baseModelName: string }) | null = null;
+  let method: (MethodRun & MethodSetup) | null = null;
   try {
     checkSpec(spec);
     removeStaleTemps(spec.jobDir);

@@ -254,10 +254,6 @@ test('bad inputs fail with a code, the field and a clear message', async () => {
   assert.equal(f1.param, 'training_file');
   assert.match(f1.message, /none of its 1 example\(s\) has an assistant token to train on within the model's 2048-token context/);
 
-  const dpo = await failure(jobSpec(root, 'dpo', { method: 'dpo' }));
-  assert.equal(dpo.code, 'unsupported_method');
-  assert.match(dpo.message, /"dpo" is not supported yet/);
-
   const notAdapter = await failure(jobSpec(root, 'bad-adapter', { startAdapterDir: join(root, 'models') }));
   assert.equal(notAdapter.code, 'invalid_model');
   assert.match(notAdapter.message, /The adapter to continue from does not fit localtune-default: .*adapter_config\.json is missing/);
