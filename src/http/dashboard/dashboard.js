@@ -196,6 +196,8 @@ function renderJob(job, events, checkpoints) {
   drawChart($('accuracy-chart'), $('accuracy-legend'), metrics, total, [
     { name: 'training', key: 'train_mean_token_accuracy', cls: 'train' },
     { name: 'validation', key: 'valid_mean_token_accuracy', cls: 'valid' },
+    // DPO jobs also report how often the preferred output wins (absent from supervised jobs, so not drawn there).
+    { name: 'reward accuracy', key: 'train_reward_accuracy', cls: 'reward' },
   ], { fixed: [0, 1] });
 
   fillFields($('job-fields'), [
