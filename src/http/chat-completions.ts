@@ -48,6 +48,14 @@ export function chatCompletionsRouter(ctx: AppContext): Router {
     if (body.top_logprobs !== undefined && body.top_logprobs !== null && !body.logprobs) {
       throw badRequest('top_logprobs requires logprobs to be true.', 'top_logprobs');
     }
+    // Structured outputs need constrained decoding, which this server does not do; saying so beats unchecked output.
+    if (body.response_format && body.response_format.type !== 'text') {
+      throw badRequest(
+        `response_format of type '${body.response_format.type}' is not supported: localtune does not constrain output to JSON. Omit response_format (or use {"type": "text"}) and validate the reply yourself.`,
+        'response_format.type',
+        'unsupported_parameter',
+      );
+    }
     const prompt = served.tokenizer.encode(
       served.template.render({ messages: toTemplateMessages(body.messages as Record<string, unknown>[]), tools: body.tools, addGenerationPrompt: true }),
     );

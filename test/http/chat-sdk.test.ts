@@ -125,6 +125,15 @@ test('stop strings and logprobs', async () => {
   assert.ok(lp.every((t) => t.logprob <= 0 && t.top_logprobs.length === 2 && t.top_logprobs[0].token === t.token));
 });
 
+test('response_format text is served; JSON modes are a 400 naming the parameter, since output is not constrained', async () => {
+  const r = await greedy(tuned[0].id, { response_format: { type: 'text' } });
+  assert.equal(r.choices[0].message.content, tuned[0].answer);
+  await assert.rejects(
+    greedy(tuned[0].id, { response_format: { type: 'json_object' } }),
+    (e: any) => e.status === 400 && e.param === 'response_format.type' && e.code === 'unsupported_parameter' && /json_object/.test(e.message),
+  );
+});
+
 test('unknown models are 404 model_not_found; a prompt past the context is a 400 giving both numbers', async () => {
   await assert.rejects(greedy('ft:nope:default::xxxxxxxx'), (e: any) => e.status === 404 && e.code === 'model_not_found');
   await assert.rejects(greedy('gpt-4o'), (e: any) => e.status === 404 && e.code === 'model_not_found');
