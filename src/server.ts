@@ -25,14 +25,24 @@ export interface RunningServer {
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
 
-/** Finishes what a crash may have left half done, before any request is served. */
-function recoverFileStorage(ctx: AppContext, log: (line: string) => void): void {
-  const files = fileStore(ctx.db);
+/** How often expired files are removed while the server runs. */
+const EXPIRY_SWEEP_MS = 60_000;
+
+/** Removes expired files' rows, then their blobs (a crash in between leaves orphans, which start-up recovery removes). */
+async function sweepExpiredFiles(ctx: AppContext): Promise<number> {
   const blobs = blobStore(ctx.config.dataDir);
-  const expired = files.deleteExpired();
-  const { temp, orphans } = blobs.recover((id) => files.exists(id));
-  if (expired.length || temp || orphans) {
-    log(`file storage: removed ${expired.length} expired file(s), ${temp} unfinished upload(s), ${orphans} orphaned blob(s)`);
+  const expired = fileStore(ctx.db).deleteExpired();
+  await Promise.all(expired.map((id) => blobs.remove(id)));
+  return expired.length;
+}
+
+/** Finishes what a crash may have left half done, before any request is served. */
+async function recoverFileStorage(ctx: AppContext, log: (line: string) => void): Promise<void> {
+  const files = fileStore(ctx.db);
+  const expired = await sweepExpiredFiles(ctx);
+  const { temp, orphans } = blobStore(ctx.config.dataDir).recover((id) => files.exists(id));
+  if (expired || temp || orphans) {
+    log(`file storage: removed ${expired} expired file(s), ${temp} unfinished upload(s), ${orphans} orphaned blob(s)`);
   }
 }
 
@@ -61,7 +71,7 @@ export async function startServer(config: Config, log: (line: string) => void = 
   });
   const ctx: AppContext = { config, db, models, jobs };
   try {
-    recoverFileStorage(ctx, log);
+    await recoverFileStorage(ctx, log);
     // Jobs left validating or running by the last run (a crash, a kill) continue; none is lost.
     jobs.start();
     let host = config.host;
@@ -75,10 +85,14 @@ export async function startServer(config: Config, log: (line: string) => void = 
     const { address, port } = server.address() as AddressInfo;
     const url = `http://${address.includes(':') ? `[${address}]` : address}:${port}`;
     log(`localtune listening on ${url}`);
+    const expirySweep = setInterval(() => {
+      sweepExpiredFiles(ctx).catch((err: unknown) => log(`file storage: expiry sweep failed: ${(err as Error).message}`));
+    }, EXPIRY_SWEEP_MS).unref();
     return {
       url,
       ctx,
       async close() {
+        clearInterval(expirySweep);
         const closed = once(server, 'close');
         server.close();
         server.closeAllConnections();

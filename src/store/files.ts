@@ -32,7 +32,7 @@ export interface FileStore {
   list(project: string, query: FileListQuery): { rows: FileRow[]; hasMore: boolean } | undefined;
   /** Removes the row; false when there was none in `project`. */
   delete(project: string, id: string): boolean;
-  /** Deletes rows whose expires_at has passed; returns their ids so the blobs can go too. */
+  /** Deletes rows whose expires_at has passed, except files an unfinished job uses; returns their ids so the blobs can go too. */
   deleteExpired(): string[];
   /** Whether any row (any project) has this id: used to find stray blobs at start-up. */
   exists(id: string): boolean;
@@ -40,6 +40,7 @@ export interface FileStore {
 
 const COLUMNS = 'id, project, bytes, created_at, expires_at, filename, purpose, status, status_details';
 const LIVE = '(expires_at IS NULL OR expires_at > @now)';
+const UNFINISHED = "'validating_files', 'queued', 'running', 'paused'";
 
 export function fileStore(db: Db): FileStore {
   const insert = db.prepare(`INSERT INTO files (${COLUMNS}) VALUES (@id, @project, @bytes, @created_at, @expires_at, @filename, @purpose, @status, @status_details)`);
@@ -51,7 +52,10 @@ export function fileStore(db: Db): FileStore {
   const pageAsc = db.prepare(`SELECT ${COLUMNS} FROM files WHERE ${filter}
     AND (@created IS NULL OR (created_at, rowid) > (@created, @seq)) ORDER BY created_at ASC, rowid ASC LIMIT @limit`);
   const remove = db.prepare('DELETE FROM files WHERE project = ? AND id = ?');
-  const expired = db.prepare('DELETE FROM files WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING id');
+  // A job that has not finished may still read its files (a resume re-reads them), so they outlive their expiry until it ends.
+  const expired = db.prepare(`DELETE FROM files WHERE expires_at IS NOT NULL AND expires_at <= @now AND id NOT IN (
+    SELECT training_file FROM fine_tuning_jobs WHERE status IN (${UNFINISHED})
+    UNION SELECT validation_file FROM fine_tuning_jobs WHERE validation_file IS NOT NULL AND status IN (${UNFINISHED})) RETURNING id`);
   const exists = db.prepare('SELECT 1 FROM files WHERE id = ?');
 
   return {
@@ -71,7 +75,7 @@ export function fileStore(db: Db): FileStore {
       return { rows: rows.slice(0, q.limit), hasMore: rows.length > q.limit };
     },
     delete: (project, id) => remove.run(project, id).changes === 1,
-    deleteExpired: () => (expired.all(nowSeconds()) as { id: string }[]).map((r) => r.id),
+    deleteExpired: () => (expired.all({ now: nowSeconds() }) as { id: string }[]).map((r) => r.id),
     exists: (id) => exists.get(id) !== undefined,
   };
 }
