@@ -6,7 +6,7 @@ import type { TokenizedPreference } from '../../datasets/tokenize-example.ts';
 import { createDpoTrainer, type DpoResult } from '../../engine/train/dpo-trainer.ts';
 import type { TrainingSpec } from '../worker-protocol.ts';
 import { JobFailure, type MethodRun, type ValidationMetrics } from './method.ts';
-import { hasTrainedToken, loadMethodModel, microBatchRowsFor, readTokenized, startingAdapter, validationSchedule, type MethodSetup } from './method-inputs.ts';
+import { hasTrainedToken, loadMethodModel, microBatchRowsFor, readTrainableFiles, startingAdapter, trainerStateOf, validationSchedule, type MethodSetup } from './method-inputs.ts';
 
 /** Both outputs keep a trained token within the context (a pair without one carries no preference signal). */
 const trainable = (p: TokenizedPreference, contextLength: number) => [p.chosen, p.rejected].every((output) => hasTrainedToken(preferenceSequence(p.promptIds, output), contextLength));
@@ -16,22 +16,14 @@ export async function prepareDpo(spec: TrainingSpec, log: (line: string) => void
   if (beta === undefined || !(beta > 0 && beta <= 2)) throw new JobFailure('invalid_hyperparameters', `beta must be a number in (0, 2], got ${beta}`, 'hyperparameters.beta');
   const { model, contextLength, chat, padTokenId, baseModelName } = loadMethodModel(spec);
 
-  const all = await readTokenized(tokenizePreferenceFile(spec.trainingFile, chat), 'training_file');
-  const pairs = all.filter((p) => trainable(p, contextLength));
-  if (pairs.length === 0) {
-    throw new JobFailure(
-      'invalid_training_file',
-      `Invalid training file: none of its ${all.length} preference pair(s) has both outputs within the model's ${contextLength}-token context (longer sequences are truncated from the end)`,
-      'training_file',
-    );
-  }
-  if (pairs.length < all.length) log(`${all.length - pairs.length} training pair(s) have an output beyond the ${contextLength}-token context; skipped`);
-  let validation: TokenizedPreference[] = [];
-  if (spec.validationFile) {
-    const allValid = await readTokenized(tokenizePreferenceFile(spec.validationFile, chat), 'validation_file');
-    validation = allValid.filter((p) => trainable(p, contextLength));
-    if (validation.length < allValid.length) log(`${allValid.length - validation.length} validation pair(s) have an output beyond the context; skipped`);
-  }
+  const { training: pairs, validation } = await readTrainableFiles(
+    spec,
+    (path) => tokenizePreferenceFile(path, chat),
+    (p) => trainable(p, contextLength),
+    { items: 'preference pair(s)', requirement: 'has both outputs', truncated: 'sequences' },
+    contextLength,
+    log,
+  );
 
   // Rows are sequences: a pair takes two, so micro-batches hold at most 2·batch_size rows.
   const longest = Math.max(...pairs.map((p) => p.promptIds.length + Math.max(p.chosen.ids.length, p.rejected.ids.length)));
@@ -87,11 +79,6 @@ export async function prepareDpo(spec: TrainingSpec, log: (line: string) => void
       return validBatches.length === 0 ? null : metricsOf(await trainer.evaluate(validBatches, validReference), 'full_valid');
     },
 
-    getState: () => ({ adapter: trainer.getAdapter(), optimizer: trainer.getOptimizerState() }),
-    setState(state) {
-      trainer.setAdapter(state.adapter);
-      trainer.setOptimizerState(state.optimizer);
-    },
-    close: () => trainer.close(),
+    ...trainerStateOf(trainer),
   };
 }

@@ -10,7 +10,8 @@ import { readModelDir, type ModelDir } from '../../engine/models/model-dir.ts';
 import { loadTokenizer } from '../../engine/models/tokenizer.ts';
 import { seqLenBucket } from '../../engine/train/batch.ts';
 import type { TrainingSpec } from '../worker-protocol.ts';
-import { JobFailure } from './method.ts';
+import type { Trainer } from '../../engine/train/trainer.ts';
+import { JobFailure, type MethodRun } from './method.ts';
 
 /**
  * Tokens per micro-batch (rows × padded length): a step's examples run in micro-batches of
@@ -68,6 +69,58 @@ export async function readTokenized<T>(lines: AsyncIterable<T>, param: 'training
   }
   return items;
 }
+
+/** How a method names its items in messages: e.g. "example(s)", "has an assistant token to train on", "examples". */
+export interface TrainableWords {
+  items: string;
+  requirement: string;
+  truncated: string;
+}
+
+/**
+ * The training and validation items with something to learn within the context (the others are skipped, with a log
+ * line); a training file left with none fails the job.
+ */
+export async function readTrainableFiles<T>(
+  spec: TrainingSpec,
+  read: (path: string) => AsyncIterable<T>,
+  trainable: (item: T) => boolean,
+  words: TrainableWords,
+  contextLength: number,
+  log: (line: string) => void,
+): Promise<{ training: T[]; validation: T[] }> {
+  const keep = async (path: string, param: 'training_file' | 'validation_file') => {
+    const all = await readTokenized(read(path), param);
+    const kept = all.filter(trainable);
+    const which = param === 'training_file' ? 'training' : 'validation';
+    if (kept.length < all.length) log(`${all.length - kept.length} ${which} ${words.items} skipped: none ${words.requirement} within the ${contextLength}-token context`);
+    return { all, kept };
+  };
+  const training = await keep(spec.trainingFile, 'training_file');
+  if (training.kept.length === 0) {
+    throw new JobFailure(
+      'invalid_training_file',
+      `Invalid training file: none of its ${training.all.length} ${words.items} ${words.requirement} within the model's ${contextLength}-token context (longer ${words.truncated} are truncated from the end)`,
+      'training_file',
+    );
+  }
+  const validation = spec.validationFile ? (await keep(spec.validationFile, 'validation_file')).kept : [];
+  return { training: training.kept, validation };
+}
+
+/** The part of a MethodRun that only hands the trainer's state through. */
+export function trainerStateOf(trainer: TrainerStateHolder): Pick<MethodRun, 'getState' | 'setState' | 'close'> {
+  return {
+    getState: () => ({ adapter: trainer.getAdapter(), optimizer: trainer.getOptimizerState() }),
+    setState(state) {
+      trainer.setAdapter(state.adapter);
+      trainer.setOptimizerState(state.optimizer);
+    },
+    close: () => trainer.close(),
+  };
+}
+
+type TrainerStateHolder = Pick<Trainer, 'getAdapter' | 'setAdapter' | 'getOptimizerState' | 'setOptimizerState' | 'close'>;
 
 /** The first trained prediction within the context: position t predicts token t+1, so weight t+1 must fall inside it. */
 export function hasTrainedToken(e: TokenizedExample, contextLength: number): boolean {

@@ -5,8 +5,8 @@ import type { TokenizedExample } from '../../datasets/tokenize-example.ts';
 import type { TrainBatch } from '../../engine/train/batch.ts';
 import { createTrainer, type Trainer } from '../../engine/train/trainer.ts';
 import type { TrainingSpec } from '../worker-protocol.ts';
-import { JobFailure, type MethodRun, type ValidationMetrics } from './method.ts';
-import { hasTrainedToken, loadMethodModel, microBatchRowsFor, readTokenized, startingAdapter, validationSchedule, type MethodSetup } from './method-inputs.ts';
+import type { MethodRun, ValidationMetrics } from './method.ts';
+import { hasTrainedToken, loadMethodModel, microBatchRowsFor, readTrainableFiles, startingAdapter, trainerStateOf, validationSchedule, type MethodSetup } from './method-inputs.ts';
 
 /** Micro-batches over `examples` in the given order: grouped by length (least padding), `rows` per micro-batch. */
 function microBatchesOf(examples: TokenizedExample[], rows: number, contextLength: number, padTokenId: number): TrainBatch[] {
@@ -20,23 +20,14 @@ export async function prepareSupervised(spec: TrainingSpec, log: (line: string) 
   const { nEpochs, batchSize } = spec.hyperparameters;
   const { model, contextLength, chat, padTokenId, baseModelName } = loadMethodModel(spec);
 
-  const all = await readTokenized(tokenizeChatFile(spec.trainingFile, chat), 'training_file');
-  const examples = all.filter((e) => hasTrainedToken(e, contextLength));
-  if (examples.length === 0) {
-    throw new JobFailure(
-      'invalid_training_file',
-      `Invalid training file: none of its ${all.length} example(s) has an assistant token to train on within the model's ${contextLength}-token context (longer examples are truncated from the end)`,
-      'training_file',
-    );
-  }
-  if (examples.length < all.length) log(`${all.length - examples.length} training example(s) have no trained token within the ${contextLength}-token context; skipped`);
-
-  let validation: TokenizedExample[] = [];
-  if (spec.validationFile) {
-    const allValid = await readTokenized(tokenizeChatFile(spec.validationFile, chat), 'validation_file');
-    validation = allValid.filter((e) => hasTrainedToken(e, contextLength));
-    if (validation.length < allValid.length) log(`${allValid.length - validation.length} validation example(s) have no trained token within the context; skipped`);
-  }
+  const { training: examples, validation } = await readTrainableFiles(
+    spec,
+    (path) => tokenizeChatFile(path, chat),
+    (e) => hasTrainedToken(e, contextLength),
+    { items: 'example(s)', requirement: 'has an assistant token to train on', truncated: 'examples' },
+    contextLength,
+    log,
+  );
 
   const microBatchRows = microBatchRowsFor(Math.max(...examples.map((e) => e.ids.length)), contextLength, batchSize);
   const plan: BatchPlan = { examples, batchSize, microBatchRows, contextLength, seed: spec.seed, epochs: nEpochs, padTokenId };
@@ -100,11 +91,6 @@ export async function prepareSupervised(spec: TrainingSpec, log: (line: string) 
       return fullValidBatches.length === 0 ? null : metricsOf(await trainer.evaluate(fullValidBatches), 'full_valid');
     },
 
-    getState: () => ({ adapter: trainer.getAdapter(), optimizer: trainer.getOptimizerState() }),
-    setState(state) {
-      trainer.setAdapter(state.adapter);
-      trainer.setOptimizerState(state.optimizer);
-    },
-    close: () => trainer.close(),
+    ...trainerStateOf(trainer),
   };
 }
