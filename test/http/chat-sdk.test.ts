@@ -196,17 +196,18 @@ test('Models API: list (base with context length and device, ft models), retriev
 });
 
 test('other requests are served while a long generation decodes; a client that goes away mid-stream is dropped', async () => {
+  // 1500 greedy tokens decode for over a second even on a fast machine; the list is asked for as soon as decoding has begun.
   let finished = false;
-  const long = client.chat.completions.create({ model: DEFAULT_MODEL_ID, messages: ask, temperature: 0, max_tokens: 400 }).then((r) => {
+  const long = client.chat.completions.create({ model: DEFAULT_MODEL_ID, messages: ask, temperature: 0, max_tokens: 1500 }).then((r) => {
     finished = true;
     return r;
   });
-  await new Promise((r) => setTimeout(r, 300));
+  await new Promise((r) => setTimeout(r, 50));
   const t0 = performance.now();
   await client.models.list();
   assert.ok(!finished, 'the long generation should still be running');
   assert.ok(performance.now() - t0 < 1000, `models.list took ${performance.now() - t0} ms during decoding`);
-  assert.equal((await long).usage!.completion_tokens, 400);
+  assert.equal((await long).usage!.completion_tokens, 1500);
 
   const controller = new AbortController();
   const stream = await client.chat.completions.create({ model: DEFAULT_MODEL_ID, messages: ask, max_tokens: 1500, stream: true }, { signal: controller.signal });
