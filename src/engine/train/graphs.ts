@@ -45,11 +45,14 @@ export const IO = {
   rewardCorrectSum: 'reward_correct_sum', // [] DPO: pairs whose chosen reward beats the rejected one
   rewardMarginSum: 'reward_margin_sum', // [] DPO: Σ (chosen reward − rejected reward)
   grad: (name: string) => `grad:${name}`,
-  m: (name: string) => `m:${name}`,
-  v: (name: string) => `v:${name}`,
-  next: (name: string) => `next:${name}`,
-  nextM: (name: string) => `next_m:${name}`,
-  nextV: (name: string) => `next_v:${name}`,
+  // The AdamW graph's vectors [P]: every LoRA tensor flattened, concatenated in loraSpecs order.
+  params: 'params',
+  grads: 'grads', // Σ over the micro-batches (unnormalised)
+  m: 'm',
+  v: 'v',
+  nextParams: 'next_params',
+  nextM: 'next_m',
+  nextV: 'next_v',
 };
 
 /** LoRA tensors (PEFT names, A [R, in], B [out, R]) in the fixed module order. */
@@ -183,42 +186,34 @@ export function buildLogitsGraph(config: ModelConfig, weights: WeightFactory, lo
 }
 
 /**
- * The optimizer step over accumulated gradients: g = grad/weight_sum; global norm; clip to
- * max_grad_norm; AdamW with bias correction and decoupled weight decay. Outputs next:/next_m:/next_v: and grad_norm.
+ * The optimizer step over accumulated gradients, on all LoRA tensors at once as [P] vectors (one kernel per
+ * operation instead of one per tensor): g = grads/weight_sum; global norm; clip to max_grad_norm; AdamW with
+ * bias correction and decoupled weight decay. Outputs next_params, next_m, next_v and grad_norm.
  */
-export function buildAdamWGraph(params: readonly ParameterSpec[], o: AdamWOptions, dtype: FloatDType = 'float32'): Graph {
+export function buildAdamWGraph(size: number, o: AdamWOptions, dtype: FloatDType = 'float32'): Graph {
   const g = new Graph('localtune-adamw', dtype);
   const weightSum = g.input(IO.weightSum, dtype, []); // []
   const lr = g.input(IO.lr, dtype, []); // []
   const step = g.input(IO.step, dtype, []); // []
   const maxNorm = g.input(IO.maxGradNorm, dtype, []); // []
+  const param = g.input(IO.params, dtype, [size]); // [P]
+  const m0 = g.input(IO.m, dtype, [size]); // [P]
+  const v0 = g.input(IO.v, dtype, [size]); // [P]
   const s = (v: number) => g.scalar(v);
-  const inv = op.reciprocal(op.max(weightSum, s(1e-12))); // [] 1/Σw
-  const items = params.map((p) => ({
-    p,
-    param: g.input(p.name, dtype, p.dims),
-    grad: op.mul(g.input(IO.grad(p.name), dtype, p.dims), inv), // [dims] mean-loss gradient
-    m: g.input(IO.m(p.name), dtype, p.dims),
-    v: g.input(IO.v(p.name), dtype, p.dims),
-  }));
-  const sq = items.map((it) => op.reduceSum(op.reshape(op.mul(it.grad, it.grad), [-1]), [0])); // [] each
-  const norm = op.sqrt(sq.reduce((a, b) => op.add(a, b))); // []
+  const grad = op.mul(g.input(IO.grads, dtype, [size]), op.reciprocal(op.max(weightSum, s(1e-12)))); // [P] mean-loss gradient
+  const norm = op.sqrt(op.reduceSum(op.mul(grad, grad), [0])); // []
   // coef = max_norm / max(norm, max_norm) (= 1 when not clipping); max_norm ≤ 0 disables clipping.
-  const clipOn = op.greater(maxNorm, s(0));
-  const coef = op.where(clipOn, op.div(maxNorm, op.max(norm, maxNorm)), s(1)); // []
+  const coef = op.where(op.greater(maxNorm, s(0)), op.div(maxNorm, op.max(norm, maxNorm)), s(1)); // []
   const bc1 = op.sub(s(1), op.pow(s(o.beta1), step)); // [] 1 − β1ᵗ
   const bc2 = op.sub(s(1), op.pow(s(o.beta2), step)); // [] 1 − β2ᵗ
   const decay = op.sub(s(1), op.mul(lr, s(o.weightDecay))); // [] 1 − lr·wd
-  for (const it of items) {
-    const gc = op.mul(it.grad, coef); // clipped gradient
-    const m = op.add(op.mul(it.m, s(o.beta1)), op.mul(gc, s(1 - o.beta1))); // β1·m + (1−β1)·g
-    const v = op.add(op.mul(it.v, s(o.beta2)), op.mul(op.mul(gc, gc), s(1 - o.beta2))); // β2·v + (1−β2)·g²
-    const update = op.div(op.div(m, bc1), op.add(op.sqrt(op.div(v, bc2)), s(o.eps))); // m̂/(√v̂ + ε)
-    const next = op.sub(op.mul(it.param, decay), op.mul(lr, update)); // p·(1 − lr·wd) − lr·update
-    g.output(next, IO.next(it.p.name));
-    g.output(m, IO.nextM(it.p.name));
-    g.output(v, IO.nextV(it.p.name));
-  }
+  const gc = op.mul(grad, coef); // [P] clipped gradient
+  const m = op.add(op.mul(m0, s(o.beta1)), op.mul(gc, s(1 - o.beta1))); // β1·m + (1−β1)·g
+  const v = op.add(op.mul(v0, s(o.beta2)), op.mul(op.mul(gc, gc), s(1 - o.beta2))); // β2·v + (1−β2)·g²
+  const update = op.div(op.div(m, bc1), op.add(op.sqrt(op.div(v, bc2)), s(o.eps))); // m̂/(√v̂ + ε)
+  g.output(op.sub(op.mul(param, decay), op.mul(lr, update)), IO.nextParams); // p·(1 − lr·wd) − lr·update
+  g.output(m, IO.nextM);
+  g.output(v, IO.nextV);
   g.output(norm, IO.gradNorm);
   return g;
 }

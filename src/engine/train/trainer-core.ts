@@ -104,7 +104,30 @@ export async function createTrainerCore(o: TrainerOptions): Promise<TrainerCore>
     }
     return s;
   };
-  const adamwSession = () => session('adamw', { lora: o.lora, adamw }, () => buildAdamWGraph(specs, adamw));
+  const size = specs.reduce((n, p) => n + p.dims.reduce((a, b) => a * b, 1), 0);
+  const adamwSession = () => session('adamw', { size, adamw }, () => buildAdamWGraph(size, adamw));
+  /** The tensors concatenated in spec order: the AdamW graph's [P] layout. */
+  const flatten = (t: AdapterTensors): ort.Tensor => {
+    const flat = new Float32Array(size);
+    let at = 0;
+    for (const p of specs) {
+      const data = t.get(p.name)!.data;
+      flat.set(data, at);
+      at += data.length;
+    }
+    return new ort.Tensor('float32', flat, [size]);
+  };
+  /** Views of a [P] vector as the tensors (no copy). */
+  const unflatten = (flat: Float32Array): AdapterTensors => {
+    let at = 0;
+    return new Map(
+      specs.map((p) => {
+        const n = p.dims.reduce((a, b) => a * b, 1);
+        at += n;
+        return [p.name, { dims: p.dims, data: flat.subarray(at - n, at) }];
+      }),
+    );
+  };
 
   function checkAdapter(t: AdapterTensors): AdapterTensors {
     for (const p of specs) {
@@ -165,22 +188,18 @@ export async function createTrainerCore(o: TrainerOptions): Promise<TrainerCore>
     },
     async update(grads, weightSum, lr) {
       const step = state.step + 1;
-      const feeds: Record<string, ort.Tensor> = {
+      const out = await (await adamwSession()).run({
         [IO.weightSum]: scalar(weightSum),
         [IO.lr]: scalar(lr),
         [IO.step]: scalar(step),
         [IO.maxGradNorm]: scalar(maxGradNorm),
-        ...loraFeeds(),
-      };
-      for (const p of specs) {
-        feeds[IO.grad(p.name)] = new ort.Tensor('float32', grads.get(p.name)!.data, p.dims);
-        feeds[IO.m(p.name)] = new ort.Tensor('float32', state.m.get(p.name)!.data, p.dims);
-        feeds[IO.v(p.name)] = new ort.Tensor('float32', state.v.get(p.name)!.data, p.dims);
-      }
-      const out = await (await adamwSession()).run(feeds);
-      const next = (name: (n: string) => string) => new Map(specs.map((p) => [p.name, { dims: p.dims, data: out[name(p.name)].data as Float32Array }]));
-      adapter = next(IO.next);
-      state = { step, m: next(IO.nextM), v: next(IO.nextV) };
+        [IO.params]: flatten(adapter),
+        [IO.grads]: flatten(grads),
+        [IO.m]: flatten(state.m),
+        [IO.v]: flatten(state.v),
+      });
+      adapter = unflatten(out[IO.nextParams].data as Float32Array);
+      state = { step, m: unflatten(out[IO.nextM].data as Float32Array), v: unflatten(out[IO.nextV].data as Float32Array) };
       return { step, gradNorm: (out[IO.gradNorm].data as Float32Array)[0] };
     },
   };

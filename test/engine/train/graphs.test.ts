@@ -119,19 +119,18 @@ test('blocked causal attention gives the same logits as full T×T attention', as
 });
 
 test('AdamW graph: clipping, bias correction and decoupled weight decay match a scalar reference', async () => {
-  const params = [{ name: 'p', dims: [3] }];
   const o = { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1 };
-  const s = await session(buildAdamWGraph(params, o, 'float64'));
+  const s = await session(buildAdamWGraph(3, o, 'float64'));
   const p = [0.5, -1, 2];
   const grad = [3, -4, 12]; // Σ over micro-batches; weight_sum 2 → mean grad [1.5, -2, 6], norm 6.5
   const m = [0.1, 0, -0.2];
   const v = [0.01, 0.02, 0];
   const [lr, step, maxNorm, wsum] = [0.01, 3, 1, 2];
   const out = await s.run({
-    p: f64(Float64Array.from(p), [3]),
-    [IO.grad('p')]: f64(Float64Array.from(grad), [3]),
-    [IO.m('p')]: f64(Float64Array.from(m), [3]),
-    [IO.v('p')]: f64(Float64Array.from(v), [3]),
+    [IO.params]: f64(Float64Array.from(p), [3]),
+    [IO.grads]: f64(Float64Array.from(grad), [3]),
+    [IO.m]: f64(Float64Array.from(m), [3]),
+    [IO.v]: f64(Float64Array.from(v), [3]),
     [IO.weightSum]: f64(Float64Array.of(wsum), []),
     [IO.lr]: f64(Float64Array.of(lr), []),
     [IO.step]: f64(Float64Array.of(step), []),
@@ -145,8 +144,8 @@ test('AdamW graph: clipping, bias correction and decoupled weight decay match a 
     const mi = 0.9 * m[i] + 0.1 * gi;
     const vi = 0.99 * v[i] + 0.01 * gi * gi;
     const next = pi * (1 - lr * o.weightDecay) - (lr * (mi / (1 - 0.9 ** step))) / (Math.sqrt(vi / (1 - 0.99 ** step)) + o.eps);
-    assert.ok(Math.abs((out[IO.next('p')].data as Float64Array)[i] - next) < 1e-12, `p[${i}]`);
-    assert.ok(Math.abs((out[IO.nextM('p')].data as Float64Array)[i] - mi) < 1e-12, `m[${i}]`);
-    assert.ok(Math.abs((out[IO.nextV('p')].data as Float64Array)[i] - vi) < 1e-12, `v[${i}]`);
+    assert.ok(Math.abs((out[IO.nextParams].data as Float64Array)[i] - next) < 1e-12, `p[${i}]`);
+    assert.ok(Math.abs((out[IO.nextM].data as Float64Array)[i] - mi) < 1e-12, `m[${i}]`);
+    assert.ok(Math.abs((out[IO.nextV].data as Float64Array)[i] - vi) < 1e-12, `v[${i}]`);
   });
 });
