@@ -1,6 +1,6 @@
 // The Llama-family forward (Llama, Mistral, Qwen2, SmolLM), written once over the graph builder for training, eval and generation.
 import type { Tensor } from '../onnx/graph.ts';
-import { lmHeadCrossEntropy, rmsNorm, swiGlu } from '../onnx/fused.ts';
+import { attention, lmHeadCrossEntropy, rmsNorm, swiGlu } from '../onnx/fused.ts';
 import * as op from '../onnx/ops.ts';
 import type { ModelConfig } from './config.ts';
 import type { WeightSource } from './weight-source.ts';
@@ -243,12 +243,8 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
  * Returns [B, NKV, G, Q, HD]. (1/√HD is already in q through its RoPE tables.)
  */
 function attend(q: Tensor, kt: Tensor, v: Tensor, bias: Tensor, split: (number | [Tensor, number])[]): Tensor {
-  const [dimB, NKV, G, dimQ, dimS] = split;
-  const scores = op.matmul(q, kt); // [B, NKV, G·Q, S]
-  const masked = op.add(op.reshape(scores, split), bias); // [B, NKV, G, Q, S]
-  const probs = op.reshape(op.softmax(masked, -1), [dimB, NKV, -1, dimS]); // [B, NKV, G·Q, S]
-  const HD = v.shape[3] as number;
-  return op.reshape(op.matmul(probs, v), [dimB, NKV, G, dimQ, HD]); // [B, NKV, G, Q, HD]
+  const [dimB, NKV, G, dimQ] = split;
+  return op.reshape(attention(q, kt, v, bias, split), [dimB, NKV, G, dimQ, v.shape[3] as number]); // [B, NKV, G, Q, HD]
 }
 
 /** The final RMSNorm on any rows of the residual stream: [M, D] → [M, D]. */

@@ -107,15 +107,16 @@ export const VJP: Record<string, VjpRule> = {
     const tB = attr(n, 'transB', 0) === 1;
     const alpha = attr(n, 'alpha', 1);
     const beta = attr(n, 'beta', 1);
+    // dB first: dA (usually an activation's gradient) emitted last can take another consumer's gradient as its C (see accumulate).
     let dA: Tensor | null = null;
     let dB: Tensor | null = null;
-    if (needs[0]) {
-      if (!tA) dA = op.gemm(g, b!, null, { transB: !tB, alpha });
-      else dA = op.gemm(b!, g, null, { transA: tB, transB: true, alpha });
-    }
     if (needs[1]) {
       if (!tB) dB = op.gemm(a!, g, null, { transA: !tA, alpha });
       else dB = op.gemm(g, a!, null, { transA: true, transB: tA, alpha });
+    }
+    if (needs[0]) {
+      if (!tA) dA = op.gemm(g, b!, null, { transB: !tB, alpha });
+      else dA = op.gemm(b!, g, null, { transA: tB, transB: true, alpha });
     }
     const dC = c && needs[2] ? (beta === 1 ? sumToShape(g, c) : op.scale(sumToShape(g, c), beta)) : null;
     return c ? [dA, dB, dC] : [dA, dB];
@@ -210,6 +211,15 @@ export const VJP: Record<string, VjpRule> = {
     const { s, silu } = n.saved!;
     const dGate = needs[0] ? op.mul(op.mul(g, up), op.add(s, op.sub(silu, op.mul(silu, s)))) : null;
     return [dGate, needs[1] ? op.mul(g, silu) : null];
+  }),
+  // Fused attention o = P·v, P = softmax(q·kᵀ + bias); with G = g:
+  //   dv = Pᵀ·G,  dS = P·(G·vᵀ − rowsum(G·o)),  dq = dS·k,  dkᵀ = qᵀ·dS
+  // (rowsum(G·o) equals Σ_s P·(G·vᵀ), the softmax VJP's sum, from [M, HD] instead of [M, S] elements)
+  Attention: one((n, g, needs) => {
+    const [q, kt, v] = n.inputs as Tensor[];
+    const { probs } = n.saved!;
+    const dS = needs[0] || needs[1] ? op.mul(probs, op.sub(op.matmul(g, lastTwo(v)), op.reduceSum(op.mul(g, n.outputs[0]), [-1], true))) : null; // [B, H, M, S]
+    return [needs[0] ? op.matmul(dS!, lastTwo(kt)) : null, needs[1] ? op.matmul(lastTwo(q), dS!) : null, needs[2] ? op.matmul(lastTwo(probs), g) : null, null];
   }),
   // Fused LM head + CE per row: dh[n] = g[n]·(saved ∂rowLoss_n/∂h_n); the head weight is frozen
   LmHeadCrossEntropy: (n, gs, needs) => {

@@ -27,6 +27,20 @@ export function swiGlu(gate: Tensor, up: Tensor): Tensor {
 }
 
 /**
+ * Attention's core, softmax(q·kᵀ + bias)·v, for queries folded as [B, H, M, HD] against keys kᵀ [B, H, HD, S] and
+ * values [B, H, S, HD]. The scores [B, H, M, S] are viewed as `scoreShape` to add `bias` (which gets no gradient).
+ * Returns [B, H, M, HD]; the probabilities are saved for the backward pass.
+ */
+export function attention(q: Tensor, kt: Tensor, v: Tensor, bias: Tensor, scoreShape: (number | [Tensor, number])[]): Tensor {
+  return q.graph.fuse('Attention', [q, kt, v, bias], {}, () => {
+    const scores = op.matmul(q, kt); // [B, H, M, S]
+    const masked = op.add(op.reshape(scores, scoreShape), bias); // scoreShape
+    const probs = op.reshapeTo(op.softmax(masked, -1), scores); // [B, H, M, S]
+    return { outputs: [op.matmul(probs, v)], saved: { probs } }; // [B, H, M, HD]
+  })[0];
+}
+
+/**
  * LM head + weighted cross-entropy over rows in chunks of `chunk`, so that [N, V] logits never
  * exist whole. h [N, D], w [V, D] (HF layout), labels [N] int64, weights [N].
  * Outputs per row (so a supervised loss can sum them all and DPO can sum them per sequence):

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { gradients, VJP } from '../../../src/engine/onnx/autodiff.ts';
-import { rmsNorm, swiGlu, lmHeadCrossEntropy } from '../../../src/engine/onnx/fused.ts';
+import { attention, rmsNorm, swiGlu, lmHeadCrossEntropy } from '../../../src/engine/onnx/fused.ts';
 import { Graph } from '../../../src/engine/onnx/graph.ts';
 import * as op from '../../../src/engine/onnx/ops.ts';
 import { createSession } from '../../../src/engine/onnx/session.ts';
@@ -85,6 +85,15 @@ test('fused RmsNorm (x and weight)', async () => {
 
 test('fused SwiGlu', async () => {
   await gradCheck({ a: { shape: [3, 4], lo: -3, hi: 3 }, u: { shape: [3, 4] } }, ({ a, u }) => swiGlu(a, u));
+});
+
+test('fused Attention: grouped queries, a masking bias, q, kᵀ and v', async () => {
+  // B 2, H 2 kv heads, G 2 queries per kv head × Q 3 positions folded to M 6, S 5 keys, HD 4; the bias hides some keys.
+  const bias = Array.from({ length: 2 * 2 * 2 * 3 * 5 }, (_, i) => (i % 7 === 3 ? -1e9 : (i % 5) * 0.1));
+  await gradCheck(
+    { q: { shape: [2, 2, 6, 4] }, kt: { shape: [2, 2, 4, 5] }, v: { shape: [2, 2, 5, 4] }, bias: { shape: [2, 2, 2, 3, 5], grad: false, data: bias } },
+    ({ q, kt, v, bias }) => attention(q, kt, v, bias, [2, 2, 2, 3, 5]),
+  );
 });
 
 test('fused LM head cross-entropy, chunked, with weights: per-row losses under different upstream gradients', async () => {
