@@ -44,7 +44,9 @@ export function cudaProviderPath(): string {
 }
 
 function baseOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
-  const session: Record<string, string> = {};
+  // Flush denormals to zero: a masked attention score's exp underflows through the denormal range, which made
+  // Softmax ~6× slower (measured 2.7 vs 0.4 ms on [4, 8, 256, 256]); no result of ours lives in that range.
+  const session: Record<string, string> = { set_denormal_as_zero: '1' };
   if (o.externalDataDir) session.model_external_initializers_file_folder_path = o.externalDataDir;
   if (o.lowMemory) session.disable_prepacking = '1';
   return {
