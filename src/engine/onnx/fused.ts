@@ -71,7 +71,8 @@ export function lmHeadCrossEntropy(h: Tensor, w: Tensor, labels: Tensor, weights
       // the row weights scale the [C, D] product instead of the [C, V] one.
       const pMinusOnehot = op.scatterElements(op.exp(ls), lab, op.sub(op.exp(picked), g.scalar(1, h.dtype)), 1); // [C, V]
       grads.push(op.mul(op.gemm(pMinusOnehot, w), wc1)); // [C, D]
-      const hit = op.cast(op.equal(op.argMax(logits, 1), lc), h.dtype); // [C]
+      // A hit: the label's logit is the row's largest (a tie counts); ReduceMax, as ArgMax measured ~9× slower at a 49k vocabulary.
+      const hit = op.cast(op.equal(op.squeeze(op.gatherElements(logits, lab, 1), [1]), op.reduceMax(logits, [1])), h.dtype); // [C]
       corrects.push(op.mul(hit, wc)); // [C]
     }
     const rows = (ts: Tensor[]) => (ts.length === 1 ? ts[0] : op.concat(ts, 0)); // [N] or [N, D]

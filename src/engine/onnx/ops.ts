@@ -253,12 +253,7 @@ function reduce(op: string, x: Tensor, axes: number[], keepdims: boolean): Tenso
 
 export const reduceSum = (x: Tensor, axes: number[], keepdims = false) => reduce('ReduceSum', x, axes, keepdims);
 export const reduceMean = (x: Tensor, axes: number[], keepdims = false) => reduce('ReduceMean', x, axes, keepdims);
-
-export function argMax(x: Tensor, axis: number, keepdims = false): Tensor {
-  const a = normAxis(axis, x.rank);
-  const shape = keepdims ? x.shape.map((d, i) => (i === a ? 1 : d)) : x.shape.filter((_, i) => i !== a);
-  return x.graph.emit('ArgMax', [x], { axis: attrInt(a), keepdims: attrInt(keepdims ? 1 : 0) }, [['int64', shape]])[0];
-}
+export const reduceMax = (x: Tensor, axes: number[], keepdims = false) => reduce('ReduceMax', x, axes, keepdims);
 
 /** Expand to `shape` (static dims only). */
 export function expand(x: Tensor, shape: number[]): Tensor {
