@@ -216,9 +216,10 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
       if (!blocks) ctx = attend(op.reshape(q5, [dimB, NKV, -1, HD]), kt, vh, headBias, [dimB, NKV, G, dimT, dimS]);
       else {
         const [B, T] = ids.shape as number[];
+        const queries = op.split(q5, blocks.map(() => block), 3); // [B, NKV, G, b, HD] each (one Split: its gradient is one Concat)
         const parts = blocks.map((blockBias, i) => {
           const keys = (i + 1) * block; // S_i: keys up to the block's last query
-          const qi = op.reshape(op.slice(q5, [i * block], [keys], [3]), [B, NKV, G * block, HD]); // [B, NKV, G·b, HD]
+          const qi = op.reshape(queries[i], [B, NKV, G * block, HD]); // [B, NKV, G·b, HD]
           const ki = keys === T ? kt : op.slice(kt, [0], [keys], [3]); // [B, NKV, HD, S_i]
           const vi = keys === T ? vh : op.slice(vh, [0], [keys], [2]); // [B, NKV, S_i, HD]
           return attend(qi, ki, vi, blockBias, [B, NKV, G, block, keys]); // [B, NKV, G, b, HD]
