@@ -43,7 +43,7 @@ export interface JobScheduler {
   cancel(jobId: string): JobRow;
   pause(jobId: string): JobRow;
   resume(jobId: string): JobRow;
-  /** Stops the workers without touching job statuses: the next start resumes them from their resume points. */
+  /** Stops the workers without touching job statuses: each saves a resume point after its current step, and the next start continues from there. */
   close(): Promise<void>;
 }
 
@@ -51,6 +51,8 @@ export interface JobScheduler {
 const MAX_CRASHES_WITHOUT_PROGRESS = 3;
 /** A cancelled worker that has not exited by then is killed (cancel writes no resume point, so nothing is lost). */
 const CANCEL_GRACE_MS = 10_000;
+/** How long a shutdown waits for a training step to finish and its resume point to be saved. */
+const SHUTDOWN_GRACE_MS = 30_000;
 /** Kept per job, as the hosted service keeps the last three epochs' checkpoints. */
 export const CHECKPOINTS_KEPT = 3;
 
@@ -231,8 +233,10 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
         run.finished = true;
         return succeed(run, m);
       case 'stopped':
-        run.finished = true;
+        // Stopped for a shutdown the server is not making (a stop signal sent to the worker alone): restart it, as after a crash.
+        run.finished = m.reason !== 'shutdown' || closing;
         if (m.reason === 'pause') jobs.addEvent(id, { message: `Training stopped at step ${m.step}; resuming continues from there` });
+        if (m.reason === 'shutdown' && closing) jobs.addEvent(id, { message: `The server is shutting down: training stopped at step ${m.step} and continues from there at the next start` });
         return;
       case 'failed':
         run.finished = true;
@@ -366,8 +370,17 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
       closing = true;
       for (const v of validations.values()) v.abort();
       const runs = [...active.values()];
-      for (const run of runs) run.handle.kill('SIGTERM');
-      await Promise.all(runs.map((r) => r.handle.exited));
+      // Each worker saves a resume point after its current step and exits; one still busy after the grace period is
+      // stopped (its job then continues from its previous resume point).
+      for (const run of runs) {
+        run.handle.send({ type: 'shutdown' });
+        const timer = setTimeout(() => run.handle.kill('SIGKILL'), SHUTDOWN_GRACE_MS);
+        run.handle.exited.finally(() => clearTimeout(timer));
+      }
+      await Promise.all(runs.map(async (r) => {
+        await r.handle.exited;
+        await r.queue;
+      }));
     },
   };
 }

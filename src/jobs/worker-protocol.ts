@@ -54,10 +54,13 @@ export type WorkerMessage =
   | { type: 'checkpoint'; step: number; epoch: number; dir: string; metrics: StepMetrics }
   /** Training finished: `dir` holds the final adapter. */
   | { type: 'succeeded'; dir: string; trainedTokens: number; metrics: StepMetrics }
-  /** Stopped on request after writing a resume point (pause) or not (cancel). */
-  | { type: 'stopped'; reason: 'pause' | 'cancel'; step: number }
+  /** Stopped on request after writing a resume point (pause, shutdown) or not (cancel). */
+  | { type: 'stopped'; reason: WorkerCommand['type']; step: number }
   /** A problem the user can act on (code and message go into the job's `error`). */
   | { type: 'failed'; code: string; message: string; param?: string | null };
 
-/** Scheduler → worker; honoured within one training step. */
-export type WorkerCommand = { type: 'pause' } | { type: 'cancel' };
+/**
+ * Scheduler → worker; honoured within one training step. `shutdown`: the server is stopping; save a resume point
+ * and exit, and the job continues from there at the next start.
+ */
+export type WorkerCommand = { type: 'pause' } | { type: 'cancel' } | { type: 'shutdown' };

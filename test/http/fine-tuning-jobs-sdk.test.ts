@@ -277,6 +277,31 @@ test('a server killed with SIGKILL mid-training resumes the job at restart; it e
   assert.ok(Math.abs(a.train_loss - b.train_loss) <= 1e-6 * Math.max(1, Math.abs(b.train_loss)), `${a.train_loss} vs ${b.train_loss}`);
 });
 
+test('a server stopped with SIGTERM mid-training saves where each job is; at restart the job continues from that step', async () => {
+  // Resume points only hourly: the step the job continues from can only come from the save at shutdown.
+  const other = await startTestServer({ env: { LOCALTUNE_RESUME_POINT_SECONDS: '3600', LOCALTUNE_TRAIN_THREADS: '1' } });
+  try {
+    const client = other.client();
+    const job = await client.fineTuning.jobs.create({ model: 'localtune-default', training_file: await upload(client, TRAINING), hyperparameters: { n_epochs: 2, batch_size: 1 } });
+    const deadline = Date.now() + 120_000;
+    while ((await metricsSteps(client, job.id)).length < 4) {
+      assert.ok(Date.now() < deadline, `no training progress\n${other.output().slice(-4000)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await other.kill('SIGTERM');
+    await other.restart();
+    const done = await waitFor(client, job.id, (j) => FINISHED.has(j.status), 'finished');
+    assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+    const messages = (await allEvents(client, job.id)).map((e) => e.message);
+    const stoppedAt = Number(messages.map((m) => /^The server is shutting down: training stopped at step (\d+) and continues from there at the next start$/.exec(m)?.[1]).find(Boolean));
+    assert.ok(stoppedAt >= 4, messages.join('\n'));
+    assert.ok(messages.includes(`Resumed training at step ${stoppedAt}/20 on cpu`), messages.join('\n'));
+    assert.deepEqual((await metricsSteps(client, job.id)).sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i + 1));
+  } finally {
+    await other.stop();
+  }
+});
+
 test('a job caught validating by a SIGKILL validates again at restart and runs', async () => {
   const training = await upload(alpha, TRAINING);
   const job = await alpha.fineTuning.jobs.create({ model: 'localtune-default', training_file: training, hyperparameters: { n_epochs: 1, batch_size: 10 } });

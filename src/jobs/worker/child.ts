@@ -8,9 +8,17 @@ if (!spec) throw new Error(`the training worker needs its spec in ${SPEC_ENV}`);
 
 // Listening starts before the engine loads (a second or more), so a command sent right after the start is not missed.
 let pending: WorkerCommand['type'] | null = null;
+// Cancel wins over the others; pause and shutdown both save a resume point, so whichever came first stands.
 process.on('message', (cmd: WorkerCommand) => {
-  if (cmd?.type === 'cancel' || (cmd?.type === 'pause' && pending === null)) pending = cmd.type;
+  if (cmd?.type === 'cancel' || ((cmd?.type === 'pause' || cmd?.type === 'shutdown') && pending === null)) pending = cmd.type;
 });
+// Ctrl-C in a terminal reaches the whole process group, and systemd stops every process of the service: a stop
+// signal is the server's shutdown command (the server, if it lives on, restarts the worker from the saved point).
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (pending === null) pending = 'shutdown';
+  });
+}
 // The server went away (crashed or was killed): stop, so a restarted server's worker is the job's only writer.
 let finished = false;
 process.on('disconnect', () => {

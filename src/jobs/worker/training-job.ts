@@ -20,7 +20,7 @@ export const FINAL_DIR = 'final';
 export interface JobIO {
   /** Resolves once the message has left this process (so a crash right after cannot lose it). */
   send(m: WorkerMessage): Promise<void>;
-  /** The command received and not yet acted on (cancel wins over pause). */
+  /** The command received and not yet acted on (cancel wins over pause and shutdown). */
   pendingCommand(): WorkerCommand['type'] | null;
   log(line: string): void;
 }
@@ -121,9 +121,9 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
         await io.send({ type: 'stopped', reason: 'cancel', step: globalStep });
         return 'stopped';
       }
-      if (command === 'pause') {
+      if (command === 'pause' || command === 'shutdown') {
         saveResumePoint();
-        await io.send({ type: 'stopped', reason: 'pause', step: globalStep });
+        await io.send({ type: 'stopped', reason: command, step: globalStep });
         return 'stopped';
       }
       const { metrics, trainedTokens: stepTokens } = await planned.run(learningRateAt(spec.hyperparameters.learningRate, planned.globalStep, totalSteps));

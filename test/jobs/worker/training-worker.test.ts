@@ -147,6 +147,20 @@ test('pause stops after the current step with a resume point; starting again fin
   assertSameAdapter(ofType(second.messages, 'succeeded')[0]!.dir, ofType(reference, 'succeeded')[0]!.dir);
 });
 
+test('SIGTERM or SIGINT to the worker (Ctrl-C reaches the whole process group) stops it after the step with a resume point', async () => {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    const spec = jobSpec(root, `signalled-${signal}`, { resumePointSeconds: 3600 });
+    const run = runWorker(spec);
+    await run.waitFor((m) => m.type === 'step' && m.metrics.step === 1);
+    run.handle.kill(signal);
+    assert.deepEqual(await run.exited, { code: 0, signal: null });
+    const stopped = ofType(run.messages, 'stopped');
+    assert.deepEqual(stopped.map((m) => m.reason), ['shutdown']);
+    assert.equal(stepMessages(run.messages).at(-1)!.step, stopped[0]!.step);
+    assert.ok(existsSync(resumePointPath(spec.jobDir)));
+  }
+});
+
 test('cancel over IPC stops the worker without a resume point or final adapter', async () => {
   const spec = jobSpec(root, 'cancelled', { resumePointSeconds: 3600 });
   const run = runWorker(spec);
@@ -174,11 +188,11 @@ test('a cancel sent right after the start is not missed while the engine loads',
   assert.deepEqual(run.messages[1], { type: 'stopped', reason: 'cancel', step: 0 });
 });
 
-test('a command received during step k is honoured before step k + 1', async () => {
-  for (const command of ['cancel', 'pause'] as const) {
+test('a command received during step k is honoured before step k + 1; pause and shutdown save a resume point', async () => {
+  for (const command of ['cancel', 'pause', 'shutdown'] as const) {
     const spec = jobSpec(root, `in-process-${command}`, { resumePointSeconds: 3600 });
     const sent: WorkerMessage[] = [];
-    let pending: 'cancel' | 'pause' | null = null;
+    let pending: typeof command | null = null;
     const outcome = await runTrainingJob(spec, {
       async send(m) {
         sent.push(m);
@@ -193,7 +207,7 @@ test('a command received during step k is honoured before step k + 1', async () 
       ['started', 'step', 'step', 'step', 'stopped'],
     );
     assert.deepEqual(sent.at(-1), { type: 'stopped', reason: command, step: 3 });
-    assert.equal(existsSync(resumePointPath(spec.jobDir)), command === 'pause');
+    assert.equal(existsSync(resumePointPath(spec.jobDir)), command !== 'cancel');
   }
 });
 
