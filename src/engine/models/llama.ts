@@ -1,6 +1,6 @@
 // The Llama-family forward (Llama, Mistral, Qwen2, SmolLM), written once over the graph builder for training, eval and generation.
 import type { Tensor } from '../onnx/graph.ts';
-import { attention, lmHeadCrossEntropy, rmsNorm, swiGlu } from '../onnx/fused.ts';
+import { attention, lmHeadCrossEntropy, rmsNorm, rotary, swiGlu } from '../onnx/fused.ts';
 import * as op from '../onnx/ops.ts';
 import type { ModelConfig } from './config.ts';
 import type { WeightSource } from './weight-source.ts';
@@ -33,7 +33,7 @@ export function perRowLoraHook(inputIds: Tensor, adapter: (layer: number, target
   };
 }
 
-/** RoPE tables broadcastable to [B, T, 1, HD]; the q tables carry 1/√HD (the attention scale). */
+/** RoPE tables [B, T, HD/2] (see rotary()); the q tables carry 1/√HD (the attention scale). */
 export interface RopeTables {
   cosQ: Tensor;
   sinQ: Tensor;
@@ -89,34 +89,22 @@ export function ropeInverseFrequencies(config: ModelConfig): Float64Array {
   return inv;
 }
 
-/**
- * cos and signed sin rows [positions, HD] (HF's rotate_half layout: the sin row's first half is
- * negated so that x·cos + swap(x)·sin = x·cos + rotate_half(x)·sin with swap = [x2, x1]).
- */
-export function ropeRows(config: ModelConfig, positions: number[]): { cos: Float64Array; sin: Float64Array } {
+/** Constant RoPE tables for B rows at positions 0..T−1 (training and eval: right-padded rows start at 0). Shape [B, T, HD/2]. */
+export function staticRopeTables(g: Tensor['graph'], config: ModelConfig, B: number, T: number): RopeTables {
   const inv = ropeInverseFrequencies(config);
-  const HD = config.headDim;
-  const half = HD / 2;
-  const cos = new Float64Array(positions.length * HD);
-  const sin = new Float64Array(positions.length * HD);
-  positions.forEach((p, r) => {
-    for (let j = 0; j < HD; j++) {
-      const angle = Math.fround(p * inv[j % half]);
-      cos[r * HD + j] = Math.cos(angle);
-      sin[r * HD + j] = (j < half ? -1 : 1) * Math.sin(angle);
+  const half = config.headDim / 2;
+  const cos = new Float64Array(B * T * half);
+  const sin = new Float64Array(B * T * half);
+  for (let t = 0; t < T; t++)
+    for (let j = 0; j < half; j++) {
+      const angle = Math.fround(t * inv[j]); // float32, as HF computes it
+      for (let b = 0; b < B; b++) {
+        cos[(b * T + t) * half + j] = Math.cos(angle);
+        sin[(b * T + t) * half + j] = Math.sin(angle);
+      }
     }
-  });
-  return { cos, sin };
-}
-
-/** Constant RoPE tables for positions 0..T−1 (training and eval: right-padded rows start at 0). Shape [T, 1, HD]. */
-export function staticRopeTables(g: Tensor['graph'], config: ModelConfig, T: number): RopeTables {
-  const { cos, sin } = ropeRows(
-    config,
-    Array.from({ length: T }, (_, i) => i),
-  );
   const s = 1 / Math.sqrt(config.headDim);
-  const shape = [T, 1, config.headDim];
+  const shape = [B, T, half];
   return {
     cosQ: g.constant(cos.map((v) => v * s), g.float, shape),
     sinQ: g.constant(sin.map((v) => v * s), g.float, shape),
@@ -125,35 +113,17 @@ export function staticRopeTables(g: Tensor['graph'], config: ModelConfig, T: num
   };
 }
 
-/** RoPE tables from per-row position ids [B, T] int64, computed in the graph (generation). Shape [B, T, 1, HD]. */
+/** RoPE tables from per-row position ids [B, T] int64, computed in the graph (generation). Shape [B, T, HD/2]. */
 export function dynamicRopeTables(config: ModelConfig, positionIds: Tensor): RopeTables {
   const g = positionIds.graph;
-  const inv = ropeInverseFrequencies(config);
-  const HD = config.headDim;
-  const full = g.constant(
-    Array.from({ length: HD }, (_, j) => inv[j % (HD / 2)]),
-    g.float,
-    [HD],
-  ); // [HD]
-  const signs = g.constant(
-    Array.from({ length: HD }, (_, j) => (j < HD / 2 ? -1 : 1)),
-    g.float,
-    [HD],
-  ); // [HD]
-  const exact = op.mul(op.unsqueeze(op.cast(positionIds, g.float), [2, 3]), full); // [B, T, 1, HD]
-  // HF rounds the angle to float32 (as ropeRows does); a float64 graph must too, or it drifts from training's tables.
+  const inv = g.constant(Array.from(ropeInverseFrequencies(config)), g.float, [config.headDim / 2]); // [HD/2]
+  const exact = op.mul(op.unsqueeze(op.cast(positionIds, g.float), [2]), inv); // [B, T, HD/2]
+  // HF rounds the angle to float32 (as staticRopeTables does); a float64 graph must too, or it drifts from training's tables.
   const angles = g.float === 'float32' ? exact : op.cast(op.cast(exact, 'float32'), g.float);
-  const cos = g.emit('Cos', [angles], {}, [[g.float, angles.shape]])[0]; // [B, T, 1, HD]
-  const sin = op.mul(g.emit('Sin', [angles], {}, [[g.float, angles.shape]])[0], signs); // [B, T, 1, HD]
-  const s = 1 / Math.sqrt(HD);
+  const cos = g.emit('Cos', [angles], {}, [[g.float, angles.shape]])[0]; // [B, T, HD/2]
+  const sin = g.emit('Sin', [angles], {}, [[g.float, angles.shape]])[0]; // [B, T, HD/2]
+  const s = 1 / Math.sqrt(config.headDim);
   return { cosQ: op.scale(cos, s), sinQ: op.scale(sin, s), cosK: cos, sinK: sin };
-}
-
-/** x·cos + swap(x)·sin over the last axis; x [B, T, H, HD], tables [.., T, 1, HD]. */
-function rope(x: Tensor, cos: Tensor, sin: Tensor, HD: number): Tensor {
-  const [x1, x2] = op.split(x, [HD / 2, HD / 2], -1); // [B, T, H, HD/2] ×2
-  const swapped = op.concat([x2, x1], -1); // [B, T, H, HD]
-  return op.add(op.mul(x, cos), op.mul(swapped, sin)); // [B, T, H, HD]
 }
 
 /**
@@ -196,11 +166,11 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
     const names = layerParameterNames(config, l);
     // Attention block.
     const h = rmsNorm(x, weight(names.inputNorm), config.rmsNormEps); // [N, D]
-    const q = op.reshape(linear(l, 'q_proj', h), [dimB, dimT, NH, HD]); // [B, T, NH, HD]
-    const k = op.reshape(linear(l, 'k_proj', h), [dimB, dimT, NKV, HD]); // [B, T, NKV, HD]
+    const q = op.reshape(linear(l, 'q_proj', h), [dimB, dimT, NH * HD]); // [B, T, NH·HD]
+    const k = op.reshape(linear(l, 'k_proj', h), [dimB, dimT, NKV * HD]); // [B, T, NKV·HD]
     const v = op.reshape(linear(l, 'v_proj', h), [dimB, dimT, NKV, HD]); // [B, T, NKV, HD]
-    const qr = rope(q, tables.cosQ, tables.sinQ, HD); // [B, T, NH, HD], scaled by 1/√HD
-    const kr = rope(k, tables.cosK, tables.sinK, HD); // [B, T, NKV, HD]
+    const qr = op.reshape(rotary(q, tables.cosQ, tables.sinQ, NH), [dimB, dimT, NH, HD]); // [B, T, NH, HD], scaled by 1/√HD
+    const kr = op.reshape(rotary(k, tables.cosK, tables.sinK, NKV), [dimB, dimT, NKV, HD]); // [B, T, NKV, HD]
     const q5 = op.transpose(op.reshape(qr, [dimB, dimT, NKV, G, HD]), [0, 2, 3, 1, 4]); // [B, NKV, G, T, HD]
     let vh = op.transpose(v, [0, 2, 1, 3]); // [B, NKV, T, HD]
     let ctx: Tensor; // [B, NKV, G, T, HD]

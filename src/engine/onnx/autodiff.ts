@@ -1,5 +1,6 @@
 // Reverse-mode autodiff over a Graph: one vector-Jacobian rule per op, emitted as more graph nodes.
 import { isFloat, type Node, type Tensor } from './graph.ts';
+import { rotary } from './fused.ts';
 import * as op from './ops.ts';
 
 /**
@@ -211,6 +212,13 @@ export const VJP: Record<string, VjpRule> = {
     const { s, silu } = n.saved!;
     const dGate = needs[0] ? op.mul(op.mul(g, up), op.add(s, op.sub(silu, op.mul(silu, s)))) : null;
     return [dGate, needs[1] ? op.mul(g, silu) : null];
+  }),
+  // Fused RoPE, a rotation by θ (tables c = cos θ, s = sin θ, maybe scaled alike): its transpose rotates by −θ,
+  //   dx = rotary(g, c, −s)
+  Rotary: one((n, g, needs) => {
+    if (needs[1] || needs[2]) throw new Error('Rotary: no gradient for the rotation tables');
+    const [, cos, sin] = n.inputs as Tensor[];
+    return [rotary(g, cos, op.neg(sin), n.attrs.num_heads.value as number), null, null];
   }),
   // Fused attention o = P·v, P = softmax(q·kᵀ + bias); with G = g:
   //   dv = Pᵀ·G,  dS = P·(G·vᵀ − rowsum(G·o)),  dq = dS·k,  dkᵀ = qᵀ·dS

@@ -27,6 +27,27 @@ export function swiGlu(gate: Tensor, up: Tensor): Tensor {
 }
 
 /**
+ * Rotary position embedding in Hugging Face's rotate_half layout, per head: with x1, x2 the halves of a head,
+ * y = [x1·c − x2·s, x2·c + x1·s]. x [B, T, H·HD]; cos, sin [B, T, HD/2] (both may carry one scale factor, e.g.
+ * attention's 1/√HD). float32 runs ONNX's RotaryEmbedding (opset 23), one pass where the composition takes five;
+ * float64, which ORT has no RotaryEmbedding kernel for (finite-difference tests), the same rotation composed.
+ */
+export function rotary(x: Tensor, cos: Tensor, sin: Tensor, numHeads: number): Tensor {
+  const g = x.graph;
+  const attrs = { num_heads: attrInt(numHeads) };
+  return g.fuse('Rotary', [x, cos, sin], attrs, () => {
+    if (x.dtype === 'float32') return { outputs: g.emit('RotaryEmbedding', [x, cos, sin], attrs, [[x.dtype, x.shape]]) };
+    const HD = (x.shape[2] as number) / numHeads;
+    const heads = op.reshape(x, [[x, 0], [x, 1], numHeads, HD]); // [B, T, H, HD]
+    const [x1, x2] = op.split(heads, [HD / 2, HD / 2], -1); // [B, T, H, HD/2] ×2
+    const c = op.unsqueeze(cos, [2]); // [B, T, 1, HD/2]
+    const s = op.unsqueeze(sin, [2]); // [B, T, 1, HD/2]
+    const y = op.concat([op.sub(op.mul(x1, c), op.mul(x2, s)), op.add(op.mul(x2, c), op.mul(x1, s))], -1); // [B, T, H, HD]
+    return { outputs: [op.reshapeTo(y, x)] }; // [B, T, H·HD]
+  })[0];
+}
+
+/**
  * Attention's core, softmax(q·kᵀ + bias)·v, for queries folded as [B, H, M, HD] against keys kᵀ [B, H, HD, S] and
  * values [B, H, S, HD]. The scores [B, H, M, S] are viewed as `scoreShape` to add `bias` (which gets no gradient).
  * Returns [B, H, M, HD]; the probabilities are saved for the backward pass.

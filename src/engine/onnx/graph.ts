@@ -3,7 +3,7 @@ import onnxProto from 'onnx-proto';
 
 const { onnx } = onnxProto;
 
-export const OPSET = 18;
+export const OPSET = 23;
 
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'bool';
 export type FloatDType = 'float32' | 'float64';
@@ -201,7 +201,7 @@ export class Graph {
     return result.outputs;
   }
 
-  /** Deterministic ONNX model bytes (ir_version 8, opset 18). */
+  /** Deterministic ONNX model bytes (ir_version 11, opset 23: RotaryEmbedding). */
   serialize(): Uint8Array {
     const flat: Node[] = [];
     const flatten = (nodes: Node[]) => {
@@ -224,7 +224,7 @@ export class Graph {
       output: this.outputs.map(valueInfo),
     });
     const model = onnx.ModelProto.create({
-      irVersion: 8,
+      irVersion: 11,
       producerName: 'localtune',
       opsetImport: [onnx.OperatorSetIdProto.create({ domain: '', version: OPSET })],
       graph,

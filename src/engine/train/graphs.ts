@@ -100,7 +100,7 @@ function weightedRowsForward(g: Graph, config: ModelConfig, weights: WeightFacto
   const labels = g.input(IO.lossLabels, 'int64', [K]); // [K]
   const lossW = g.input(IO.lossWeights, g.float, [K]); // [K]
   const { inputs: loraInputs, linear } = loraGraphInputs(g, config, lora, training);
-  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, T), linear, attentionBlock: o.attentionBlock }); // [N, D]
+  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, B, T), linear, attentionBlock: o.attentionBlock }); // [N, D]
   const h = finalNorm(config, weight, op.gather(x, rowIdx, 0)); // [K, D]
   const { rowLoss, rowCorrect } = lmHeadLoss(config, weight, h, labels, lossW); // [K], [K]
   return { loraInputs, rowIdx, rowLoss, rowCorrect };
@@ -180,7 +180,7 @@ export function buildLogitsGraph(config: ModelConfig, weights: WeightFactory, lo
   const ids = g.input(IO.inputIds, 'int32', [rows, seqLen]); // [B, T]
   const bias = g.input(IO.attentionBias, dtype, [rows, 1, 1, seqLen, seqLen]); // [B, 1, 1, T, T]
   const linear = lora ? loraGraphInputs(g, config, lora, false).linear : undefined;
-  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, seqLen), linear, attentionBlock: o.attentionBlock }); // [N, D]
+  const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, rows, seqLen), linear, attentionBlock: o.attentionBlock }); // [N, D]
   g.output(lmHead(config, weight, finalNorm(config, weight, x)), 'logits'); // [N, V]
   return g;
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { gradients, VJP } from '../../../src/engine/onnx/autodiff.ts';
-import { attention, rmsNorm, swiGlu, lmHeadCrossEntropy } from '../../../src/engine/onnx/fused.ts';
+import { attention, rmsNorm, rotary, swiGlu, lmHeadCrossEntropy } from '../../../src/engine/onnx/fused.ts';
 import { Graph } from '../../../src/engine/onnx/graph.ts';
 import * as op from '../../../src/engine/onnx/ops.ts';
 import { createSession } from '../../../src/engine/onnx/session.ts';
@@ -85,6 +85,46 @@ test('fused RmsNorm (x and weight)', async () => {
 
 test('fused SwiGlu', async () => {
   await gradCheck({ a: { shape: [3, 4], lo: -3, hi: 3 }, u: { shape: [3, 4] } }, ({ a, u }) => swiGlu(a, u));
+});
+
+test('fused Rotary (RoPE), with scaled tables as the q side uses', async () => {
+  const angles = Array.from({ length: 2 * 3 * 4 }, (_, i) => 0.3 * i);
+  await gradCheck(
+    {
+      x: { shape: [2, 3, 16] }, // B 2, T 3, 2 heads of 8
+      cos: { shape: [2, 3, 4], grad: false, data: angles.map((a) => 0.5 * Math.cos(a)) },
+      sin: { shape: [2, 3, 4], grad: false, data: angles.map((a) => 0.5 * Math.sin(a)) },
+    },
+    ({ x, cos, sin }) => rotary(x, cos, sin, 2),
+  );
+});
+
+test("float32 Rotary runs ONNX's RotaryEmbedding and equals HF's rotate_half rotation", async () => {
+  const [B, T, H, HD] = [2, 5, 3, 8];
+  const g = new Graph('rotary', 'float32');
+  const y = rotary(g.input('x', 'float32', [B, T, H * HD]), g.input('cos', 'float32', [B, T, HD / 2]), g.input('sin', 'float32', [B, T, HD / 2]), H);
+  g.output(y, 'y');
+  assert.ok(g.nodes.some((n) => n.body?.some((b) => b.op === 'RotaryEmbedding')));
+  const x = Float32Array.from({ length: B * T * H * HD }, (_, i) => Math.sin(1.7 * i));
+  const angle = (b: number, t: number, j: number) => (t + b) * 10000 ** (-(2 * j) / HD);
+  const cos = Float32Array.from({ length: B * T * (HD / 2) }, (_, i) => Math.cos(angle(Math.floor(i / (T * HD / 2)), Math.floor(i / (HD / 2)) % T, i % (HD / 2))));
+  const sin = Float32Array.from({ length: B * T * (HD / 2) }, (_, i) => Math.sin(angle(Math.floor(i / (T * HD / 2)), Math.floor(i / (HD / 2)) % T, i % (HD / 2))));
+  const s = await createSession(g.serialize(), { device: 'cpu' });
+  const out = (await s.run({ x: new ort.Tensor('float32', x, [B, T, H * HD]), cos: new ort.Tensor('float32', cos, [B, T, HD / 2]), sin: new ort.Tensor('float32', sin, [B, T, HD / 2]) })).y.data as Float32Array;
+  await s.close();
+  // HF: q·cos_full + rotate_half(q)·sin_full, cos_full = [c, c], rotate_half(q) = [−q2, q1].
+  for (let b = 0; b < B; b++)
+    for (let t = 0; t < T; t++)
+      for (let h = 0; h < H; h++)
+        for (let d = 0; d < HD; d++) {
+          const base = ((b * T + t) * H + h) * HD;
+          const j = d % (HD / 2);
+          const c = cos[(b * T + t) * (HD / 2) + j];
+          const sn = sin[(b * T + t) * (HD / 2) + j];
+          const rotated = d < HD / 2 ? -x[base + d + HD / 2] : x[base + d - HD / 2];
+          const want = x[base + d] * c + rotated * sn;
+          assert.ok(Math.abs(out[base + d] - want) < 1e-5, `[${b}, ${t}, ${h}, ${d}]: ${out[base + d]} vs ${want}`);
+        }
 });
 
 test('fused Attention: grouped queries, a masking bias, q, kᵀ and v', async () => {
