@@ -64,6 +64,24 @@ export function createRng(seed: number): Rng {
   return { uint32, float, normal };
 }
 
+/**
+ * A dropout keep-mask as a pure function of (seed, position): out[i] = 0 with probability `ratio` (to 1/65536), else 1.
+ * Each splitmix32 output (counter i/2) decides two positions with 16 bits each (half the hashing of one per position),
+ * so a restarted job recomputes exactly the masks it would have drawn.
+ */
+export function fillKeepMask(out: Uint8Array, seed: number, ratio: number): Uint8Array {
+  const drop = Math.round(ratio * 65536); // 16-bit draw < drop: dropped
+  const s = seed >>> 0;
+  const pairs = out.length >>> 1;
+  for (let k = 0; k < pairs; k++) {
+    const u = mix32(s + Math.imul(k + 1, 0x9e3779b9));
+    out[2 * k] = (u & 0xffff) >= drop ? 1 : 0;
+    out[2 * k + 1] = u >>> 16 >= drop ? 1 : 0;
+  }
+  if (out.length & 1) out[out.length - 1] = (mix32(s + Math.imul(pairs + 1, 0x9e3779b9)) & 0xffff) >= drop ? 1 : 0;
+  return out;
+}
+
 /** Fills `out` with uniform values in [lo, hi). */
 export function fillUniform(rng: Rng, out: Float32Array, lo: number, hi: number): Float32Array {
   for (let i = 0; i < out.length; i++) out[i] = lo + (hi - lo) * rng.float();

@@ -269,40 +269,6 @@ export function pad(x: Tensor, pads: number[]): Tensor {
   return x.graph.emit('Pad', [x, x.graph.int64s(pads)], {}, [[x.dtype, shape as Shape]])[0];
 }
 
-// Dropout masks as pure functions of (seed, position): ORT's Dropout keeps its generator inside the session, so
-// its masks cannot be reproduced after a restart; these are recomputed exactly from a seed input.
-const LOW32 = 0xffffffff;
-const MIX = 0x45d9f3b; // < 2³¹, so h·MIX < 2⁶³ for h < 2³²: int64 never overflows
-
-/** One xorshift-multiply round on 32-bit words held in int64 (ORT's CPU Mul has no uint32): (h ^ h>>>16)·MIX mod 2³². */
-function mixRound(h: Tensor): Tensor {
-  const g = h.graph;
-  const shifted = binary('BitwiseXor', h, div(h, g.scalar(65536, 'int64'))); // h ^ (h >>> 16), h ≥ 0
-  return binary('BitwiseAnd', mul(shifted, g.scalar(MIX, 'int64')), g.scalar(LOW32, 'int64'));
-}
-
-/** A well-mixed 32-bit hash of x mod 2³²: two rounds and a final xorshift. */
-function hash32(x: Tensor): Tensor {
-  const h = mixRound(mixRound(binary('BitwiseAnd', x, x.graph.scalar(LOW32, 'int64'))));
-  return binary('BitwiseXor', h, div(h, x.graph.scalar(65536, 'int64')));
-}
-
-const range = (g: Graph, n: number) => g.emit('Range', [g.scalar(0, 'int64'), g.scalar(n, 'int64'), g.scalar(1, 'int64')], {}, [['int64', [n]]])[0]; // [n]
-
-/**
- * A [rows, cols] dropout keep-mask (true with probability 1 − ratio) that is a function of `seed` (an int64 scalar)
- * and the position alone. Each row and each column gets a full hash (cheap: rows + cols values); an element mixes its
- * row's and column's hashes with one more round, and the round's high bits decide: six full-size int64 ops.
- */
-export function seededKeepMask(g: Graph, rows: number, cols: number, ratio: number, seed: Tensor): Tensor {
-  if (seed.dtype !== 'int64' || seed.rank !== 0) fail('seededKeepMask', 'seed must be an int64 scalar', seed);
-  const rowHash = hash32(add(reshape(range(g, rows), [rows, 1]), seed)); // [rows, 1]
-  const colSeed = binary('BitwiseXor', seed, g.scalar(0x5bd1e995, 'int64')); // [] another stream for columns
-  const colHash = hash32(add(reshape(range(g, cols), [1, cols]), colSeed)); // [1, cols]
-  const h = mixRound(binary('BitwiseXor', rowHash, colHash)); // [rows, cols] in [0, 2³²)
-  return greater(h, g.scalar(Math.ceil(ratio * 2 ** 32) - 1, 'int64')); // [rows, cols] bool: kept
-}
-
 /** Zeros of a static shape in dtype `dtype`. */
 export function zeros(g: Graph, shape: number[], dtype: DType): Tensor {
   return expand(g.scalar(0, dtype), shape);

@@ -70,7 +70,7 @@ export async function createDpoTrainer(o: DpoTrainerOptions): Promise<DpoTrainer
     return (await dpoSession(kind, bucket)).run({
       ...batchFeeds(mb.batch, bucket, 'float32', config.slidingWindow),
       ...core.loraFeeds(adapter),
-      ...(kind === 'grad' ? core.dropoutFeeds(index) : {}),
+      ...(kind === 'grad' ? core.dropoutFeeds(index, mb.batch.rows * mb.batch.seqLen) : {}),
       [IO.referenceLogps]: new ort.Tensor('float32', referenceRowLogps, [mb.batch.rows]),
       [IO.beta]: new ort.Tensor('float32', Float32Array.of(o.beta), []),
     });

@@ -6,7 +6,7 @@ import { parseModelConfig, type ModelConfig } from '../models/config.ts';
 import { ensureWeightCache } from '../models/weight-cache.ts';
 import { cachedWeights, type WeightFactory } from '../models/weight-source.ts';
 import { loraModules, type ParameterSpec } from '../models/parameters.ts';
-import { streamSeed } from '../random.ts';
+import { fillKeepMask, streamSeed } from '../random.ts';
 import { cachedGraph } from '../onnx/graph-cache.ts';
 import type { Graph } from '../onnx/graph.ts';
 import { createSession, type Device, type DeviceRequest, type Session } from '../onnx/session.ts';
@@ -56,11 +56,11 @@ export interface TrainerCore {
   weights: WeightFactory;
   specs: ParameterSpec[];
   /**
-   * The dropout_seeds input of micro-batch `index` of the next AdamW step, one seed per module (none without dropout): a
-   * function of (job seed, step, micro-batch, module) only, so a trainer restored from a saved state draws exactly the
-   * masks an uninterrupted one would.
+   * The dropout_mask:<j> inputs of micro-batch `index` (of `rows` = B·T hidden rows) of the next AdamW step, one keep-mask
+   * per module (none without dropout): a function of (job seed, step, micro-batch, module) only, so a trainer restored
+   * from a saved state draws exactly the masks an uninterrupted one would.
    */
-  dropoutFeeds(index: number): Record<string, ort.Tensor>;
+  dropoutFeeds(index: number, rows: number): Record<string, ort.Tensor>;
   /** The cached session of graph `kind` built with `options` (everything the graph depends on besides the weights). */
   session(kind: string, options: unknown, build: () => Graph): Promise<Session>;
   /** The adapter as graph inputs: the trained one, or `tensors` (e.g. a fixed reference adapter). */
@@ -87,7 +87,7 @@ export async function createTrainerCore(o: TrainerOptions): Promise<TrainerCore>
   const adamw = { ...DEFAULT_ADAMW, ...o.adamw };
   const maxGradNorm = o.maxGradNorm ?? 1;
   const specs = loraSpecs(config, o.lora);
-  const moduleCount = loraModules(config, o.lora.targetModules).length;
+  const modules = loraModules(config, o.lora.targetModules);
   const sessionOpts = { device: o.device, threads: o.threads, lowMemory: o.lowMemory, log: o.log };
   const sessions = new Map<string, Promise<Session>>();
   let device: Device | undefined;
@@ -169,11 +169,12 @@ export async function createTrainerCore(o: TrainerOptions): Promise<TrainerCore>
     },
     weights,
     specs,
-    dropoutFeeds(index) {
+    dropoutFeeds(index, rows) {
       if (o.lora.dropout === 0) return {};
       const base = streamSeed(streamSeed(o.seed, state.step + 1), index);
-      const seeds = BigInt64Array.from({ length: moduleCount }, (_, j) => BigInt(streamSeed(base, j)));
-      return { [IO.dropoutSeeds]: new ort.Tensor('int64', seeds, [moduleCount]) };
+      return Object.fromEntries(
+        modules.map((m, j) => [IO.dropoutMask(j), new ort.Tensor('bool', fillKeepMask(new Uint8Array(rows * m.in), streamSeed(base, j), o.lora.dropout), [rows, m.in])]),
+      );
     },
     session,
     loraFeeds,

@@ -51,7 +51,7 @@ export async function createTrainer(o: TrainerOptions): Promise<Trainer> {
     let tokens = 0;
     for (const [index, mb] of microBatches.entries()) {
       const bucket = bucketOf(mb);
-      const feeds = { ...batchFeeds(mb, bucket, 'float32', config.slidingWindow), ...core.loraFeeds(), ...(kind === 'grad' ? core.dropoutFeeds(index) : {}) };
+      const feeds = { ...batchFeeds(mb, bucket, 'float32', config.slidingWindow), ...core.loraFeeds(), ...(kind === 'grad' ? core.dropoutFeeds(index, mb.rows * mb.seqLen) : {}) };
       const out = await (await lossSession(kind, bucket)).run(feeds);
       if (kind === 'grad') core.addGradients(grads, out);
       lossSum += (out[IO.lossSum].data as Float32Array)[0];

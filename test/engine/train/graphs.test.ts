@@ -10,6 +10,8 @@ import { batchFeeds, bucketOf } from '../../../src/engine/train/feeds.ts';
 import { embeddedWeights } from '../../../src/engine/models/weight-source.ts';
 import { buildAdamWGraph, buildLogitsGraph, buildLossGraph, IO, loraSpecs } from '../../../src/engine/train/graphs.ts';
 import type { LoraConfig } from '../../../src/engine/lora/config.ts';
+import { loraModules } from '../../../src/engine/models/parameters.ts';
+import { fillKeepMask } from '../../../src/engine/random.ts';
 import { randomBatch, randomTensors, randomWeights, tinyConfig } from '../fixtures.ts';
 
 const allTargets: LoraConfig = { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
@@ -30,6 +32,13 @@ async function stepFd(config: ModelConfig, lora: LoraConfig, attentionBlock?: nu
   const feeds = (vals: Map<string, Float64Array>) => {
     const f = batchFeeds(batch, bucket, 'float64');
     for (const p of specs) f[p.name] = f64(vals.get(p.name)!, p.dims);
+    // With dropout: one fixed keep-mask per module, so every run of the finite differences sees the same masks.
+    if (lora.dropout > 0) {
+      loraModules(config, lora.targetModules).forEach((m, j) => {
+        const rows = batch.rows * batch.seqLen;
+        f[IO.dropoutMask(j)] = new ort.Tensor('bool', fillKeepMask(new Uint8Array(rows * m.in), 100 + j, lora.dropout), [rows, m.in]);
+      });
+    }
     return f;
   };
   const base = await s.run(feeds(values));
@@ -54,6 +63,10 @@ async function stepFd(config: ModelConfig, lora: LoraConfig, attentionBlock?: nu
 
 test('whole train step: LoRA gradients match finite differences (Llama, GQA, untied)', async () => {
   assert.ok((await stepFd(tinyConfig(), allTargets)) > 0);
+});
+
+test('whole train step with LoRA dropout (keep-masks as inputs): gradients match finite differences', async () => {
+  assert.ok((await stepFd(tinyConfig({ num_hidden_layers: 1 }), { ...allTargets, dropout: 0.3 })) > 0);
 });
 
 test('whole train step with blocked causal attention (2 query blocks of 4): gradients match finite differences', async () => {
