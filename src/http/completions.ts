@@ -19,14 +19,17 @@ function promptIds(served: ServedModel, prompt: CompletionRequest['prompt']): nu
   return (prompt as (string | number[])[]).map((p) => (typeof p === 'string' ? served.tokenizer.encode(p) : p));
 }
 
-/** The legacy logprobs object: tokens, their logprobs, top alternatives as {token: logprob}, character offsets. */
-function legacyLogprobs(served: ServedModel, tokens: SampledToken[], startOffset: number) {
+/** A token as the legacy logprobs object lists it; an echoed prompt's first token has no logprob and no alternatives. */
+type LegacyToken = { id: number; logprob: number | null; top: SampledToken['top'] | null };
+
+/** The legacy logprobs object: tokens, their logprobs, top alternatives as {token: logprob}, character offsets from `startOffset`. */
+function legacyLogprobs(served: ServedModel, tokens: LegacyToken[], startOffset: number) {
   let offset = startOffset;
   const texts = tokens.map((t) => tokenText(served, t.id).token);
   return {
     tokens: texts,
     token_logprobs: tokens.map((t) => t.logprob),
-    top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((alt) => [tokenText(served, alt.id).token, alt.logprob]))),
+    top_logprobs: tokens.map((t) => (t.top === null ? null : Object.fromEntries(t.top.map((alt) => [tokenText(served, alt.id).token, alt.logprob])))),
     text_offset: texts.map((s) => {
       const at = offset;
       offset += s.length;
@@ -35,11 +38,15 @@ function legacyLogprobs(served: ServedModel, tokens: SampledToken[], startOffset
   };
 }
 
+/** An echoed prompt's tokens: the first with nothing before it to score it, the others as the model scored them. */
+const echoedPrompt = (ids: number[], scored: SampledToken[]): LegacyToken[] => [{ id: ids[0], logprob: null, top: null }, ...scored];
+
 export function completionsRouter(ctx: AppContext): Router {
   const router = Router();
   router.post('/completions', validate('createCompletion'), async (req, res) => {
     const body = req.body as CompletionRequest;
     if (body.suffix) throw badRequest('suffix is not supported by this server.', 'suffix');
+    if ((body.best_of ?? 1) > 1) throw badRequest('best_of is not supported by this server; use n for several completions.', 'best_of');
     const { served, adapter } = await resolveModel(ctx, req.project, body.model);
     const prompts = promptIds(served, body.prompt);
     for (const p of prompts) {
@@ -59,20 +66,24 @@ export function completionsRouter(ctx: AppContext): Router {
       const completion = results.reduce((s, r) => s + r.completionTokens, 0);
       return { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion };
     };
-    const submit = (job: (typeof jobs)[number], onText?: (text: string, tokens: SampledToken[]) => void) =>
+    // echo with logprobs scores the prompt too (how evaluation harnesses compute log-likelihoods, often with max_tokens 0).
+    const scorePrompt = body.echo === true && topLogprobs !== null;
+    const submit = (job: (typeof jobs)[number], on: { text?: (text: string, tokens: SampledToken[]) => void; prompt?: (scored: SampledToken[]) => void } = {}) =>
       served.scheduler.submit({
         prompt: job.prompt,
         adapter,
         sampling: samplingParams(body, job.index, topLogprobs),
         maxTokens: maxNewTokens(served, job.prompt.length, body.max_tokens ?? 16),
+        promptLogprobs: scorePrompt ? topLogprobs : null,
         stop,
-        onText,
+        onText: on.text,
+        onPrompt: on.prompt,
         signal,
       });
     const echo = (job: (typeof jobs)[number]) => (body.echo ? promptTexts[job.p] : '');
 
-    if ((body.max_tokens ?? 16) === 0) {
-      // Nothing to generate (echo-only scoring requests).
+    if ((body.max_tokens ?? 16) === 0 && !scorePrompt) {
+      // Nothing to generate or score (echo-only requests).
       res.json({ ...head, object: 'text_completion', choices: jobs.map((j) => ({ text: echo(j), index: j.index, logprobs: null, finish_reason: 'length' })), usage: usage([]) });
       return;
     }
@@ -91,7 +102,7 @@ export function completionsRouter(ctx: AppContext): Router {
         choices: results.map((r, k) => ({
           text: echo(jobs[k]) + r.text,
           index: jobs[k].index,
-          logprobs: topLogprobs === null ? null : legacyLogprobs(served, r.tokens, echo(jobs[k]).length),
+          logprobs: topLogprobs === null ? null : legacyLogprobs(served, [...(scorePrompt ? echoedPrompt(jobs[k].prompt, r.promptTokens!) : []), ...r.tokens], 0),
           finish_reason: r.finishReason,
         })),
         usage: usage(results),
@@ -104,11 +115,19 @@ export function completionsRouter(ctx: AppContext): Router {
     const chunk = (choice: object) => events.send({ ...head, object: 'text_completion', choices: [choice], ...(includeUsage ? { usage: null } : {}) });
     const choices = Promise.all(
       jobs.map(async (job) => {
-        let offset = echo(job).length;
-        if (body.echo) chunk({ text: echo(job), index: job.index, logprobs: null, finish_reason: null });
-        const r = await submit(job, (text, tokens) => {
-          chunk({ text, index: job.index, logprobs: topLogprobs === null ? null : legacyLogprobs(served, tokens, offset), finish_reason: null });
-          offset += text.length;
+        let offset = 0;
+        const sendEcho = (logprobs: ReturnType<typeof legacyLogprobs> | null) => {
+          chunk({ text: echo(job), index: job.index, logprobs, finish_reason: null });
+          offset = logprobs ? logprobs.text_offset.at(-1)! + logprobs.tokens.at(-1)!.length : echo(job).length;
+        };
+        // A scored prompt is echoed once the model has run it, with its logprobs.
+        if (body.echo && !scorePrompt) sendEcho(null);
+        const r = await submit(job, {
+          prompt: (scored) => sendEcho(legacyLogprobs(served, echoedPrompt(job.prompt, scored), 0)),
+          text: (text, tokens) => {
+            chunk({ text, index: job.index, logprobs: topLogprobs === null ? null : legacyLogprobs(served, tokens, offset), finish_reason: null });
+            offset += text.length;
+          },
         });
         chunk({ text: '', index: job.index, logprobs: null, finish_reason: r.finishReason });
         return r;

@@ -728,10 +728,11 @@ export interface components {
                 index: number;
                 logprobs: {
                     tokens?: string[];
-                    token_logprobs?: number[];
-                    top_logprobs?: {
+                    /** @description With echo, the prompt's first token has null (nothing precedes it). */
+                    token_logprobs?: (number | null)[];
+                    top_logprobs?: ({
                         [key: string]: number;
-                    }[];
+                    } | null)[];
                     text_offset?: number[];
                 } | null;
                 finish_reason: ("stop" | "length" | "content_filter") | null;

@@ -158,6 +158,40 @@ test('legacy completions: text prompt, echo, same greedy continuation as a chat-
   for await (const chunk of await client.completions.create({ model: tuned[0].id, prompt, temperature: 0, max_tokens: 40, stream: true })) text += chunk.choices[0]?.text ?? '';
   assert.equal(text, tuned[0].answer);
   await assert.rejects(client.completions.create({ model: DEFAULT_MODEL_ID, prompt: 'y'.repeat(3000) }), (e: any) => e.status === 400 && e.code === 'context_length_exceeded');
+  for (const extra of [{ suffix: 'x' }, { best_of: 3 }]) {
+    await assert.rejects(client.completions.create({ model: DEFAULT_MODEL_ID, prompt, ...extra }), (e: any) => e.status === 400 && e.param === Object.keys(extra)[0]);
+  }
+});
+
+test('legacy completions score the prompt with echo and logprobs (max_tokens 0, as evaluation harnesses ask): the logprobs generation reports', async () => {
+  const prompt = chat.template.render({ messages: ask, addGenerationPrompt: true });
+  const promptIds = tokenizer.encode(prompt);
+  // What the tuned model reports while generating its answer…
+  const generated = await client.completions.create({ model: tuned[0].id, prompt, temperature: 0, max_tokens: 40, logprobs: 2 });
+  const answer = generated.choices[0].logprobs!;
+  assert.equal(generated.choices[0].text, tuned[0].answer);
+  // …equals what it reports scoring prompt + answer as one echoed prompt.
+  const scored = await client.completions.create({ model: tuned[0].id, prompt: [...promptIds, ...tokenizer.encode(tuned[0].answer)], max_tokens: 0, echo: true, logprobs: 2 });
+  const lp = scored.choices[0].logprobs!;
+  assert.equal(scored.choices[0].text, prompt + tuned[0].answer);
+  assert.equal(scored.choices[0].finish_reason, 'length');
+  assert.equal(scored.usage!.completion_tokens, 0);
+  assert.equal(lp.tokens!.length, promptIds.length + answer.tokens!.length);
+  assert.equal(lp.token_logprobs![0], null);
+  assert.equal(lp.top_logprobs![0], null);
+  assert.ok(lp.token_logprobs!.slice(1).every((v) => v! <= 0) && lp.top_logprobs!.slice(1).every((t) => Object.keys(t!).length === 2));
+  assert.deepEqual(lp.text_offset!.slice(0, 3), [0, lp.tokens![0].length, lp.tokens![0].length + lp.tokens![1].length]);
+  const tail = lp.token_logprobs!.slice(promptIds.length);
+  assert.deepEqual(lp.tokens!.slice(promptIds.length), answer.tokens);
+  tail.forEach((v, i) => assert.ok(Math.abs(v! - answer.token_logprobs![i]!) < 1e-4, `answer token ${i}: scored ${v} vs generated ${answer.token_logprobs![i]}`));
+  // Streaming: the echoed prompt arrives first, with its logprobs.
+  const chunks = [];
+  for await (const chunk of await client.completions.create({ model: tuned[0].id, prompt, max_tokens: 3, echo: true, logprobs: 1, temperature: 0, stream: true })) chunks.push(chunk);
+  assert.equal(chunks[0].choices[0].text, prompt);
+  assert.equal(chunks[0].choices[0].logprobs!.tokens!.length, promptIds.length);
+  assert.deepEqual(chunks[0].choices[0].logprobs!.token_logprobs!.slice(0, 1), [null]);
+  const streamed = chunks.map((c) => c.choices[0]?.text ?? '').join('');
+  assert.ok(streamed.startsWith(prompt) && tuned[0].answer.startsWith(streamed.slice(prompt.length)), streamed);
 });
 
 test('dozens of interleaved requests across adapters and the base model each equal their solo response', async () => {

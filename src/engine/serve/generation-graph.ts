@@ -1,4 +1,4 @@
-// The generation graph: the training forward (decoderStack) with a JS-owned KV cache in, the new K/V slice and last-position logits out, and per-row LoRA adapters as inputs.
+// The generation graph: the training forward (decoderStack) with a JS-owned KV cache in, the new K/V slice and the logits of chosen positions out, and per-row LoRA adapters as inputs.
 import { Graph, type FloatDType } from '../onnx/graph.ts';
 import * as op from '../onnx/ops.ts';
 import type { ModelConfig } from '../models/config.ts';
@@ -7,19 +7,20 @@ import { LORA_TARGETS, projectionDims, type LoraTarget } from '../models/paramet
 import type { WeightFactory } from '../models/weight-source.ts';
 
 // Dims (symbolic in the graph): B batch rows, T new positions per row, P cache capacity (past slots), S = P + T,
-// R_m the batch's largest LoRA rank on target m (0 when no row adapts m), N = B·T; D hidden, V vocab, NKV, HD.
+// R_m the batch's largest LoRA rank on target m (0 when no row adapts m), N = B·T, K positions whose logits are wanted;
+// D hidden, V vocab, NKV, HD.
 
 /** Input and output names of the generation graph, shared with the runner that feeds it. */
 export const GEN = {
   inputIds: 'input_ids', // [B, T] int32
   positionIds: 'position_ids', // [B, T] int64
   attentionBias: 'attention_bias', // [B, 1, 1, T, S]: 0 visible, −1e9 hidden
-  logitRows: 'logit_rows', // [B] int64: flat row b·T + t of each row's last real token
+  logitRows: 'logit_rows', // [K] int64: flat rows b·T + t whose logits are wanted (each row's last real token; every prompt position when scoring)
   pastKey: (l: number) => `past_key.${l}`, // [B, NKV, P, HD]
   pastValue: (l: number) => `past_value.${l}`, // [B, NKV, P, HD]
   loraA: (l: number, t: LoraTarget) => `lora_a.${l}.${t}`, // [B, in, R_t]
   loraB: (l: number, t: LoraTarget) => `lora_b.${l}.${t}`, // [B, R_t, out], alpha/r folded in
-  logits: 'logits', // [B, V]
+  logits: 'logits', // [K, V]
   presentKey: (l: number) => `present_key.${l}`, // [B, NKV, T, HD]
   presentValue: (l: number) => `present_value.${l}`, // [B, NKV, T, HD]
 };
@@ -36,7 +37,7 @@ export function buildGenerationGraph(config: ModelConfig, weights: WeightFactory
   const ids = g.input(GEN.inputIds, 'int32', ['batch', 'seq']); // [B, T]
   const positions = g.input(GEN.positionIds, 'int64', ['batch', 'seq']); // [B, T]
   const bias = g.input(GEN.attentionBias, dtype, ['batch', 1, 1, 'seq', 'keys']); // [B, 1, 1, T, S]
-  const logitRows = g.input(GEN.logitRows, 'int64', ['batch']); // [B]
+  const logitRows = g.input(GEN.logitRows, 'int64', ['logit_rows']); // [K]
   const past = Array.from({ length: config.numLayers }, (_, l) => ({
     key: g.input(GEN.pastKey(l), dtype, ['batch', NKV, 'past', HD]), // [B, NKV, P, HD]
     value: g.input(GEN.pastValue(l), dtype, ['batch', NKV, 'past', HD]), // [B, NKV, P, HD]
@@ -57,8 +58,8 @@ export function buildGenerationGraph(config: ModelConfig, weights: WeightFactory
     };
   });
   const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: dynamicRopeTables(config, positions), kv, linear }); // [N, D]
-  const last = finalNorm(config, weight, op.gather(x, logitRows, 0)); // [B, D]
-  g.output(lmHead(config, weight, last), GEN.logits); // [B, V]
+  const picked = finalNorm(config, weight, op.gather(x, logitRows, 0)); // [K, D]
+  g.output(lmHead(config, weight, picked), GEN.logits); // [K, V]
   return g;
 }
 

@@ -37,8 +37,12 @@ export interface ModelRunner {
   device: Device;
   /** Active rows in slot order (row i holds slot i). */
   readonly rows: readonly CacheRow[];
-  /** Runs the prompts of new rows (each [len] ids) and appends them to the active rows; returns their last-position logits [V] each. */
-  prefill(prompts: { tokens: number[]; adapter: PreparedAdapter | null }[]): Promise<{ rows: CacheRow[]; logits: Float32Array[] }>;
+  /**
+   * Runs the prompts of new rows (each [len] ids) and appends them to the active rows; returns their last-position
+   * logits [V] each, and for prompts with `scored`, the logits of every earlier position too ([len − 1, V]: position t
+   * predicts token t + 1), else null.
+   */
+  prefill(prompts: { tokens: number[]; adapter: PreparedAdapter | null; scored?: boolean }[]): Promise<{ rows: CacheRow[]; logits: Float32Array[]; promptLogits: (Float32Array | null)[] }>;
   /** Feeds one token per active row (tokens[i] for rows[i]); returns each row's logits [V]. */
   decode(tokens: number[]): Promise<Float32Array[]>;
   /** Frees a row's slot at once (the last row moves into it). */
@@ -134,20 +138,21 @@ export async function createModelRunner(o: RunnerOptions): Promise<ModelRunner> 
       const ids = new Int32Array(B * T); // [B, T]
       const positions = new BigInt64Array(B * T); // [B, T]
       const mask = new Float32Array(B * T); // [B, T] real tokens
-      const logitRows = new BigInt64Array(B); // [B]
+      // Logit rows: each prompt's earlier positions when scored, then every prompt's last position.
+      const scoredRows = prompts.flatMap((p, b) => (p.scored ? Array.from({ length: p.tokens.length - 1 }, (_, t) => b * T + t) : []));
+      const logitRows = BigInt64Array.from([...scoredRows, ...prompts.map((p, b) => b * T + p.tokens.length - 1)], BigInt); // [K]
       prompts.forEach((p, b) => {
         p.tokens.forEach((id, t) => {
           ids[b * T + t] = id;
           positions[b * T + t] = BigInt(t);
           mask[b * T + t] = 1;
         });
-        logitRows[b] = BigInt(b * T + p.tokens.length - 1);
       });
       const feeds: Record<string, ort.Tensor> = {
         [GEN.inputIds]: new ort.Tensor('int32', ids, [B, T]),
         [GEN.positionIds]: new ort.Tensor('int64', positions, [B, T]),
         [GEN.attentionBias]: new ort.Tensor('float32', attentionBias(B, T, mask, 0, window), [B, 1, 1, T, T]),
-        [GEN.logitRows]: new ort.Tensor('int64', logitRows, [B]),
+        [GEN.logitRows]: new ort.Tensor('int64', logitRows, [logitRows.length]),
         ...adapterFeeds(prompts.map((p) => p.adapter)),
       };
       const empty = new ort.Tensor('float32', new Float32Array(0), [B, NKV, 0, HD]); // no past
@@ -169,8 +174,16 @@ export async function createModelRunner(o: RunnerOptions): Promise<ModelRunner> 
         }
       });
       rows.push(...made);
-      const logits = out[GEN.logits].data as Float32Array; // [B, V]
-      return { rows: made, logits: made.map((_, b) => logits.slice(b * V, (b + 1) * V)) };
+      const logits = out[GEN.logits].data as Float32Array; // [K, V]
+      let at = 0;
+      const promptLogits = prompts.map((p) => {
+        if (!p.scored) return null;
+        const n = p.tokens.length - 1;
+        at += n;
+        return logits.slice((at - n) * V, at * V); // [len − 1, V]
+      });
+      const last = scoredRows.length;
+      return { rows: made, logits: made.map((_, b) => logits.slice((last + b) * V, (last + b + 1) * V)), promptLogits };
     },
 
     async decode(tokens) {

@@ -39,12 +39,18 @@ export function createSampler(p: SamplingParams): Sampler {
         for (const [id, n] of counts) logits[id] -= p.presencePenalty + p.frequencyPenalty * n;
       }
       const id = p.temperature === 0 ? argmax(logits) : draw(logits, p.temperature, p.topP, rng);
-      if (p.topLogprobs === null) return { id, logprob: NaN, top: [] };
-      const lse = logSumExp(logits, 1);
-      const top = p.topLogprobs > 0 ? topK(logits, p.topLogprobs).map((j) => ({ id: j, logprob: logits[j] - lse })) : [];
-      return { id, logprob: logits[id] - lse, top };
+      return p.topLogprobs === null ? { id, logprob: NaN, top: [] } : tokenLogprobs(logits, id, p.topLogprobs);
     },
   };
+}
+
+/**
+ * Token `id` with its log-probability under softmax(logits) and the `top` most likely alternatives: for sampled tokens
+ * (on the penalised, biased logits) and for prompt scoring (`echo` with `logprobs`: the model's raw logits).
+ */
+export function tokenLogprobs(logits: Float32Array | Float64Array, id: number, top: number): SampledToken {
+  const lse = logSumExp(logits, 1);
+  return { id, logprob: logits[id] - lse, top: top > 0 ? topK(logits, top).map((j) => ({ id: j, logprob: logits[j] - lse })) : [] };
 }
 
 function argmax(x: Float32Array | Float64Array): number {
@@ -54,7 +60,7 @@ function argmax(x: Float32Array | Float64Array): number {
 }
 
 /** log Σ exp(x / t). */
-function logSumExp(x: Float64Array, t: number): number {
+function logSumExp(x: Float32Array | Float64Array, t: number): number {
   let m = -Infinity;
   for (const v of x) m = Math.max(m, v / t);
   let s = 0;
@@ -63,7 +69,7 @@ function logSumExp(x: Float64Array, t: number): number {
 }
 
 /** Indices of the k largest values, largest first (ties: lower index first). */
-function topK(x: Float64Array, k: number): number[] {
+function topK(x: Float32Array | Float64Array, k: number): number[] {
   const idx: number[] = [];
   for (let i = 0; i < x.length; i++) {
     if (idx.length < k) idx.push(i);

@@ -1,7 +1,7 @@
 // Continuous batching over one base model: new requests are prefilled and join the running batch at the next step; every row keeps its own adapter, sampler, stop conditions and KV positions.
 import type { ModelRunner, CacheRow } from './model-runner.ts';
 import type { PreparedAdapter } from './adapter-cache.ts';
-import { createSampler, type SampledToken, type Sampler, type SamplingParams } from './sampler.ts';
+import { createSampler, tokenLogprobs, type SampledToken, type Sampler, type SamplingParams } from './sampler.ts';
 import { createTextStream, type Decoder, type TextStream } from './text-stream.ts';
 
 export type FinishReason = 'stop' | 'length';
@@ -10,8 +10,12 @@ export interface GenerationRequest {
   prompt: number[];
   adapter: PreparedAdapter | null;
   sampling: SamplingParams;
-  /** Most tokens to generate (generation also stops at the context length). */
+  /** Most tokens to generate (generation also stops at the context length); 0 only runs the prompt (scoring). */
   maxTokens: number;
+  /** Score the prompt: each prompt token after the first with its log-probability and this many alternatives. */
+  promptLogprobs?: number | null;
+  /** Called with the scored prompt tokens right after the prompt ran, before any text (streaming). */
+  onPrompt?: (scored: SampledToken[]) => void;
   stop: readonly string[];
   /** Called as text becomes final (streaming), with the sampled tokens behind it (logprobs). */
   onText?: (text: string, tokens: SampledToken[]) => void;
@@ -25,6 +29,8 @@ export interface GenerationResult {
   /** Sampled tokens behind `text` (an end-of-turn token is counted in completionTokens, not listed). */
   tokens: SampledToken[];
   completionTokens: number;
+  /** With promptLogprobs: prompt tokens 1.. scored by the model (token 0 has nothing before it); else null. */
+  promptTokens: SampledToken[] | null;
 }
 
 export interface SchedulerOptions {
@@ -53,6 +59,7 @@ interface Sequence {
   generated: number;
   tokens: SampledToken[];
   pending: SampledToken[]; // sampled but not yet reported with text
+  promptTokens: SampledToken[] | null;
   cancelled: boolean;
   resolve(r: GenerationResult): void;
   reject(err: Error): void;
@@ -76,7 +83,7 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
       runner.release(seq.row);
       seq.row = null;
     }
-    seq.resolve({ text: seq.stream.text, finishReason: reason, tokens: seq.tokens, completionTokens: seq.generated });
+    seq.resolve({ text: seq.stream.text, finishReason: reason, tokens: seq.tokens, completionTokens: seq.generated, promptTokens: seq.promptTokens });
   }
 
   /** Takes a sampled token: ends the row on an end-of-turn token, a stop string, max_tokens or a full context. */
@@ -114,12 +121,20 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
       tokens += seq.request.prompt.length;
       take.push(seq);
     }
-    const { rows, logits } = await runner.prefill(take.map((s) => ({ tokens: s.request.prompt, adapter: s.request.adapter })));
+    const { rows, logits, promptLogits } = await runner.prefill(take.map((s) => ({ tokens: s.request.prompt, adapter: s.request.adapter, scored: (s.request.promptLogprobs ?? null) !== null })));
     take.forEach((seq, i) => {
       seq.row = rows[i];
       byRow.set(rows[i], seq);
+      const scored = promptLogits[i];
+      const V = logits[i].length;
+      if (scored) seq.promptTokens = seq.request.prompt.slice(1).map((id, t) => tokenLogprobs(scored.subarray(t * V, (t + 1) * V), id, seq.request.promptLogprobs!));
     });
-    take.forEach((seq, i) => (seq.cancelled ? undefined : accept(seq, seq.sampler.next(logits[i], seq.counts))));
+    take.forEach((seq, i) => {
+      if (seq.cancelled) return;
+      if (seq.promptTokens) seq.request.onPrompt?.(seq.promptTokens);
+      if (seq.request.maxTokens === 0) return finish(seq, 'length', '');
+      accept(seq, seq.sampler.next(logits[i], seq.counts));
+    });
   }
 
   async function decode(): Promise<void> {
@@ -170,6 +185,7 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
           generated: 0,
           tokens: [],
           pending: [],
+          promptTokens: null,
           cancelled: false,
           resolve,
           reject,
