@@ -1,6 +1,6 @@
 // The job scheduler: validates files, queues, runs up to N training workers, turns their messages into events,
 // checkpoints and models, forwards cancel/pause, and picks up after a crash every job that was left unfinished.
-import { rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 import type { Db } from '../store/db.ts';
@@ -17,7 +17,7 @@ import { RESUME_DIR } from './worker/resume-point.ts';
 import type { JobHyperparameters, RequestedHyperparameters } from './validate-files.ts';
 import { validateInChildProcess } from './validation-process.ts';
 import type { WorkerHandle, WorkerOptions } from './worker/start-training-worker.ts';
-import type { StepMetrics, TrainingSpec, WorkerMessage } from './worker-protocol.ts';
+import { CHECKPOINTS_DIR, FINAL_DIR, type StepMetrics, type TrainingSpec, type WorkerMessage } from './worker-protocol.ts';
 
 /** Starts a training worker: `startTrainingWorker` in the server; the scheduler only needs its shape. */
 export type StartWorker = (spec: TrainingSpec, options: WorkerOptions) => WorkerHandle;
@@ -332,8 +332,23 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
     }
   }
 
+  /**
+   * Removes the adapter folders of finished jobs that no model is served from any more: a checkpoint pruned, or a model
+   * deleted, by a server that stopped before removing its folder. An unfinished job's worker may still report a folder.
+   */
+  function removeUnusedAdapters() {
+    const used = models.adapterDirsInUse();
+    for (const job of jobs.inStatus(['succeeded', 'failed', 'cancelled'])) {
+      const jobDir = jobDirOf(job.id);
+      const checkpoints = join(jobDir, CHECKPOINTS_DIR);
+      const candidates = [join(jobDir, FINAL_DIR), ...(existsSync(checkpoints) ? readdirSync(checkpoints).map((name) => join(checkpoints, name)) : [])];
+      for (const dir of candidates) if (existsSync(dir) && !used.has(relative(dataDir, dir))) rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
   return {
     start() {
+      removeUnusedAdapters();
       for (const job of jobs.inStatus(['validating_files'])) {
         jobs.addEvent(job.id, { message: 'Validating the files again after a server restart' });
         validateLogged(job.id);

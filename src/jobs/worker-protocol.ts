@@ -6,6 +6,10 @@ import type { DeviceRequest } from '../engine/onnx/session.ts';
 
 export type TrainingMethod = 'supervised' | 'dpo';
 
+/** Under its job folder a worker writes checkpoints/step-N/ (an adapter per epoch end) and final/ (the result). */
+export const CHECKPOINTS_DIR = 'checkpoints';
+export const FINAL_DIR = 'final';
+
 /** Everything a worker needs to train (or resume) one job. The same spec is sent again on resume. */
 export interface TrainingSpec {
   jobId: string;

@@ -20,6 +20,8 @@ export interface FineTunedModelStore {
   list(project: string): FineTunedModelRow[];
   /** Removes the row; false when there was none in `project`. */
   delete(project: string, id: string): boolean;
+  /** Every adapter directory some model of any project is served from. */
+  adapterDirsInUse(): Set<string>;
 }
 
 const COLUMNS = 'id, project, base_model, adapter_dir, job_id, step, created_at';
@@ -29,10 +31,12 @@ export function fineTunedModelStore(db: Db): FineTunedModelStore {
   const get = db.prepare(`SELECT ${COLUMNS} FROM fine_tuned_models WHERE project = ? AND id = ?`);
   const list = db.prepare(`SELECT ${COLUMNS} FROM fine_tuned_models WHERE project = ? ORDER BY created_at, rowid`);
   const remove = db.prepare('DELETE FROM fine_tuned_models WHERE project = ? AND id = ?');
+  const dirs = db.prepare('SELECT DISTINCT adapter_dir FROM fine_tuned_models').pluck();
   return {
     insert: (row) => void insert.run(row),
     get: (project, id) => get.get(project, id) as FineTunedModelRow | undefined,
     list: (project) => list.all(project) as FineTunedModelRow[],
     delete: (project, id) => remove.run(project, id).changes === 1,
+    adapterDirsInUse: () => new Set(dirs.all() as string[]),
   };
 }

@@ -1,7 +1,7 @@
 // Fine-tuning jobs through the official openai SDK against the real server and training worker, on the built-in model.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
@@ -18,6 +18,8 @@ const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
 
 let dataDir: string;
 let server: TestServer;
+/** The first test's job: finished by the time the kill test restarts the server. */
+let firstJob: string;
 let alpha: OpenAI;
 let beta: OpenAI;
 
@@ -74,6 +76,7 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
     method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 3, batch_size: 1, learning_rate_multiplier: 2 } } },
   });
   assert.match(created.id, /^ftjob-[A-Za-z0-9]{24}$/);
+  firstJob = created.id;
   assert.equal(created.status, 'validating_files');
   assert.deepEqual(created.error, { code: null, message: null, param: null });
   assert.equal((created as { user_provided_suffix?: string }).user_provided_suffix, 'atlantis');
@@ -254,8 +257,14 @@ test('a server killed with SIGKILL mid-training resumes the job at restart; it e
   const body = { model: 'localtune-default', training_file: training, seed: 11, hyperparameters: { n_epochs: 4, batch_size: 1 } };
   const job = await alpha.fineTuning.jobs.create(body);
   await waitFor(alpha, job.id, async () => (await metricsSteps(alpha, job.id)).length >= 15, 'past step 15');
+  // As if a server had pruned a finished job's checkpoint from the database and died before removing its folder.
+  const orphan = join(dataDir, 'jobs', firstJob, 'checkpoints', 'step-999');
+  mkdirSync(orphan, { recursive: true });
+  writeFileSync(join(orphan, 'adapter_model.safetensors'), 'x');
   await server.kill('SIGKILL');
   await server.restart();
+  assert.ok(!existsSync(orphan), 'the unused adapter folder is removed at start');
+  assert.ok(existsSync(join(dataDir, 'jobs', firstJob, 'final')), 'the folder a model is served from stays');
   const done = await finished(alpha, job.id);
   assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
   const events = await allEvents(alpha, job.id);

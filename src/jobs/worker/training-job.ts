@@ -7,15 +7,13 @@ import type { BatchPosition } from '../../datasets/batches.ts';
 import type { LoraConfig } from '../../engine/lora/config.ts';
 import type { AdapterTensors } from '../../engine/lora/init.ts';
 import { saveAdapter } from '../../engine/lora/peft.ts';
-import type { StepMetrics, TrainingSpec, WorkerCommand, WorkerMessage } from '../worker-protocol.ts';
+import { CHECKPOINTS_DIR, FINAL_DIR, type StepMetrics, type TrainingSpec, type WorkerCommand, type WorkerMessage } from '../worker-protocol.ts';
 import { JobFailure, type MethodRun } from './method.ts';
 import { readResumePoint, RESUME_DIR, specFingerprint, writeResumePoint, type ResumePoint } from './resume-point.ts';
 import { prepareDpo } from './dpo.ts';
 import type { MethodSetup } from './method-inputs.ts';
 import { prepareSupervised } from './supervised.ts';
 
-export const CHECKPOINTS_DIR = 'checkpoints';
-export const FINAL_DIR = 'final';
 
 export interface JobIO {
   /** Resolves once the message has left this process (so a crash right after cannot lose it). */
