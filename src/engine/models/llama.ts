@@ -11,25 +11,26 @@ import { EMBED_TOKENS, FINAL_NORM, layerParameterNames, lmHeadName, type LoraTar
 
 
 /**
- * A projection's output given its input and the base result; the LoRA hook. Training passes
- * `h = base + (alpha/r)·dropout(x)·Aᵀ·Bᵀ` (loraGraphInputs in train/graphs.ts); serving passes per-row
- * adapters (perRowLoraHook). Absent: the base model.
+ * The LoRA hook: a projection's low-rank update for input x, plus `addend` (the residual of o_proj and down_proj, else
+ * null), or null when the projection has no adapter. What it returns becomes the base Gemm's C (no separate Add, in
+ * training or in serving's per-row path). Training passes `(alpha/r)·dropout(x)·Aᵀ·Bᵀ` (loraGraphInputs in
+ * train/graphs.ts); serving passes per-row adapters (perRowLoraHook). Absent: the base model.
  */
-export type LinearHook = (layer: number, target: LoraTarget, x: Tensor /* [N, in] */, base: Tensor /* [N, out]: x·Wᵀ + bias, plus the residual for o_proj and down_proj */) => Tensor;
+export type LinearHook = (layer: number, target: LoraTarget, x: Tensor /* [N, in] */, addend: Tensor | null /* [N, out] */) => Tensor | null;
 
 /**
- * Serving's LoRA hook: batch row b uses its own adapter, h[b] = base[b] + x[b]·A[b]·B[b], with
+ * Serving's LoRA hook: batch row b uses its own adapter, update[b] = x[b]·A[b]·B[b], with
  * A [B, in, R] and B [B, R, out] graph inputs (alpha/r folded into B when loading; all-zero rows
  * give the base model; ranks padded with zeros to the batch's largest). `adapter` returns null for
  * projections without LoRA.
  */
 export function perRowLoraHook(inputIds: Tensor, adapter: (layer: number, target: LoraTarget) => { a: Tensor; b: Tensor } | null): LinearHook {
-  return (layer, target, x, base) => {
+  return (layer, target, x, addend) => {
     const ab = adapter(layer, target);
-    if (!ab) return base;
+    if (!ab) return null;
     const x3 = op.reshape(x, [[inputIds, 0], [inputIds, 1], x.shape[1] as number]); // [B, T, in]
-    const delta = op.matmul(op.matmul(x3, ab.a), ab.b); // [B, T, out]
-    return op.add(base, op.reshape(delta, [-1, base.shape[1] as number])); // [N, out]
+    const update = op.reshape(op.matmul(op.matmul(x3, ab.a), ab.b), [-1, ab.b.shape[2] as number]); // [N, out]
+    return addend ? op.add(addend, update) : update;
   };
 }
 
@@ -141,13 +142,13 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
   const dimT: [Tensor, number] = [ids, 1];
   const dimS: [Tensor, number] = [bias, 4];
 
-  // x·Wᵀ (+ bias) (+ residual): a residual rides in Gemm's C when there is no bias, saving an Add pass.
+  // x·Wᵀ + (LoRA update) + residual + bias: update+residual, else the residual, else the bias is the Gemm's C;
+  // a bias joins the others with an Add.
   const linear = (layer: number, target: LoraTarget, x: Tensor, residual: Tensor | null = null): Tensor => {
     const names = layerParameterNames(config, layer);
     const b = names.bias[target];
-    let base = op.gemm(x, weight(names.weight[target]), b ? weight(b) : residual, { transB: true }); // [N, out]
-    if (b && residual) base = op.add(base, residual); // [N, out]
-    return inputs.linear ? inputs.linear(layer, target, x, base) : base;
+    const c = inputs.linear?.(layer, target, x, residual) ?? residual; // [N, out] or null
+    return op.gemm(x, weight(names.weight[target]), b ? (c ? op.add(c, weight(b)) : weight(b)) : c, { transB: true }); // [N, out]
   };
 
   // With static shapes, broadcast the bias over the heads once per graph (ORT's Add is much slower

@@ -67,8 +67,8 @@ export interface GraphOptions {
 }
 
 /**
- * Declares every LoRA tensor as a graph input (PEFT names) and returns the projection hook
- * h = base + (alpha/R)·dropout(x)·Aᵀ·Bᵀ, two thin Gemms (the second adds onto base through Gemm's C).
+ * Declares every LoRA tensor as a graph input (PEFT names) and returns the projection hook: the update
+ * (alpha/R)·dropout(x)·Aᵀ·Bᵀ (+ the addend), two thin Gemms (the second takes the addend as its C).
  * `training` with lora.dropout > 0 applies dropout with keep-masks given as inputs (dropout_mask:<j>), so the caller
  * draws them (from the job seed and the step: fillKeepMask) and a resumed run replays them; eval and serving pass false.
  */
@@ -77,13 +77,13 @@ export function loraGraphInputs(g: Graph, config: ModelConfig, lora: LoraConfig,
   const list = loraModules(config, lora.targetModules);
   const modules = new Map(list.map((m, j) => [`${m.layer}.${m.target}`, { ...m, j }]));
   const dropout = training && lora.dropout > 0;
-  const linear: LinearHook = (layer, target, x, base) => {
+  const linear: LinearHook = (layer, target, x, addend) => {
     const m = modules.get(`${layer}.${target}`);
-    if (!m) return base;
+    if (!m) return null;
     // dropout(x) = keep·x/(1 − p); the 1/(1 − p) rides on the second Gemm's alpha. A Mul by the mask, as ORT's Where is ~4× slower.
     const xd = dropout ? op.mul(x, op.cast(g.input(IO.dropoutMask(m.j), 'bool', x.shape), x.dtype)) : x; // [N, in]
     const xa = op.gemm(xd, inputs.get(m.loraA)!, null, { transB: true }); // [N, R]
-    return op.gemm(xa, inputs.get(m.loraB)!, base, { transB: true, alpha: loraScaling(lora) / (dropout ? 1 - lora.dropout : 1) }); // [N, out]
+    return op.gemm(xa, inputs.get(m.loraB)!, addend, { transB: true, alpha: loraScaling(lora) / (dropout ? 1 - lora.dropout : 1) }); // [N, out]
   };
   return { inputs, linear };
 }
