@@ -40,6 +40,19 @@ function replyOf(r: GenerationResult, toolNames: ReadonlySet<string>): { content
   return { content: parsed.content, toolCalls: parsed.calls, finish: 'tool_calls' };
 }
 
+/** Local models read text: an image, audio or file part is a 400 naming it, not silently dropped. */
+function checkTextContent(messages: ChatRequest['messages']): void {
+  messages.forEach((m, i) => {
+    if (!Array.isArray(m.content)) return;
+    m.content.forEach((part, j) => {
+      if (part.type === 'text' && typeof part.text === 'string') return;
+      const where = `messages[${i}].content[${j}]`;
+      if (part.type === 'text') throw badRequest(`${where} is a text part without a 'text' string.`, `${where}.text`, 'invalid_value');
+      throw badRequest(`${where} is a '${part.type}' part: this server's models read text only ({"type": "text", "text": "…"}).`, `${where}.type`, 'unsupported_content');
+    });
+  });
+}
+
 export function chatCompletionsRouter(ctx: AppContext): Router {
   const router = Router();
   router.post('/chat/completions', validate('createChatCompletion'), async (req, res) => {
@@ -56,6 +69,7 @@ export function chatCompletionsRouter(ctx: AppContext): Router {
         'unsupported_parameter',
       );
     }
+    checkTextContent(body.messages);
     const prompt = served.tokenizer.encode(
       served.template.render({ messages: toTemplateMessages(body.messages as Record<string, unknown>[]), tools: body.tools, addGenerationPrompt: true }),
     );
@@ -67,8 +81,9 @@ export function chatCompletionsRouter(ctx: AppContext): Router {
     const toolNames = body.tool_choice === 'none' ? new Set<string>() : functionToolNames(body.tools);
     const signal = disconnectSignal(req, res);
     const head = { id: newId('chatcmpl-'), created: nowSeconds(), model: body.model, system_fingerprint: `fp_localtune_${served.device}` };
+    const sampling = samplingParams(body, topLogprobs, served.config.vocabSize);
     const submit = (index: number, onText?: Parameters<typeof served.scheduler.submit>[0]['onText']) =>
-      served.scheduler.submit({ prompt, adapter, sampling: samplingParams(body, index, topLogprobs), maxTokens, stop, onText, signal });
+      served.scheduler.submit({ prompt, adapter, sampling: sampling(index), maxTokens, stop, onText, signal });
 
     if (!body.stream) {
       let results: GenerationResult[];

@@ -68,11 +68,12 @@ export function completionsRouter(ctx: AppContext): Router {
     };
     // echo with logprobs scores the prompt too (how evaluation harnesses compute log-likelihoods, often with max_tokens 0).
     const scorePrompt = body.echo === true && topLogprobs !== null;
+    const sampling = samplingParams(body, topLogprobs, served.config.vocabSize);
     const submit = (job: (typeof jobs)[number], on: { text?: (text: string, tokens: SampledToken[]) => void; prompt?: (scored: SampledToken[]) => void } = {}) =>
       served.scheduler.submit({
         prompt: job.prompt,
         adapter,
-        sampling: samplingParams(body, job.index, topLogprobs),
+        sampling: sampling(job.index),
         maxTokens: maxNewTokens(served, job.prompt.length, body.max_tokens ?? 16),
         promptLogprobs: scorePrompt ? topLogprobs : null,
         stop,

@@ -54,16 +54,16 @@ export interface SamplingFields {
 }
 
 /**
- * Sampling settings of choice `index`: with a seed, choice i draws from seed + i (reproducible, yet the n choices
- * differ); without one, from a fresh random seed.
+ * Checks the request's sampling fields (a 400 before anything streams) and returns the settings of choice `index`:
+ * with a seed, choice i draws from seed + i (reproducible, yet the n choices differ); without one, from a fresh random seed.
  */
-export function samplingParams(body: SamplingFields, index: number, topLogprobs: number | null): SamplingParams {
+export function samplingParams(body: SamplingFields, topLogprobs: number | null, vocabSize: number): (index: number) => SamplingParams {
   const bias = new Map<number, number>();
   for (const [k, v] of Object.entries(body.logit_bias ?? {})) {
-    if (!/^\d+$/.test(k)) throw badRequest(`Invalid key in 'logit_bias': ${JSON.stringify(k)} is not a token id.`, 'logit_bias');
+    if (!/^\d+$/.test(k) || Number(k) >= vocabSize) throw badRequest(`Invalid key in 'logit_bias': ${JSON.stringify(k)} is not a token id of this model (0 to ${vocabSize - 1}).`, 'logit_bias');
     bias.set(Number(k), v);
   }
-  return {
+  return (index) => ({
     temperature: body.temperature ?? 1,
     topP: body.top_p ?? 1,
     presencePenalty: body.presence_penalty ?? 0,
@@ -71,7 +71,7 @@ export function samplingParams(body: SamplingFields, index: number, topLogprobs:
     logitBias: bias,
     topLogprobs,
     seed: body.seed !== undefined && body.seed !== null ? (body.seed + index) | 0 : randomInt(2 ** 31),
-  };
+  });
 }
 
 export function stopStrings(stop: SamplingFields['stop']): string[] {

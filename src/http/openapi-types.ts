@@ -548,10 +548,12 @@ export interface components {
             content?: components["schemas"]["ChatMessageContent"] | null;
             name?: string;
             refusal?: string | null;
-            tool_calls?: components["schemas"]["ChatMessageToolCall"][];
+            tool_calls?: components["schemas"]["ChatMessageToolCall"][] | null;
             tool_call_id?: string;
             function_call?: Record<string, never> | null;
             audio?: Record<string, never> | null;
+            /** @description A response message's field, accepted (and ignored) when a reply is sent back as history. */
+            annotations?: unknown[] | null;
         };
         ChatCompletionTool: {
             /** @enum {string} */

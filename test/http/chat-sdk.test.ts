@@ -134,6 +134,19 @@ test('response_format text is served; JSON modes are a 400 naming the parameter,
   );
 });
 
+test('a reply sent back as history, as SDK users append it, is accepted; image parts and foreign token ids are 400s naming the field', async () => {
+  const first = await greedy(tuned[0].id);
+  assert.deepEqual(first.choices[0].message.annotations, []);
+  const history = [...ask, first.choices[0].message as OpenAI.ChatCompletionMessageParam, { role: 'user' as const, content: QUESTION }];
+  assert.equal((await greedy(tuned[0].id, { messages: history })).object, 'chat.completion');
+  const image = { role: 'user' as const, content: [{ type: 'image_url' as const, image_url: { url: 'https://example.com/a.png' } }] };
+  await assert.rejects(greedy(tuned[0].id, { messages: [image] }), (e: any) => e.status === 400 && e.param === 'messages[0].content[0].type' && e.code === 'unsupported_content');
+  for (const stream of [false, true]) {
+    const request = client.chat.completions.create({ model: DEFAULT_MODEL_ID, messages: ask, logit_bias: { 99999: 5 }, stream } as OpenAI.ChatCompletionCreateParams);
+    await assert.rejects(request, (e: any) => e.status === 400 && e.param === 'logit_bias', `stream: ${stream}`);
+  }
+});
+
 test('unknown models are 404 model_not_found; a prompt past the context is a 400 giving both numbers', async () => {
   await assert.rejects(greedy('ft:nope:default::xxxxxxxx'), (e: any) => e.status === 404 && e.code === 'model_not_found');
   await assert.rejects(greedy('gpt-4o'), (e: any) => e.status === 404 && e.code === 'model_not_found');
