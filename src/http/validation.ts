@@ -92,9 +92,29 @@ function join(base: string, child: string): string {
   return base ? `${base}.${child}` : child;
 }
 
-/** The first ajv error as a 400 that names the offending parameter. */
+/**
+ * The error that explains the first failure best. For an anyOf/oneOf ("auto" or a number ≥ 1) ajv lists every
+ * branch's errors: a branch the value's type fits says what is wrong (`must be >= 1`); when none fits, the
+ * branches' types are listed (`must be string or integer`).
+ */
+function explaining(errors: ErrorObject[]): ErrorObject {
+  const first = errors[0]!;
+  const here = errors.filter((e) => e.instancePath === first.instancePath);
+  const isUnion = (e: ErrorObject) => e.keyword === 'anyOf' || e.keyword === 'oneOf';
+  if (!here.some(isUnion)) return first;
+  const branches = here.filter((e) => !isUnion(e));
+  // A branch is its schema path up to the last union index ('…/anyOf/1/minimum' → '…/anyOf/1').
+  const branchOf = (e: ErrorObject) => /^(.*\/(?:anyOf|oneOf)\/\d+)\//.exec(e.schemaPath)?.[1] ?? e.schemaPath;
+  const mistyped = new Set(branches.filter((e) => e.keyword === 'type').map(branchOf));
+  const fitting = branches.find((e) => !mistyped.has(branchOf(e)));
+  if (fitting) return fitting;
+  const types = [...new Set(branches.filter((e) => e.keyword === 'type').flatMap((e) => [(e.params as { type: string | string[] }).type].flat()))];
+  return { ...first, message: `must be ${types.join(' or ')}` };
+}
+
+/** The ajv errors as a 400 that names the offending parameter. */
 function toBadRequest(errors: ErrorObject[], where: 'query' | 'body'): Error {
-  const e = errors[0]!;
+  const e = explaining(errors);
   const at = paramName(e.instancePath);
   if (e.keyword === 'additionalProperties') {
     const param = join(at, (e.params as { additionalProperty: string }).additionalProperty);

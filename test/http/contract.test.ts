@@ -62,6 +62,10 @@ test('input is validated before the handler, and every answer uses the envelope'
   const range = await call('POST', '/v1/fine_tuning/jobs', { model: 'm', training_file: 'f', method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 51 } } } });
   assert.equal(range.status, 400);
   assert.equal(range.json.error.param, 'method.supervised.hyperparameters.n_epochs');
+  // "auto" or a number: the message speaks of the branch the value's type fits, or lists the types.
+  assert.match(range.json.error.message, /must be <= 50/);
+  const wrongBranch = await call('POST', '/v1/fine_tuning/jobs', { model: 'm', training_file: 'f', hyperparameters: { batch_size: true } });
+  assert.equal(wrongBranch.json.error.message, "Invalid value for 'hyperparameters.batch_size': must be string or integer.");
 
   const missing = await call('POST', '/v1/chat/completions', { model: 'm' });
   assert.equal(missing.status, 400);
