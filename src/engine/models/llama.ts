@@ -151,17 +151,18 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
     return op.gemm(x, weight(names.weight[target]), b ? (c ? op.add(c, weight(b)) : weight(b)) : c, { transB: true }); // [N, out]
   };
 
-  // With static shapes, broadcast the bias over the heads once per graph (ORT's Add is much slower
-  // broadcasting middle dims in every layer); with query blocks, per block, cut once for all layers.
+  // The bias adds to the scores viewed as [B, NKV·G, Q, S] as [B, 1, Q, S], broadcast over the heads (one middle
+  // dim: measured faster than adding a copy expanded per head, and no such copy in memory); with query blocks,
+  // each block's part is cut once for all layers.
+  const perRow = (t: Tensor) => op.reshape(t, [[t, 0], 1, [t, 3], [t, 4]]); // [B, 1, 1, Q, S] → [B, 1, Q, S]
   const staticBias = bias.shape.every((d) => typeof d === 'number');
   const block = inputs.attentionBlock ?? 256;
   const T0 = ids.shape[1];
-  const overHeads = (t: Tensor) => op.expand(t, [t.shape[0] as number, NKV, G, t.shape[3] as number, t.shape[4] as number]); // [B, NKV, G, Q, S]
   const blocks =
     !kv && staticBias && block > 0 && typeof T0 === 'number' && T0 > block && T0 % block === 0
-      ? Array.from({ length: T0 / block }, (_, i) => overHeads(op.slice(bias, [i * block, 0], [(i + 1) * block, (i + 1) * block], [3, 4]))) // [B, NKV, G, b, S_i] each
+      ? Array.from({ length: T0 / block }, (_, i) => perRow(op.slice(bias, [i * block, 0], [(i + 1) * block, (i + 1) * block], [3, 4]))) // [B, 1, b, S_i] each
       : null;
-  const headBias = staticBias && !blocks ? overHeads(bias) : bias; // [B, NKV, G, T, S] (or broadcastable)
+  const rowBias = perRow(bias); // [B, 1, T, S]
   let x = op.reshape(op.gather(weight(EMBED_TOKENS), ids, 0), [-1, D]); // [N, D]
   for (let l = 0; l < config.numLayers; l++) {
     const names = layerParameterNames(config, l);
@@ -181,10 +182,10 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
       const past = kv.past(l);
       const kt = op.transpose(op.concat([past.key, kh], 2), [0, 1, 3, 2]); // [B, NKV, HD, S]
       vh = op.concat([past.value, vh], 2); // [B, NKV, S, HD]
-      ctx = attend(op.reshape(q5, [dimB, NKV, -1, HD]), kt, vh, headBias, [dimB, NKV, G, dimT, dimS]);
+      ctx = attend(op.reshape(q5, [dimB, NKV, -1, HD]), kt, vh, rowBias, [dimB, NKV, G, dimT, dimS]);
     } else {
       const kt = op.transpose(kr, [0, 2, 3, 1]); // [B, NKV, HD, T]: one transpose instead of two
-      if (!blocks) ctx = attend(op.reshape(q5, [dimB, NKV, -1, HD]), kt, vh, headBias, [dimB, NKV, G, dimT, dimS]);
+      if (!blocks) ctx = attend(op.reshape(q5, [dimB, NKV, -1, HD]), kt, vh, rowBias, [dimB, NKV, G, dimT, dimS]);
       else {
         const [B, T] = ids.shape as number[];
         const queries = op.split(q5, blocks.map(() => block), 3); // [B, NKV, G, b, HD] each (one Split: its gradient is one Concat)
@@ -211,12 +212,13 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
 
 /**
  * softmax(q·kᵀ + bias)·v for queries folded as [B, NKV, G·Q, HD] against keys kᵀ [B, NKV, HD, S] and
- * values [B, NKV, S, HD]; `split` = [B, NKV, G, Q, S] unfolds the scores so the bias [B, NKV, G, Q, S] adds.
+ * values [B, NKV, S, HD], with the bias [B, 1, Q, S] of each row; `split` = [B, NKV, G, Q, S] names the dims.
  * Returns [B, NKV, G, Q, HD]. (1/√HD is already in q through its RoPE tables.)
  */
 function attend(q: Tensor, kt: Tensor, v: Tensor, bias: Tensor, split: (number | [Tensor, number])[]): Tensor {
-  const [dimB, NKV, G, dimQ] = split;
-  return op.reshape(attention(q, kt, v, bias, split), [dimB, NKV, G, dimQ, v.shape[3] as number]); // [B, NKV, G, Q, HD]
+  const [dimB, NKV, G, dimQ, dimS] = split;
+  const heads = (NKV as number) * (G as number);
+  return op.reshape(attention(q, kt, v, bias, [dimB, heads, dimQ, dimS]), [dimB, NKV, G, dimQ, v.shape[3] as number]); // [B, NKV, G, Q, HD]
 }
 
 /** The final RMSNorm on any rows of the residual stream: [M, D] → [M, D]. */
