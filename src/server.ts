@@ -93,11 +93,13 @@ export async function startServer(config: Config, log: (line: string) => void = 
       ctx,
       async close() {
         clearInterval(expirySweep);
+        // The scheduler learns first: a worker that got the stop signal too must not look like a crash.
+        const jobsClosed = jobs.close();
         const closed = once(server, 'close');
         server.close();
         server.closeAllConnections();
         await closed;
-        await jobs.close();
+        await jobsClosed;
         await models.close();
         db.close();
       },

@@ -32,6 +32,9 @@ export function validateInChildProcess(files: FilesToValidate, log: (line: strin
 // In the child: one request, one answer, then exit. A server that goes away takes its validations with it.
 if (process.send && process.argv[1] === selfPath) {
   process.once('disconnect', () => process.exit(1));
+  // Ctrl-C and systemd's stop reach every process of the group: the server decides. Its shutdown stops this child
+  // and validates again at the next start; dying here first would fail the job before the server knows it is stopping.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => {});
   process.once('message', async (files: FilesToValidate) => {
     const result = await validateJobFiles(files);
     process.send!(result, undefined, {}, () => process.exit(0));
