@@ -8,7 +8,7 @@ import { cachedWeights, type WeightFactory } from '../models/weight-source.ts';
 import { loraModules, type ParameterSpec } from '../models/parameters.ts';
 import { fillKeepMask, streamSeed } from '../random.ts';
 import { cachedGraph } from '../onnx/graph-cache.ts';
-import type { Graph } from '../onnx/graph.ts';
+import { numel, type Graph } from '../onnx/graph.ts';
 import { createSession, type Device, type DeviceRequest, type Session } from '../onnx/session.ts';
 import type { LoraConfig } from '../lora/config.ts';
 import { initAdapter, type AdapterTensors } from '../lora/init.ts';
@@ -104,7 +104,7 @@ export async function createTrainerCore(o: TrainerOptions): Promise<TrainerCore>
     }
     return s;
   };
-  const size = specs.reduce((n, p) => n + p.dims.reduce((a, b) => a * b, 1), 0);
+  const size = specs.reduce((n, p) => n + numel(p.dims), 0);
   const adamwSession = () => session('adamw', { size, adamw }, () => buildAdamWGraph(size, adamw));
   /** The tensors concatenated in spec order: the AdamW graph's [P] layout. */
   const flatten = (t: AdapterTensors): ort.Tensor => {
@@ -122,7 +122,7 @@ export async function createTrainerCore(o: TrainerOptions): Promise<TrainerCore>
     let at = 0;
     return new Map(
       specs.map((p) => {
-        const n = p.dims.reduce((a, b) => a * b, 1);
+        const n = numel(p.dims);
         at += n;
         return [p.name, { dims: p.dims, data: flat.subarray(at - n, at) }];
       }),
@@ -139,7 +139,7 @@ export async function createTrainerCore(o: TrainerOptions): Promise<TrainerCore>
   }
 
   let adapter = checkAdapter(o.adapter ? copyTensors(o.adapter) : initAdapter(config, o.lora, o.seed));
-  const zeros = (): AdapterTensors => new Map(specs.map((p) => [p.name, { dims: p.dims, data: new Float32Array(p.dims.reduce((a, b) => a * b, 1)) }]));
+  const zeros = (): AdapterTensors => new Map(specs.map((p) => [p.name, { dims: p.dims, data: new Float32Array(numel(p.dims)) }]));
   let state: OptimizerState = { step: 0, m: zeros(), v: zeros() };
 
   const loraFeeds = (tensors = adapter): Record<string, ort.Tensor> => Object.fromEntries(specs.map((p) => [p.name, new ort.Tensor('float32', tensors.get(p.name)!.data, p.dims)]));
