@@ -148,7 +148,7 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
     const names = layerParameterNames(config, layer);
     const b = names.bias[target];
     const c = inputs.linear?.(layer, target, x, residual) ?? residual; // [N, out] or null
-    return op.gemm(x, weight(names.weight[target]), b ? (c ? op.add(c, weight(b)) : weight(b)) : c, { transB: true }); // [N, out]
+    return weight.linear(names.weight[target], x, b ? (c ? op.add(c, weight(b)) : weight(b)) : c); // [N, out]
   };
 
   // The bias adds to the scores viewed as [B, NKV·G, Q, S] as [B, 1, Q, S], broadcast over the heads (one middle

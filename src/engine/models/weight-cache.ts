@@ -1,10 +1,13 @@
-// The compute-dtype weight cache of a base model: converted once, tensor by tensor, into one file with 4096-aligned offsets (DESIGN decision 4).
+// The compute-dtype weight cache of a base model: converted once, tensor by tensor, into one file with 4096-aligned offsets (DESIGN decision 4),
+// at a base precision: fp32, or the projections block-quantized (nf4/int4/int8) with everything else fp32.
 // ORT memory-maps aligned external data, so every session of the model shares the same pages. The user's files are only read.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeAll, writeFileAtomically, writeTextAtomically } from '../atomic-file.ts';
-import { baseParameters } from './parameters.ts';
+import { baseParameters, LORA_TARGETS, layerParameterNames, type ParameterSpec } from './parameters.ts';
+import { quantizable, quantize, QUANT_LAYOUT, type Precision, type QuantFormat } from './quantize.ts';
+import type { ModelConfig } from './config.ts';
 import { parseModelConfig } from './config.ts';
 import { checkModelTensors } from './model-dir.ts';
 import { float32ToFloat16, listModelTensors, readTensor } from './safetensors.ts';
@@ -13,6 +16,15 @@ export type ComputeDtype = 'float32' | 'float16';
 export const WEIGHT_ALIGNMENT = 4096;
 /** Bumped when the cache layout changes, so old caches rebuild. */
 const CACHE_FORMAT = 1;
+
+/** Where a block-quantized projection lives: its code bytes and its fp32 block scales (see QuantizedTensor). */
+export interface QuantizedCacheEntry {
+  format: QuantFormat;
+  dims: [number, number]; // [N, K], HF [out, in]
+  blockSize: number;
+  codes: { offset: number; length: number };
+  scales: { offset: number; length: number };
+}
 
 export interface WeightCacheEntry {
   offset: number; // bytes from the start of the data file, a multiple of WEIGHT_ALIGNMENT
@@ -24,10 +36,12 @@ export interface WeightCacheEntry {
 export interface WeightCacheManifest {
   format: number;
   dtype: ComputeDtype;
+  precision: Precision;
   fingerprint: string; // of the source files; a change rebuilds the cache
   dataFile: string; // file name in the cache folder (unique per fingerprint)
   totalBytes: number;
-  tensors: Record<string, WeightCacheEntry>; // parameter-table name -> where it is
+  tensors: Record<string, WeightCacheEntry>; // parameter-table name -> where it is (tensors kept in the compute dtype)
+  quantized: Record<string, QuantizedCacheEntry>; // parameter-table name -> where it is (block-quantized projections)
 }
 
 export interface WeightCache {
@@ -48,59 +62,98 @@ export function modelFingerprint(modelDir: string): string {
   return createHash('sha256').update(JSON.stringify({ format: CACHE_FORMAT, files })).digest('hex');
 }
 
-function manifestName(dtype: ComputeDtype): string {
-  return `weights.${dtype}.json`;
+/** The cache's file stem: `weights.float32` for fp32 (as before precisions existed), `weights.nf4.float32` etc. else. */
+function cacheStem(dtype: ComputeDtype, precision: Precision): string {
+  return precision === 'fp32' ? `weights.${dtype}` : `weights.${precision}.${dtype}`;
 }
 
-function readValidManifest(manifestPath: string, dtype: ComputeDtype, fingerprint: string, cacheDir: string): WeightCacheManifest | null {
+function readValidManifest(manifestPath: string, dtype: ComputeDtype, precision: Precision, fingerprint: string, cacheDir: string): WeightCacheManifest | null {
   if (!existsSync(manifestPath)) return null;
   try {
     const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as WeightCacheManifest;
-    if (m.format !== CACHE_FORMAT || m.dtype !== dtype || m.fingerprint !== fingerprint) return null;
+    if (m.format !== CACHE_FORMAT || m.dtype !== dtype || (m.precision ?? 'fp32') !== precision || m.fingerprint !== fingerprint) return null;
     const dataPath = join(cacheDir, m.dataFile);
     if (!existsSync(dataPath) || statSync(dataPath).size !== m.totalBytes) return null;
-    return m;
+    return { ...m, precision, quantized: m.quantized ?? {} };
   } catch {
     return null; // a damaged manifest is rebuilt like a stale one
   }
 }
 
+/** Whether the cache at `precision` holds this parameter block-quantized: the projections whose rows the blocks tile. */
+export function isQuantizedParameter(config: ModelConfig, spec: ParameterSpec, precision: Precision): precision is QuantFormat {
+  if (precision === 'fp32' || !quantizable(spec.dims, precision)) return false;
+  const layer = /^model\.layers\.(\d+)\./.exec(spec.name);
+  return !!layer && LORA_TARGETS.some((t) => layerParameterNames(config, Number(layer[1])).weight[t] === spec.name);
+}
+
 /**
- * Returns the model's weight cache in `cacheDir` (one folder per base model), building it first when absent
- * or when the model's files changed. Memory stays bounded by the largest tensor. Safe against a crash midway
- * (temp files + rename; the manifest is renamed last and names a data file unique to the fingerprint).
+ * Returns the model's weight cache at `precision` (default fp32) in `cacheDir` (one folder per base model), building it
+ * first when absent or when the model's files changed. Memory stays bounded by the largest tensor. Safe against a crash
+ * midway (temp files + rename; the manifest is renamed last and names a data file unique to the fingerprint).
  */
-export function ensureWeightCache(modelDir: string, cacheDir: string, options: { dtype: ComputeDtype }): WeightCache {
+export function ensureWeightCache(modelDir: string, cacheDir: string, options: { dtype: ComputeDtype; precision?: Precision }): WeightCache {
   const { dtype } = options;
+  const precision = options.precision ?? 'fp32';
   const fingerprint = modelFingerprint(modelDir);
-  const manifestPath = join(cacheDir, manifestName(dtype));
-  const existing = readValidManifest(manifestPath, dtype, fingerprint, cacheDir);
+  const stem = cacheStem(dtype, precision);
+  const manifestPath = join(cacheDir, `${stem}.json`);
+  const existing = readValidManifest(manifestPath, dtype, precision, fingerprint, cacheDir);
   if (existing) return { dataPath: join(cacheDir, existing.dataFile), manifestPath, manifest: existing };
 
   const config = parseModelConfig(JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')));
   const sources = checkModelTensors(config, listModelTensors(modelDir), modelDir);
+  return writeWeightCache(cacheDir, config, { dtype, precision, fingerprint }, (spec) => readTensor(sources.get(spec.name)!).data);
+}
+
+/**
+ * Writes a weight cache from `read` (each base parameter's fp32 values, asked for one at a time in the parameter
+ * table's order) and returns it. ensureWeightCache reads the model's safetensors; the bench writes seeded weights of
+ * shapes too big to hold in fp32 straight into a quantized cache.
+ */
+export function writeWeightCache(
+  cacheDir: string,
+  config: ModelConfig,
+  o: { dtype: ComputeDtype; precision: Precision; fingerprint: string },
+  read: (spec: ParameterSpec) => Float32Array,
+): WeightCache {
+  const { dtype, precision, fingerprint } = o;
+  const stem = cacheStem(dtype, precision);
+  const manifestPath = join(cacheDir, `${stem}.json`);
   mkdirSync(cacheDir, { recursive: true });
-  const dataFile = `weights.${dtype}.${fingerprint.slice(0, 16)}.bin`;
+  const dataFile = `${stem}.${fingerprint.slice(0, 16)}.bin`;
   const tensors: Record<string, WeightCacheEntry> = {};
-  const bytesPer = dtype === 'float32' ? 4 : 2;
+  const quantized: Record<string, QuantizedCacheEntry> = {};
   let offset = 0;
   writeFileAtomically(join(cacheDir, dataFile), (fd) => {
-    for (const spec of baseParameters(config)) {
+    /** Writes bytes at the next aligned offset; returns where they went. */
+    const put = (bytes: Uint8Array) => {
       const padding = (WEIGHT_ALIGNMENT - (offset % WEIGHT_ALIGNMENT)) % WEIGHT_ALIGNMENT;
       if (padding) writeAll(fd, new Uint8Array(padding));
       offset += padding;
-      const { data } = readTensor(sources.get(spec.name)!);
-      const bytes = dtype === 'float32' ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(float32ToFloat16(data).buffer);
       writeAll(fd, bytes);
-      tensors[spec.name] = { offset, length: data.length * bytesPer, dims: spec.dims, dtype };
+      const at = { offset, length: bytes.length };
       offset += bytes.length;
+      return at;
+    };
+    for (const spec of baseParameters(config)) {
+      const data = read(spec);
+      if (isQuantizedParameter(config, spec, precision)) {
+        const q = quantize(data, spec.dims as [number, number], precision);
+        const codes = put(q.codes);
+        const scales = put(new Uint8Array(q.scales.buffer, q.scales.byteOffset, q.scales.byteLength));
+        quantized[spec.name] = { format: precision, dims: q.dims, blockSize: QUANT_LAYOUT[precision].blockSize, codes, scales };
+        continue;
+      }
+      const bytes = dtype === 'float32' ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(float32ToFloat16(data).buffer);
+      tensors[spec.name] = { ...put(bytes), dims: spec.dims, dtype };
     }
   });
-  const manifest: WeightCacheManifest = { format: CACHE_FORMAT, dtype, fingerprint, dataFile, totalBytes: offset, tensors };
+  const manifest: WeightCacheManifest = { format: CACHE_FORMAT, dtype, precision, fingerprint, dataFile, totalBytes: offset, tensors, quantized };
   writeTextAtomically(manifestPath, JSON.stringify(manifest, null, 1));
   // Data files of older fingerprints are no longer named by any manifest (open mappings of them stay valid on POSIX).
   for (const f of readdirSync(cacheDir)) {
-    if (f.startsWith(`weights.${dtype}.`) && f.endsWith('.bin') && f !== dataFile) unlinkSync(join(cacheDir, f));
+    if (f.startsWith(`${stem}.`) && f.endsWith('.bin') && f !== dataFile) unlinkSync(join(cacheDir, f));
   }
   return { dataPath: join(cacheDir, dataFile), manifestPath, manifest };
 }

@@ -1,36 +1,106 @@
-// Base weights as graph tensors: external initializers into the aligned weight cache, or embedded ones for tests.
+// Base weights as graph tensors: external initializers into the aligned weight cache, or embedded ones for tests; projections fp32 or block-quantized.
 import { basename } from 'node:path';
-import type { Graph, Tensor, TypedData } from '../onnx/graph.ts';
+import type { ExternalData, Graph, Tensor, TypedData } from '../onnx/graph.ts';
+import * as op from '../onnx/ops.ts';
+import { quantizedLinear, type QuantizedWeight } from '../onnx/quantized.ts';
+import { byteLevels, QUANT_LAYOUT, type QuantizedTensor } from './quantize.ts';
 import type { WeightCache } from './weight-cache.ts';
 
 /** Base weights by HF name, as tensors of one graph. */
-export type WeightSource = (name: string) => Tensor;
-/** Makes a graph's WeightSource (each weight becomes one initializer, on first use). */
+export interface WeightSource {
+  /** A weight kept in the compute dtype (embedding, norms, biases, fp32 projections). */
+  (name: string): Tensor;
+  /** x·Wᵀ + c for the projection weight `name` [out, in], x [M, in], c [M, out] or null: a Gemm, or a QuantizedLinear over a quantized W. */
+  linear(name: string, x: Tensor, c: Tensor | null): Tensor;
+}
+/** Makes a graph's WeightSource (each weight becomes its initializers, on first use). */
 export type WeightFactory = (g: Graph) => WeightSource;
 
-/** Base weights embedded in the graph (tests and the float64 checks). */
-export function embeddedWeights(weights: ReadonlyMap<string, { dims: number[]; data: TypedData }>): WeightFactory {
-  return (g) => {
-    const made = new Map<string, Tensor>();
-    return (name) => {
-      const w = weights.get(name);
-      if (!w) throw new Error(`no base weight ${name}`);
-      if (!made.has(name)) made.set(name, g.initializer(name, g.float, w.dims, w.data));
-      return made.get(name)!;
-    };
+/** Where a quantized weight's initializers come from: embedded bytes, or external data in the cache file. */
+type QuantizedInitializers = (part: 'codes' | 'scales', name: string, dtype: 'uint8' | 'float32', dims: number[]) => Tensor;
+
+/**
+ * The one way a graph gets a weight's tensors: `float(name)` makes a compute-dtype initializer, `quantized(name)` says
+ * where a quantized projection's parts are (null when the weight is not quantized). Each weight is made once per graph.
+ */
+function weightSource(
+  g: Graph,
+  float: (name: string) => Tensor,
+  quantized: (name: string) => { q: Pick<QuantizedTensor, 'format' | 'dims' | 'blockSize'>; init: QuantizedInitializers } | null,
+): WeightSource {
+  const floats = new Map<string, Tensor>();
+  const quants = new Map<string, QuantizedWeight>();
+  const source = (name: string) => {
+    if (!floats.has(name)) floats.set(name, float(name));
+    return floats.get(name)!;
   };
+  const quantizedWeight = (name: string): QuantizedWeight | null => {
+    if (quants.has(name)) return quants.get(name)!;
+    const found = quantized(name);
+    if (!found) return null;
+    const { q, init } = found;
+    const [N, K] = q.dims;
+    const { bits, blockSize } = QUANT_LAYOUT[q.format];
+    const Q = K / blockSize;
+    const E = q.format === 'int8' ? 1 : 2;
+    const scales = init('scales', `${name}.scales`, 'float32', [N, Q, 1]); // [N, Q, 1]
+    const w: QuantizedWeight = {
+      format: q.format,
+      rows: N,
+      cols: K,
+      blockSize,
+      codes: init('codes', `${name}.codes`, 'uint8', q.format === 'nf4' ? [(N * K) / 2] : [N, Q, (blockSize * bits) / 8]),
+      scales,
+      kernelScales: q.format === 'nf4' ? scales : init('scales', `${name}.kernel_scales`, 'float32', [N, Q]), // MatMulNBits wants [N, Q]
+      levels: g.constant(byteLevels(q.format), 'float32', [256, E]), // [256, E]
+    };
+    quants.set(name, w);
+    return w;
+  };
+  return Object.assign(source, {
+    linear(name: string, x: Tensor, c: Tensor | null): Tensor {
+      const w = quantizedWeight(name);
+      return w ? quantizedLinear(x, w, c) : op.gemm(x, source(name), c, { transB: true }); // [M, out]
+    },
+  });
+}
+
+/** Base weights embedded in the graph (tests and the float64 checks); quantized projections need a float32 graph. */
+export function embeddedWeights(weights: ReadonlyMap<string, { dims: number[]; data: TypedData } | QuantizedTensor>): WeightFactory {
+  return (g) =>
+    weightSource(
+      g,
+      (name) => {
+        const w = weights.get(name);
+        if (!w) throw new Error(`no base weight ${name}`);
+        if ('format' in w) throw new Error(`base weight ${name} is ${w.format}-quantized: use it as a projection`);
+        return g.initializer(name, g.float, w.dims, w.data);
+      },
+      (name) => {
+        const w = weights.get(name);
+        if (!w || !('format' in w)) return null;
+        return { q: w, init: (part, n, dtype, dims) => g.initializer(n, dtype, dims, part === 'codes' ? w.codes : w.scales) };
+      },
+    );
 }
 
 /** Base weights as external data in the aligned cache file; save the graph beside it (or load it with the folder option). */
 export function cachedWeights(cache: WeightCache): WeightFactory {
-  return (g) => {
-    const made = new Map<string, Tensor>();
-    return (name) => {
-      const e = cache.manifest.tensors[name];
-      if (!e) throw new Error(`weight cache ${cache.dataPath} has no tensor ${name}`);
-      if (e.dtype !== g.float) throw new Error(`weight cache holds ${e.dtype}, graph computes in ${g.float}`);
-      if (!made.has(name)) made.set(name, g.externalInitializer(name, g.float, e.dims, { location: basename(cache.dataPath), offset: e.offset, length: e.length }));
-      return made.get(name)!;
-    };
-  };
+  const location = basename(cache.dataPath);
+  return (g) =>
+    weightSource(
+      g,
+      (name) => {
+        const e = cache.manifest.tensors[name];
+        if (!e) throw new Error(`weight cache ${cache.dataPath} has no tensor ${name}`);
+        if (e.dtype !== g.float) throw new Error(`weight cache holds ${e.dtype}, graph computes in ${g.float}`);
+        return g.externalInitializer(name, g.float, e.dims, { location, offset: e.offset, length: e.length });
+      },
+      (name) => {
+        const e = cache.manifest.quantized[name];
+        if (!e) return null;
+        // Both scale views (see QuantizedWeight) name the same bytes: the pages are mapped, not copied.
+        return { q: e, init: (part, n, dtype, dims) => g.externalInitializer(n, dtype, dims, { location, ...e[part] } satisfies ExternalData) };
+      },
+    );
 }

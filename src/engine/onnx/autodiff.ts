@@ -1,6 +1,7 @@
 // Reverse-mode autodiff over a Graph: one vector-Jacobian rule per op, emitted as more graph nodes.
 import { isFloat, type Node, type Tensor } from './graph.ts';
 import { rotary } from './fused.ts';
+import { dequantized, quantizedWeightOf } from './quantized.ts';
 import * as op from './ops.ts';
 
 /**
@@ -228,6 +229,15 @@ export const VJP: Record<string, VjpRule> = {
     const { probs } = n.saved!;
     const dS = needs[0] || needs[1] ? op.mul(probs, op.sub(op.matmul(g, lastTwo(v)), op.reduceSum(op.mul(g, n.outputs[0]), [-1], true))) : null; // [B, H, M, S]
     return [needs[0] ? op.matmul(dS!, lastTwo(kt)) : null, needs[1] ? op.matmul(lastTwo(q), dS!) : null, needs[2] ? op.matmul(lastTwo(probs), g) : null, null];
+  }),
+  // Fused y = x·deq(W)ᵀ + c over a frozen quantized W: dx = g·deq(W) (dequantized in the graph, transient per layer:
+  // the exact input gradient of the forward's weight), dc = g
+  QuantizedLinear: one((n, g, needs) => {
+    if (needs[2] || needs[3] || needs[4]) throw new Error('QuantizedLinear: no gradient for the quantized weight (it is frozen)');
+    const c = n.inputs[5];
+    const dc = c && needs[5] ? sumToShape(g, c) : null;
+    const dx = needs[0] ? op.gemm(g, dequantized(quantizedWeightOf(n))) : null; // [M, K] emitted last (see accumulate)
+    return [dx, null, null, null, null, ...(c ? [dc] : [])];
   }),
   // Fused LM head + CE per row: dh[n] = g[n]·(saved ∂rowLoss_n/∂h_n); the head weight is frozen
   LmHeadCrossEntropy: (n, gs, needs) => {

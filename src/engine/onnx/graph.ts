@@ -5,7 +5,7 @@ const { onnx } = onnxProto;
 
 export const OPSET = 23;
 
-export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'bool';
+export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'bool' | 'uint8';
 export type FloatDType = 'float32' | 'float64';
 /** A dim is a number (static) or a name (symbolic, e.g. 'batch'). */
 export type Dim = number | string;
@@ -51,6 +51,8 @@ export interface Node {
   saved?: Record<string, Tensor>;
   /** Static facts a VJP rule needs that ONNX keeps in constant inputs (e.g. Slice starts). Not serialized. */
   meta?: Record<string, number | number[]>;
+  /** The op's domain when not the default one (e.g. 'com.microsoft' for onnxruntime's contrib ops). */
+  domain?: string;
 }
 
 export type TypedData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
@@ -74,7 +76,11 @@ const protoType: Record<DType, number> = {
   int32: onnx.TensorProto.DataType.INT32,
   int64: onnx.TensorProto.DataType.INT64,
   bool: onnx.TensorProto.DataType.BOOL,
+  uint8: onnx.TensorProto.DataType.UINT8,
 };
+
+/** onnxruntime's contrib-op domain (MatMulNBits, MatMulBnb4) and the version of it the graphs import. */
+export const CONTRIB_DOMAIN = 'com.microsoft';
 
 export const isFloat = (d: DType): d is FloatDType => d === 'float32' || d === 'float64';
 
@@ -178,10 +184,10 @@ export class Graph {
   }
 
   /** Emits a node with freshly named outputs of the given dtypes and shapes. */
-  emit(op: string, inputs: (Tensor | null)[], attrs: Record<string, Attr>, outs: [DType, Shape][], meta?: Node['meta']): Tensor[] {
+  emit(op: string, inputs: (Tensor | null)[], attrs: Record<string, Attr>, outs: [DType, Shape][], meta?: Node['meta'], domain?: string): Tensor[] {
     for (const t of inputs) if (t && t.graph !== this) throw new Error(`${op}: tensor ${t.name} belongs to another graph`);
     const outputs = outs.map(([dtype, shape]) => new Tensor(this, this.fresh(op), dtype, shape));
-    this.addNode({ op, inputs, outputs, attrs, ...(meta ? { meta } : {}) });
+    this.addNode({ op, inputs, outputs, attrs, ...(meta ? { meta } : {}), ...(domain ? { domain } : {}) });
     return outputs;
   }
 
@@ -214,6 +220,7 @@ export class Graph {
         onnx.NodeProto.create({
           name: `n${i}_${n.op}`,
           opType: n.op,
+          ...(n.domain ? { domain: n.domain } : {}),
           input: n.inputs.map((t) => (t ? t.name : '')),
           output: n.outputs.map((t) => t.name),
           attribute: Object.keys(n.attrs).map((k) => attrProto(k, n.attrs[k])),
@@ -226,7 +233,10 @@ export class Graph {
     const model = onnx.ModelProto.create({
       irVersion: 11,
       producerName: 'localtune',
-      opsetImport: [onnx.OperatorSetIdProto.create({ domain: '', version: OPSET })],
+      opsetImport: [
+        onnx.OperatorSetIdProto.create({ domain: '', version: OPSET }),
+        ...(flat.some((n) => n.domain === CONTRIB_DOMAIN) ? [onnx.OperatorSetIdProto.create({ domain: CONTRIB_DOMAIN, version: 1 })] : []),
+      ],
       graph,
     });
     return onnx.ModelProto.encode(model).finish();
@@ -244,6 +254,7 @@ export function typedArray(dtype: DType, values: ArrayLike<number> | bigint[]): 
     case 'int64':
       return BigInt64Array.from(Array.from(values as ArrayLike<number>, (v) => BigInt(v)));
     case 'bool':
+    case 'uint8':
       return Uint8Array.from(values as ArrayLike<number>);
   }
 }

@@ -61,7 +61,7 @@ export const logSoftmax = (x: Tensor, axis = -1) => unary('LogSoftmax', x, { axi
 export const scale = (x: Tensor, s: number) => mul(x, x.graph.scalar(s, x.dtype));
 
 export function cast(x: Tensor, to: DType): Tensor {
-  const code = { float32: 1, float64: 11, int32: 6, int64: 7, bool: 9 }[to];
+  const code = { float32: 1, float64: 11, int32: 6, int64: 7, bool: 9, uint8: 2 }[to];
   return x.graph.emit('Cast', [x], { to: attrInt(code) }, [[to, x.shape]])[0];
 }
 
