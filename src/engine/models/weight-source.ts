@@ -43,7 +43,11 @@ function weightSource(
     const { bits, blockSize } = QUANT_LAYOUT[q.format];
     const Q = K / blockSize;
     const E = q.format === 'int8' ? 1 : 2;
-    const scales = init('scales', `${name}.scales`, 'float32', [N, Q, 1]); // [N, Q, 1]
+    const once = (make: () => Tensor) => {
+      let t: Tensor | undefined;
+      return () => (t ??= make());
+    };
+    const scales = once(() => init('scales', `${name}.scales`, 'float32', [N, Q, 1])); // [N, Q, 1]
     const w: QuantizedWeight = {
       format: q.format,
       rows: N,
@@ -51,8 +55,8 @@ function weightSource(
       blockSize,
       codes: init('codes', `${name}.codes`, 'uint8', q.format === 'nf4' ? [(N * K) / 2] : [N, Q, (blockSize * bits) / 8]),
       scales,
-      kernelScales: q.format === 'nf4' ? scales : init('scales', `${name}.kernel_scales`, 'float32', [N, Q]), // MatMulNBits wants [N, Q]
-      levels: g.constant(byteLevels(q.format), 'float32', [256, E]), // [256, E]
+      kernelScales: q.format === 'nf4' ? scales() : init('scales', `${name}.kernel_scales`, 'float32', [N, Q]), // MatMulNBits wants [N, Q]
+      levels: () => g.constant(byteLevels(q.format), 'float32', [256, E]), // [256, E]
     };
     quants.set(name, w);
     return w;

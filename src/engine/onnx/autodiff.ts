@@ -233,11 +233,11 @@ export const VJP: Record<string, VjpRule> = {
   // Fused y = x·deq(W)ᵀ + c over a frozen quantized W: dx = g·deq(W) (dequantized in the graph, transient per layer:
   // the exact input gradient of the forward's weight), dc = g
   QuantizedLinear: one((n, g, needs) => {
-    if (needs[2] || needs[3] || needs[4]) throw new Error('QuantizedLinear: no gradient for the quantized weight (it is frozen)');
-    const c = n.inputs[5];
-    const dc = c && needs[5] ? sumToShape(g, c) : null;
+    if (needs[2]) throw new Error('QuantizedLinear: no gradient for the quantized weight (it is frozen)');
+    const c = n.inputs[3];
+    const dc = c && needs[3] ? sumToShape(g, c) : null;
     const dx = needs[0] ? op.gemm(g, dequantized(quantizedWeightOf(n))) : null; // [M, K] emitted last (see accumulate)
-    return [dx, null, null, null, null, ...(c ? [dc] : [])];
+    return [dx, null, null, ...(c ? [dc] : [])];
   }),
   // Fused LM head + CE per row: dh[n] = g[n]·(saved ∂rowLoss_n/∂h_n); the head weight is frozen
   LmHeadCrossEntropy: (n, gs, needs) => {

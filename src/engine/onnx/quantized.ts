@@ -8,10 +8,11 @@ export type QuantKernel = 'nf4' | 'int4' | 'int8';
 
 /**
  * A quantized [N, K] weight: `codes` uint8 in the kernel's layout (nf4: bitsandbytes, flat [N·K/2]; int4/int8:
- * MatMulNBits, [N, Q, blockSize·bits/8]), one fp32 scale per block (the absmax for nf4) as `scales` [N, Q, 1] for the
- * dequantization and as `kernelScales` in the shape the kernel accepts (MatMulNBits: [N, Q]; two initializers over the
- * same bytes, as an Unsqueeze of an initializer would be constant-folded into a copy), and `levels` [256, E], a constant
- * mapping a code byte to its E unscaled values in weight order (byteLevels() in models/quantize.ts).
+ * MatMulNBits, [N, Q, blockSize·bits/8]), one fp32 scale per block (the absmax for nf4) as `kernelScales` in the shape
+ * the kernel accepts (MatMulNBits: [N, Q]) and, made on first call, as `scales()` [N, Q, 1] for the dequantization (two
+ * initializers over the same bytes, as an Unsqueeze of an initializer would be constant-folded into a copy; graphs
+ * without a backward pass never make the second), and `levels()` [256, E], a constant mapping a code byte to its E
+ * unscaled values in weight order (byteLevels() in models/quantize.ts).
  */
 export interface QuantizedWeight {
   format: QuantKernel;
@@ -19,9 +20,9 @@ export interface QuantizedWeight {
   cols: number; // K
   blockSize: number;
   codes: Tensor;
-  scales: Tensor;
   kernelScales: Tensor;
-  levels: Tensor;
+  scales: () => Tensor;
+  levels: () => Tensor;
 }
 
 const bitsOf = (format: QuantKernel) => (format === 'int8' ? 8 : 4);
@@ -37,9 +38,10 @@ export function dequantized(w: QuantizedWeight): Tensor {
   const { rows: N, cols: K, blockSize } = w;
   const E = w.format === 'int8' ? 1 : 2;
   const bytes = g.emit('DequantizeLinear', [w.codes, g.scalar(1, 'float32'), g.constant([0], 'uint8', [])], {}, [['float32', w.codes.shape]])[0]; // codes' shape
-  if (w.levels.shape[1] !== E) throw new Error(`QuantizedLinear: a ${w.format} level table has ${E} values a byte, not ${w.levels}`);
-  const levels = op.reshape(op.gather(w.levels, op.cast(bytes, 'int32'), 0), [N, K / blockSize, blockSize]); // [N, Q, blockSize]
-  return op.reshape(op.mul(levels, w.scales), [N, K]); // [N, K]
+  const table = w.levels(); // [256, E]
+  if (table.shape[1] !== E) throw new Error(`QuantizedLinear: a ${w.format} level table has ${E} values a byte, not ${table}`);
+  const levels = op.reshape(op.gather(table, op.cast(bytes, 'int32'), 0), [N, K / blockSize, blockSize]); // [N, Q, blockSize]
+  return op.reshape(op.mul(levels, w.scales()), [N, K]); // [N, K]
 }
 
 /**
@@ -52,20 +54,25 @@ export function quantizedLinear(x: Tensor, w: QuantizedWeight, c: Tensor | null)
   const { rows: N, cols: K } = w;
   if (x.rank !== 2 || x.shape[1] !== K) throw new Error(`QuantizedLinear: input ${x} does not have ${K} columns (weight [${N}, ${K}])`);
   const attrs = { format: attrString(w.format), block_size: attrInt(w.blockSize), N: attrInt(N), K: attrInt(K) };
-  const inputs = [x, w.codes, w.kernelScales, w.scales, w.levels, ...(c ? [c] : [])];
-  return g.fuse('QuantizedLinear', inputs, attrs, () => {
+  const inputs = [x, w.codes, w.kernelScales, ...(c ? [c] : [])];
+  const [y] = g.fuse('QuantizedLinear', inputs, attrs, () => {
     const kernelAttrs = { K: attrInt(K), N: attrInt(N), block_size: attrInt(w.blockSize) };
     const y =
       w.format === 'nf4'
         ? g.emit('MatMulBnb4', [x, w.codes, w.kernelScales], { ...kernelAttrs, quant_type: attrInt(1) }, [['float32', [x.shape[0], N]]], undefined, CONTRIB_DOMAIN)[0]
         : g.emit('MatMulNBits', [x, w.codes, w.kernelScales], { ...kernelAttrs, bits: attrInt(bitsOf(w.format)), accuracy_level: attrInt(0) }, [['float32', [x.shape[0], N]]], undefined, CONTRIB_DOMAIN)[0]; // [M, N]
     return { outputs: [c ? op.add(y, c) : y] };
-  })[0];
+  });
+  weightOfOutput.set(y, w);
+  return y;
 }
 
-/** The QuantizedLinear node's weight, rebuilt from its inputs and attributes (for its VJP rule). */
+/** Each QuantizedLinear node's weight, by the node's output (the weight's lazily made parts are no node inputs). */
+const weightOfOutput = new WeakMap<Tensor, QuantizedWeight>();
+
+/** The weight a QuantizedLinear node multiplies by (for its VJP rule). */
 export function quantizedWeightOf(n: Node): QuantizedWeight {
-  const a = n.attrs;
-  const [, codes, kernelScales, scales, levels] = n.inputs as Tensor[];
-  return { format: a.format.value as QuantKernel, rows: a.N.value as number, cols: a.K.value as number, blockSize: a.block_size.value as number, codes, scales, kernelScales, levels };
+  const w = weightOfOutput.get(n.outputs[0]);
+  if (!w) throw new Error(`QuantizedLinear: node with output ${n.outputs[0]} was not made by quantizedLinear()`);
+  return w;
 }
