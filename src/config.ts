@@ -28,6 +28,8 @@ export interface Config {
   trainThreads: number | undefined;
   /** Model names that stand for a local base model, so scripts written for the hosted API run unchanged. */
   modelAliases: Map<string, string>;
+  /** The precision base models are served at (ft: models use the one they were trained on); auto: fp32 when it fits comfortably. */
+  basePrecision: 'auto' | 'fp32' | 'nf4' | 'int4' | 'int8';
 }
 
 export interface ApiKeyGrant {
@@ -53,6 +55,7 @@ const settings = {
   resumePointSeconds: { flag: '--resume-point-seconds', env: 'LOCALTUNE_RESUME_POINT_SECONDS', parse: parsePositiveNumber },
   trainThreads: { flag: '--train-threads', env: 'LOCALTUNE_TRAIN_THREADS', parse: parsePositiveInt },
   modelAliases: { flag: '--model-aliases', env: 'LOCALTUNE_MODEL_ALIASES', parse: parseModelAliases },
+  basePrecision: { flag: '--base-precision', env: 'LOCALTUNE_BASE_PRECISION', parse: parseBasePrecision },
 } as const;
 
 export type SettingName = keyof typeof settings;
@@ -91,6 +94,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     resumePointSeconds: pick('resumePointSeconds') ?? 60,
     trainThreads: pick('trainThreads'),
     modelAliases: pick('modelAliases') ?? new Map([['gpt-4o-mini-2024-07-18', 'localtune-default'], ['gpt-4o-mini', 'localtune-default']]),
+    basePrecision: pick('basePrecision') ?? 'auto',
   };
 }
 
@@ -128,6 +132,14 @@ function parsePositiveInt(raw: string, source: string): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${source}: '${raw}' is not a positive integer`);
   return n;
+}
+
+const BASE_PRECISIONS = ['auto', 'fp32', 'nf4', 'int4', 'int8'] as const;
+
+function parseBasePrecision(raw: string, source: string): Config['basePrecision'] {
+  const v = raw.toLowerCase();
+  if (!(BASE_PRECISIONS as readonly string[]).includes(v)) throw new ConfigError(`${source}: '${raw}' is not one of ${BASE_PRECISIONS.join(', ')}`);
+  return v as Config['basePrecision'];
 }
 
 function parsePositiveNumber(raw: string, source: string): number {

@@ -56,6 +56,7 @@ export async function startServer(config: Config, log: (line: string) => void = 
     cacheDir: join(config.dataDir, 'cache'),
     adapterCacheBytes: config.adapterCacheBytes,
     maxBatch: config.maxBatch,
+    basePrecision: config.basePrecision,
     log,
   });
   const jobs = createScheduler({

@@ -1,12 +1,14 @@
 // /v1/fine_tuning/jobs: create (validated, then queued for the scheduler), list, retrieve, cancel, pause, resume, events, checkpoints.
 import { Router } from 'express';
 import { randomInt } from 'node:crypto';
+import { join } from 'node:path';
+import { resolveBasePrecision } from '../jobs/base-precision.ts';
 import { TransitionRefused } from '../jobs/lifecycle.ts';
 import { loraFromRequest, loraToWire } from '../jobs/lora-settings.ts';
 import { TRAINABLE_METHODS } from '../jobs/methods.ts';
 import type { RequestedHyperparameters } from '../jobs/validate-files.ts';
 import { fileStore } from '../store/files.ts';
-import { fineTunedModelStore } from '../store/fine-tuned-models.ts';
+import { fineTunedModelStore, type FineTunedModelRow } from '../store/fine-tuned-models.ts';
 import { fineTuningJobStore, type CheckpointRow, type EventRow, type JobRow } from '../store/fine-tuning-jobs.ts';
 import { newId, nowSeconds } from '../store/ids.ts';
 import type { AppContext } from './context.ts';
@@ -48,6 +50,7 @@ export function toJobObject(row: JobRow): JobObject {
     metadata: row.metadata === null ? null : (JSON.parse(row.metadata) as Record<string, string>),
     user_provided_suffix: row.suffix,
     lora: loraToWire(JSON.parse(row.lora)),
+    base_precision: row.base_precision,
   };
 }
 
@@ -95,11 +98,11 @@ export function fineTuningJobsRouter(ctx: AppContext): Router {
   const models = fineTunedModelStore(ctx.db);
 
   /** `model` → the local base model and, for an `ft:` model of the project, the model whose adapter training continues from. */
-  function resolveTrainingModel(project: string, model: string): { base: string; start: string | null } {
+  function resolveTrainingModel(project: string, model: string): { base: string; start: FineTunedModelRow | null } {
     const aliased = ctx.config.modelAliases.get(model) ?? model;
     if (isBaseModelId(ctx, aliased)) return { base: aliased, start: null };
     const tuned = models.get(project, model);
-    if (tuned && isBaseModelId(ctx, tuned.base_model)) return { base: tuned.base_model, start: tuned.id };
+    if (tuned && isBaseModelId(ctx, tuned.base_model)) return { base: tuned.base_model, start: tuned };
     throw badRequest(`Model ${model} is not available for fine-tuning or does not exist. Use a base model listed by GET /v1/models, an alias, or one of your ft: models.`, 'model', 'model_not_available');
   }
 
@@ -139,6 +142,7 @@ export function fineTuningJobsRouter(ctx: AppContext): Router {
     } catch (err) {
       throw badRequest(`Invalid value for 'lora': ${(err as Error).message}.`, 'lora', 'invalid_value');
     }
+    const basePrecision = resolveBasePrecision(body.base_precision, join(ctx.config.modelsDir, base), start?.base_precision ?? null);
     const id = newId('ftjob-');
     const row: JobRow = {
       id,
@@ -147,7 +151,7 @@ export function fineTuningJobsRouter(ctx: AppContext): Router {
       status: 'validating_files',
       model: body.model,
       base_model: base,
-      start_model: start,
+      start_model: start?.id ?? null,
       method: method as 'supervised' | 'dpo',
       training_file: body.training_file,
       validation_file: body.validation_file ?? null,
@@ -168,6 +172,7 @@ export function fineTuningJobsRouter(ctx: AppContext): Router {
       estimated_finish: null,
       result_file: null,
       queued_at: null,
+      base_precision: basePrecision,
     };
     const validating = row.validation_file
       ? `Validating training file: ${row.training_file} and validation file: ${row.validation_file}`

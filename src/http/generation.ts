@@ -38,7 +38,7 @@ export async function resolveModel(ctx: AppContext, project: string, id: string)
   if (isBaseModelId(ctx, id)) return { served: await ctx.models.model(id), adapter: null };
   const row = fineTunedModelStore(ctx.db).get(project, id);
   if (!row || !isBaseModelId(ctx, row.base_model)) throw modelNotFound(id);
-  const served = await ctx.models.model(row.base_model);
+  const served = await ctx.models.model(row.base_model, row.base_precision); // the base the adapter was fitted to
   return { served, adapter: ctx.models.adapter(row.id, adapterDirOf(ctx, row), served) };
 }
 

@@ -384,7 +384,17 @@ export interface components {
             /** @description Accepted for shape compatibility; localtune supports no integrations, so a non-empty list is a 400. */
             integrations?: components["schemas"]["FineTuningIntegration"][] | null;
             lora?: components["schemas"]["LoraSettings"];
+            /**
+             * @description localtune extension: the precision the frozen base model is held in while training (and the tuned model is served on). fp32, or the attention and MLP projections block-quantized: nf4 (QLoRA), int4 or int8. auto (default): the starting ft: model's precision, else fp32 when an fp32 job fits comfortably in memory, else nf4.
+             * @enum {string}
+             */
+            base_precision?: "auto" | "fp32" | "nf4" | "int4" | "int8";
         };
+        /**
+         * @description localtune extension: the precision a base model is held in (see README "Quantized base models").
+         * @enum {string}
+         */
+        BasePrecision: "fp32" | "nf4" | "int4" | "int8";
         /** @description localtune extension: the LoRA adapter trained (defaults r 16, alpha 32, dropout 0.05, every attention and MLP projection). */
         LoraSettings: {
             r?: number;
@@ -442,6 +452,8 @@ export interface components {
             user_provided_suffix?: string | null;
             /** @description localtune extension: the LoRA settings used, defaults filled in. */
             lora?: components["schemas"]["LoraSettings"];
+            /** @description localtune extension: the base precision the job trains on (`auto` resolved at creation). */
+            base_precision?: components["schemas"]["BasePrecision"];
         };
         ListPaginatedFineTuningJobsResponse: {
             /** @enum {string} */

@@ -146,6 +146,7 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
       validationFile: job.validation_file === null ? null : blobs.pathOf(job.validation_file),
       hyperparameters: { nEpochs: hp.n_epochs, batchSize: hp.batch_size, learningRate: hp.learning_rate_multiplier * o.baseLearningRate, beta: hp.beta },
       lora: JSON.parse(job.lora) as LoraConfig,
+      basePrecision: job.base_precision,
       seed: job.seed,
       jobDir: jobDirOf(job.id),
       resumePointSeconds: o.resumePointSeconds,
@@ -262,7 +263,7 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
       const created = nowSeconds();
       // An epoch end redone after a crash already has its checkpoint.
       if (!jobs.insertCheckpoint({ id: newId('ftckpt_'), job_id: job.id, created_at: created, step_number: m.step, fine_tuned_model_checkpoint: model, metrics: JSON.stringify(m.metrics) })) return;
-      models.insert({ id: model, project: job.project, base_model: job.base_model, adapter_dir: adapterDir, job_id: job.id, step: m.step, created_at: created });
+      models.insert({ id: model, project: job.project, base_model: job.base_model, adapter_dir: adapterDir, job_id: job.id, step: m.step, created_at: created, base_precision: job.base_precision });
       jobs.addEvent(job.id, { message: `Checkpoint created at step ${m.step} with Snapshot ID: ${model}` });
       const all = jobs.checkpoints(job.id);
       for (const old of all.slice(0, Math.max(0, all.length - CHECKPOINTS_KEPT))) {
@@ -297,7 +298,7 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
         id: fileId, project: job.project, bytes: Buffer.byteLength(csv), created_at: now, expires_at: null,
         filename: 'step_metrics.csv', purpose: 'fine-tune-results', status: 'processed', status_details: null,
       });
-      models.insert({ id: finalModel, project: job.project, base_model: job.base_model, adapter_dir: adapterDir, job_id: job.id, step: null, created_at: now });
+      models.insert({ id: finalModel, project: job.project, base_model: job.base_model, adapter_dir: adapterDir, job_id: job.id, step: null, created_at: now, base_precision: job.base_precision });
       // As on the hosted service, the last epoch's checkpoint is the final model itself.
       const last = jobs.checkpoints(job.id).at(-1);
       if (last && last.step_number === m.metrics.step) {

@@ -3,6 +3,7 @@
 // state transitions, events, checkpoints and models.
 import type { LoraConfig } from '../engine/lora/config.ts';
 import type { DeviceRequest } from '../engine/onnx/session.ts';
+import type { Precision } from '../engine/models/quantize.ts';
 
 export type TrainingMethod = 'supervised' | 'dpo';
 
@@ -25,6 +26,8 @@ export interface TrainingSpec {
   /** Resolved numbers; `auto` was decided by the scheduler from the file statistics. */
   hyperparameters: { nEpochs: number; batchSize: number; learningRate: number; beta?: number };
   lora: LoraConfig;
+  /** The frozen base's precision (fp32, or the projections block-quantized). */
+  basePrecision: Precision;
   seed: number;
   /** The job's own folder: the worker writes checkpoints/, resume/ and final/ under it, each atomically. */
   jobDir: string;

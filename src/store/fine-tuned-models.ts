@@ -10,6 +10,8 @@ export interface FineTunedModelRow {
   job_id: string | null;
   step: number | null;
   created_at: number;
+  /** The base precision the adapter was trained on, and is served on. */
+  base_precision: 'fp32' | 'nf4' | 'int4' | 'int8';
 }
 
 export interface FineTunedModelStore {
@@ -24,10 +26,10 @@ export interface FineTunedModelStore {
   adapterDirsInUse(): Set<string>;
 }
 
-const COLUMNS = 'id, project, base_model, adapter_dir, job_id, step, created_at';
+const COLUMNS = 'id, project, base_model, adapter_dir, job_id, step, created_at, base_precision';
 
 export function fineTunedModelStore(db: Db): FineTunedModelStore {
-  const insert = db.prepare(`INSERT INTO fine_tuned_models (${COLUMNS}) VALUES (@id, @project, @base_model, @adapter_dir, @job_id, @step, @created_at)`);
+  const insert = db.prepare(`INSERT INTO fine_tuned_models (${COLUMNS}) VALUES (@id, @project, @base_model, @adapter_dir, @job_id, @step, @created_at, @base_precision)`);
   const get = db.prepare(`SELECT ${COLUMNS} FROM fine_tuned_models WHERE project = ? AND id = ?`);
   const list = db.prepare(`SELECT ${COLUMNS} FROM fine_tuned_models WHERE project = ? ORDER BY created_at, rowid`);
   const remove = db.prepare('DELETE FROM fine_tuned_models WHERE project = ? AND id = ?');

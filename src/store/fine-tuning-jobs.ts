@@ -21,6 +21,8 @@ export interface JobRow {
   resolved_hyperparameters: string | null;
   /** JSON LoraConfig. */
   lora: string;
+  /** The frozen base's precision (`auto` resolved at creation): fp32, nf4, int4 or int8. */
+  base_precision: 'fp32' | 'nf4' | 'int4' | 'int8';
   suffix: string | null;
   seed: number;
   /** JSON object or null. */
@@ -121,6 +123,7 @@ const JOB_COLUMNS = [
   'id', 'project', 'created_at', 'status', 'model', 'base_model', 'start_model', 'method', 'training_file', 'validation_file',
   'hyperparameters', 'resolved_hyperparameters', 'lora', 'suffix', 'seed', 'metadata', 'fine_tuned_model', 'finished_at',
   'error_code', 'error_message', 'error_param', 'trained_tokens', 'total_steps', 'estimated_finish', 'result_file', 'queued_at',
+  'base_precision',
 ] as const;
 const SETTABLE = new Set<string>(JOB_COLUMNS.filter((c) => !['id', 'project', 'created_at', 'status'].includes(c)));
 const JOBS = JOB_COLUMNS.join(', ');

@@ -39,7 +39,7 @@ async function trainAndRegister(id: string, answer: string, seed: number): Promi
   saveAdapter(join(dataDir, adapterDir), lora, trainer.getAdapter(), DEFAULT_MODEL_ID);
   await trainer.close();
   const db = openDatabase(dataDir);
-  fineTunedModelStore(db).insert({ id, project: 'default', base_model: DEFAULT_MODEL_ID, adapter_dir: adapterDir, job_id: null, step: null, created_at: 1_700_000_000 });
+  fineTunedModelStore(db).insert({ id, project: 'default', base_model: DEFAULT_MODEL_ID, adapter_dir: adapterDir, job_id: null, step: null, created_at: 1_700_000_000, base_precision: 'fp32' });
   db.close();
 }
 

@@ -16,7 +16,7 @@ function jobRow(id: string, status: JobStatus, project = 'p'): JobRow {
     training_file: 'file-a', validation_file: null, hyperparameters: '{}', resolved_hyperparameters: null,
     lora: '{}', suffix: null, seed: 1, metadata: null, fine_tuned_model: null, finished_at: null,
     error_code: null, error_message: null, error_param: null, trained_tokens: null, total_steps: null,
-    estimated_finish: null, result_file: null, queued_at: null,
+    estimated_finish: null, result_file: null, queued_at: null, base_precision: 'fp32',
   };
 }
 

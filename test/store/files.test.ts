@@ -25,7 +25,7 @@ test('expired files are hidden and swept, but an unfinished job keeps its traini
       id: 'ftjob-1', project: 'p', created_at: nowSeconds(), status: 'running', model: 'm', base_model: 'm', start_model: null, method: 'supervised',
       training_file: 'file-train', validation_file: 'file-valid', hyperparameters: '{}', resolved_hyperparameters: null, lora: '{}',
       suffix: null, seed: 1, metadata: null, fine_tuned_model: null, finished_at: null, error_code: null, error_message: null, error_param: null,
-      trained_tokens: null, total_steps: null, estimated_finish: null, result_file: null, queued_at: nowSeconds(),
+      trained_tokens: null, total_steps: null, estimated_finish: null, result_file: null, queued_at: nowSeconds(), base_precision: 'fp32',
     }, []);
 
     assert.equal(files.get('p', 'file-train'), undefined, 'an expired file is gone from the API at once');

@@ -9,7 +9,7 @@ import { fineTunedModelStore } from '../../src/store/fine-tuned-models.ts';
 test('fine-tuned models are scoped to their project and can be deleted once', () => {
   const db = openDatabase(mkdtempSync(join(tmpdir(), 'lt-models-')));
   const models = fineTunedModelStore(db);
-  const row = { id: 'ft:base:org::abcd1234', project: 'p1', base_model: 'base', adapter_dir: 'adapters/j/final', job_id: 'ftjob-x', step: null, created_at: 1 };
+  const row = { id: 'ft:base:org::abcd1234', project: 'p1', base_model: 'base', adapter_dir: 'adapters/j/final', job_id: 'ftjob-x', step: null, created_at: 1, base_precision: 'fp32' as const };
   models.insert(row);
   assert.deepEqual(models.get('p1', row.id), row);
   assert.equal(models.get('p2', row.id), undefined);

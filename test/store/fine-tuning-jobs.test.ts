@@ -24,7 +24,7 @@ function job(id: string, created_at: number, metadata: Record<string, string> | 
     training_file: 'file-a', validation_file: null, hyperparameters: '{}', resolved_hyperparameters: null, lora: '{}',
     suffix: null, seed: 1, metadata: metadata && JSON.stringify(metadata), fine_tuned_model: null, finished_at: null,
     error_code: null, error_message: null, error_param: null, trained_tokens: null, total_steps: null,
-    estimated_finish: null, result_file: null, queued_at: created_at,
+    estimated_finish: null, result_file: null, queued_at: created_at, base_precision: 'fp32',
   };
 }
 

@@ -4,6 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { attentionBias, MASKED } from '../models/llama.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { ensureWeightCache } from '../models/weight-cache.ts';
+import type { Precision } from '../models/quantize.ts';
 import { LORA_TARGETS } from '../models/parameters.ts';
 import { createSession, type Device, type DeviceRequest, type Session } from '../onnx/session.ts';
 import { cachedGraph } from '../onnx/graph-cache.ts';
@@ -25,6 +26,8 @@ export interface RunnerOptions {
   cacheDir: string;
   config: ModelConfig;
   contextLength: number;
+  /** The base weights' precision (default fp32): an ft: model is served on the precision it was trained on. */
+  precision?: Precision;
   device?: DeviceRequest;
   threads?: number;
   log?: (line: string) => void;
@@ -52,8 +55,8 @@ export interface ModelRunner {
 
 export async function createModelRunner(o: RunnerOptions): Promise<ModelRunner> {
   const { config } = o;
-  const cache = ensureWeightCache(o.modelDir, o.cacheDir, { dtype: 'float32' });
-  const graphPath = cachedGraph(dirname(cache.dataPath), 'generate', { weights: cache.manifest.fingerprint, dtype: cache.manifest.dtype }, () => buildGenerationGraph(config, cachedWeights(cache)));
+  const cache = ensureWeightCache(o.modelDir, o.cacheDir, { dtype: 'float32', precision: o.precision });
+  const graphPath = cachedGraph(dirname(cache.dataPath), 'generate', { weights: cache.manifest.fingerprint, dtype: cache.manifest.dtype, precision: cache.manifest.precision }, () => buildGenerationGraph(config, cachedWeights(cache)));
   const session: Session = await createSession(graphPath, { device: o.device, threads: o.threads, log: o.log });
   const L = config.numLayers;
   const NKV = config.numKvHeads;

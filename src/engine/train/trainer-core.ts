@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { parseModelConfig, type ModelConfig } from '../models/config.ts';
 import { ensureWeightCache } from '../models/weight-cache.ts';
+import type { Precision } from '../models/quantize.ts';
 import { cachedWeights, type WeightFactory } from '../models/weight-source.ts';
 import { loraModules, type ParameterSpec } from '../models/parameters.ts';
 import { fillKeepMask, streamSeed } from '../random.ts';
@@ -25,6 +26,8 @@ export interface TrainerOptions {
   /** This base model's cache folder (aligned weight file and built graphs). */
   cacheDir: string;
   lora: LoraConfig;
+  /** The frozen base's precision: fp32 (default), or the projections block-quantized (QLoRA: nf4). */
+  precision?: Precision;
   /** Seeds the fresh adapter (A Kaiming-uniform, B zero) when `adapter` is not given. */
   seed: number;
   /** The starting adapter (a checkpoint or an imported PEFT adapter); default initAdapter(config, lora, seed). */
@@ -82,7 +85,7 @@ const scalar = (x: number) => new ort.Tensor('float32', Float32Array.of(x), []);
 
 export async function createTrainerCore(o: TrainerOptions): Promise<TrainerCore> {
   const config = parseModelConfig(JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')));
-  const cache = ensureWeightCache(o.modelDir, o.cacheDir, { dtype: 'float32' });
+  const cache = ensureWeightCache(o.modelDir, o.cacheDir, { dtype: 'float32', precision: o.precision });
   const weights = cachedWeights(cache);
   const adamw = { ...DEFAULT_ADAMW, ...o.adamw };
   const maxGradNorm = o.maxGradNorm ?? 1;
@@ -96,7 +99,7 @@ export async function createTrainerCore(o: TrainerOptions): Promise<TrainerCore>
     const key = `${kind}:${JSON.stringify(options)}`;
     let s = sessions.get(key);
     if (!s) {
-      s = createSession(cachedGraph(dirname(cache.dataPath), kind, { weights: cache.manifest.fingerprint, dtype: cache.manifest.dtype, options }, build), sessionOpts).then((made) => {
+      s = createSession(cachedGraph(dirname(cache.dataPath), kind, { weights: cache.manifest.fingerprint, dtype: cache.manifest.dtype, precision: cache.manifest.precision, options }, build), sessionOpts).then((made) => {
         device ??= made.device;
         return made;
       });

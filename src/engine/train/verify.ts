@@ -5,6 +5,7 @@ import * as ort from 'onnxruntime-node';
 import { parseModelConfig, type ModelConfig } from '../models/config.ts';
 import { attentionBias } from '../models/llama.ts';
 import { ensureWeightCache } from '../models/weight-cache.ts';
+import type { Precision } from '../models/quantize.ts';
 import { createSession, type DeviceRequest } from '../onnx/session.ts';
 import { cachedGraph } from '../onnx/graph-cache.ts';
 import { cachedWeights } from '../models/weight-source.ts';
@@ -18,18 +19,20 @@ export interface LogitsOptions {
   /** Token ids per row (rows may differ in length; they are right-padded and masked). */
   tokens: number[][];
   adapter?: { lora: LoraConfig; tensors: AdapterTensors };
+  /** The base weights' precision (default fp32). */
+  precision?: Precision;
   device?: DeviceRequest;
 }
 
 /** Logits [len_b, V] for every row b, row-major in one Float32Array per row. */
 export async function computeLogits(o: LogitsOptions): Promise<{ config: ModelConfig; logits: Float32Array[] }> {
   const config = parseModelConfig(JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')));
-  const cache = ensureWeightCache(o.modelDir, o.cacheDir, { dtype: 'float32' });
+  const cache = ensureWeightCache(o.modelDir, o.cacheDir, { dtype: 'float32', precision: o.precision });
   const B = o.tokens.length;
   const T = Math.max(...o.tokens.map((r) => r.length));
   if (B === 0 || T === 0) throw new Error('computeLogits: no tokens');
   const lora = o.adapter?.lora ?? null;
-  const path = cachedGraph(dirname(cache.dataPath), 'logits', { weights: cache.manifest.fingerprint, dtype: cache.manifest.dtype, rows: B, seqLen: T, lora }, () => buildLogitsGraph(config, cachedWeights(cache), lora, B, T));
+  const path = cachedGraph(dirname(cache.dataPath), 'logits', { weights: cache.manifest.fingerprint, dtype: cache.manifest.dtype, precision: cache.manifest.precision, rows: B, seqLen: T, lora }, () => buildLogitsGraph(config, cachedWeights(cache), lora, B, T));
   const session = await createSession(path, { device: o.device });
   const ids = new Int32Array(B * T);
   const mask = new Float32Array(B * T);

@@ -32,7 +32,7 @@ export async function prepareDpo(spec: TrainingSpec, log: (line: string) => void
   const { lora, startAdapter } = startingAdapter(spec, model, log);
 
   // The reference is the model the job starts from: the start adapter (an ft: model) or the fresh one (B = 0, the bare base).
-  const trainer = await createDpoTrainer({ modelDir: spec.modelDir, cacheDir: spec.cacheDir, lora, seed: spec.seed, adapter: startAdapter, beta, device: spec.device, threads: spec.threads, log });
+  const trainer = await createDpoTrainer({ modelDir: spec.modelDir, cacheDir: spec.cacheDir, lora, precision: spec.basePrecision, seed: spec.seed, adapter: startAdapter, beta, device: spec.device, threads: spec.threads, log });
   // Computed before any resumed state is set, from the same batches every time: a resumed job gets exactly these numbers.
   const reference = await trainer.referenceLogps(preferenceBatches(pairs, microBatchRows, contextLength, padTokenId), pairs.length);
   const validBatches = preferenceBatches(validation, microBatchRows, contextLength, padTokenId);

@@ -40,6 +40,8 @@ export function specFingerprint(spec: TrainingSpec): string {
     validationFile: [spec.validationFile, size(spec.validationFile)],
     hyperparameters: spec.hyperparameters,
     lora: spec.lora,
+    // Absent (fp32) keeps the fingerprint of resume points written before precisions existed.
+    ...(spec.basePrecision !== 'fp32' ? { basePrecision: spec.basePrecision } : {}),
     seed: spec.seed,
   };
   return createHash('sha256').update(JSON.stringify(key)).digest('hex');

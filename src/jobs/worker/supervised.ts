@@ -37,6 +37,7 @@ export async function prepareSupervised(spec: TrainingSpec, log: (line: string) 
     modelDir: spec.modelDir,
     cacheDir: spec.cacheDir,
     lora,
+    precision: spec.basePrecision,
     seed: spec.seed,
     adapter: startAdapter,
     device: spec.device,

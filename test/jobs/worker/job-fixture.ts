@@ -36,6 +36,7 @@ export function jobSpec(root: string, name: string, over: Partial<TrainingSpec> 
     validationFile,
     hyperparameters: { nEpochs: 2, batchSize: 2, learningRate: 0.004 },
     lora: { r: 4, alpha: 8, dropout: 0.1, targetModules: ['q_proj', 'v_proj', 'down_proj'] },
+    basePrecision: 'fp32',
     seed: 11,
     jobDir,
     resumePointSeconds: 0,
