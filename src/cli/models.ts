@@ -2,11 +2,17 @@
 import { ConfigError, loadConfig } from '../config.ts';
 import { ensureDefaultModel } from '../engine/models/default-model.ts';
 import { listBaseModels } from '../engine/models/registry.ts';
+import { baseWeightBytes } from '../engine/models/memory-estimate.ts';
+import { baseParameters, parameterCount } from '../engine/models/parameters.ts';
+import { PRECISIONS } from '../engine/models/quantize.ts';
 import { rejectExtra, takeOption } from './options.ts';
 
 export const MODELS_USAGE = `usage: localtune models list [--models-dir M] [--data-dir D]
        lists the base models the server can tune and serve (one folder per model under the models directory,
-       default DATA_DIR/models; env LOCALTUNE_MODELS_DIR, LOCALTUNE_DATA_DIR) and every folder it skips, with the reason`;
+       default DATA_DIR/models; env LOCALTUNE_MODELS_DIR, LOCALTUNE_DATA_DIR) and every folder it skips, with the reason;
+       per model its parameter count and its base weights' size at each base precision (fp32, nf4, int4, int8)`;
+
+const gib = (bytes: number) => (bytes / 2 ** 30).toFixed(bytes < 2 ** 30 ? 3 : 2);
 
 export function modelsCommand(args: string[]): void {
   const [action, ...rest] = args;
@@ -24,6 +30,8 @@ export function modelsCommand(args: string[]): void {
   for (const m of models) {
     const c = m.config;
     console.log(`  ${m.id}  ${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize}, context ${m.contextLength}`);
+    const sizes = PRECISIONS.map((p) => `${p} ${gib(baseWeightBytes(c, p).total)}`).join(', ');
+    console.log(`    ${(parameterCount(baseParameters(c)) / 1e6).toFixed(1)}M parameters; base weights ${sizes} GiB`);
   }
   for (const s of skipped) console.log(`  skipped ${s.id}: ${s.reason}`);
 }

@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseModelConfig } from '../models/config.ts';
+import { PRECISIONS, type Precision } from '../models/quantize.ts';
 import { writeSafetensors } from '../models/safetensors.ts';
 import { loadAdapter, saveAdapter } from '../lora/peft.ts';
 import { requestedDevice } from '../onnx/session.ts';
@@ -11,14 +12,17 @@ import { createTrainer } from './trainer.ts';
 import { computeLogits } from './verify.ts';
 
 export const ENGINE_USAGE = `usage:
-  localtune engine logits --model DIR [--adapter DIR] --tokens FILE --out FILE [--cache DIR]
+  localtune engine logits --model DIR [--adapter DIR] --tokens FILE --out FILE [--cache DIR] [--base-precision P]
       FILE (tokens): {"input_ids": [[id, …], …]}  rows may differ in length
       writes {"vocab_size": V, "logits": [[[V floats] per token] per row]}
-  localtune engine step --model DIR --adapter DIR --batch FILE --out DIR [--steps K] [--lr X] [--max-grad-norm N] [--weight-decay W] [--cache DIR]
+  localtune engine step --model DIR --adapter DIR --batch FILE --out DIR [--steps K] [--lr X] [--max-grad-norm N] [--weight-decay W] [--cache DIR] [--base-precision P]
       FILE (batch): {"input_ids": [[id, …], …], "loss_weights": [[w, …], …]}
       loss_weights[b][t] weights the prediction of input_ids[b][t+1] made at position t (same length as the row; the last must be 0)
       writes DIR/loss.json (mean loss, accuracy, tokens before any step), DIR/gradients.safetensors
       (∂ mean loss / ∂ LoRA tensor, PEFT names), and with --steps K: DIR/steps.json and DIR/adapter/ (PEFT) after K AdamW steps
+  --base-precision fp32 (default) | nf4 | int4 | int8: the base's projections block-quantized as README "Quantized base
+      models" says (NF4: bitsandbytes' levels, blocks of 64 with an fp32 absmax; int4/int8: blocks of 32, symmetric, fp32
+      scales), so an independent implementation can dequantize the same weights and compare
   --cache DIR defaults to $LOCALTUNE_DATA_DIR/cache/<model folder name> (LOCALTUNE_DATA_DIR defaults to ./data); LOCALTUNE_DEVICE picks the device`;
 
 function readJson(file: string): Record<string, unknown> {
@@ -73,8 +77,11 @@ export async function runEngineCommand(argv: string[]): Promise<number> {
       lr: { type: 'string', default: '1e-4' },
       'max-grad-norm': { type: 'string', default: '1' },
       'weight-decay': { type: 'string', default: '0' },
+      'base-precision': { type: 'string', default: 'fp32' },
     },
   });
+  const precision = a['base-precision'] as Precision;
+  if (!PRECISIONS.includes(precision)) throw new Error(`--base-precision must be one of ${PRECISIONS.join(', ')}, not ${JSON.stringify(precision)}`);
   if (!a.model || !a.out) throw new Error(`--model and --out are required\n${ENGINE_USAGE}`);
   const modelDir = resolve(a.model);
   const cacheDir = resolve(a.cache ?? join(process.env.LOCALTUNE_DATA_DIR ?? 'data', 'cache', basename(modelDir)));
@@ -85,7 +92,7 @@ export async function runEngineCommand(argv: string[]): Promise<number> {
   if (sub === 'logits') {
     if (!a.tokens) throw new Error('--tokens is required');
     const tokens = rowsOf(readJson(a.tokens).input_ids, 'input_ids');
-    const { logits } = await computeLogits({ modelDir, cacheDir, tokens, adapter: adapter ? { lora: adapter.config, tensors: adapter.tensors } : undefined, device });
+    const { logits } = await computeLogits({ modelDir, cacheDir, tokens, adapter: adapter ? { lora: adapter.config, tensors: adapter.tensors } : undefined, precision, device });
     const V = config.vocabSize;
     const rows = logits.map((l) => Array.from({ length: l.length / V }, (_, t) => Array.from(l.subarray(t * V, (t + 1) * V))));
     writeFileSync(a.out, JSON.stringify({ vocab_size: V, logits: rows }));
@@ -99,6 +106,7 @@ export async function runEngineCommand(argv: string[]): Promise<number> {
     modelDir,
     cacheDir,
     lora: adapter.config,
+    precision,
     seed: 0,
     adapter: adapter.tensors,
     device,

@@ -1,15 +1,18 @@
 // `localtune engine logits|step` on a tiny model: file formats, gradients by PEFT name, an adapter after K steps.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { initAdapter } from '../../../src/engine/lora/init.ts';
 import { loadAdapter, saveAdapter } from '../../../src/engine/lora/peft.ts';
-import { readSafetensorsHeader } from '../../../src/engine/models/safetensors.ts';
+import { parseModelConfig } from '../../../src/engine/models/config.ts';
+import { dequantize, quantize } from '../../../src/engine/models/quantize.ts';
+import { bfloat16ToFloat32, float32ToBfloat16, readSafetensorsHeader, writeSafetensors } from '../../../src/engine/models/safetensors.ts';
+import { isQuantizedParameter } from '../../../src/engine/models/weight-cache.ts';
 import { requestedDevice } from '../../../src/engine/onnx/session.ts';
 import { runEngineCommand } from '../../../src/engine/train/verify-command.ts';
-import { TINY_CONFIG_JSON, writeTinyModelDir } from '../fixtures.ts';
+import { randomWeights, TINY_CONFIG_JSON, writeTinyModelDir } from '../fixtures.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'localtune-verify-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -51,4 +54,36 @@ test('LOCALTUNE_DEVICE accepts auto, cpu, cuda only', () => {
   assert.equal(requestedDevice({}), 'auto');
   assert.equal(requestedDevice({ LOCALTUNE_DEVICE: 'CPU' }), 'cpu');
   assert.throws(() => requestedDevice({ LOCALTUNE_DEVICE: 'tpu' }), /auto, cpu or cuda/);
+});
+
+test('engine logits --base-precision: each quantized cache (bf16 safetensors in, external data) gives the fp32 logits of its dequantized weights', async () => {
+  // Projections wide enough for every format's blocks; the model stored in bf16, as most published checkpoints are.
+  const json = { ...TINY_CONFIG_JSON, hidden_size: 64, intermediate_size: 128, vocab_size: 19 };
+  const config = parseModelConfig(json);
+  const model = join(root, 'q-model');
+  mkdirSync(model, { recursive: true });
+  writeFileSync(join(model, 'config.json'), JSON.stringify(json));
+  const weights = new Map([...randomWeights(config, 6, 'float32')].map(([k, v]) => [k, { dims: v.dims, data: bfloat16ToFloat32(float32ToBfloat16(v.data as Float32Array)) }]));
+  writeSafetensors(join(model, 'model.safetensors'), new Map([...weights].map(([k, v]) => [k, { ...v, dtype: 'BF16' as const }])));
+  writeFileSync(join(root, 'q-tokens.json'), JSON.stringify({ input_ids: [[1, 5, 9, 13, 17, 2]] }));
+  process.env.LOCALTUNE_DEVICE = 'cpu';
+  const logits = async (dir: string, precision: string) => {
+    const out = join(root, `logits-${precision}-${dir.length}.json`);
+    assert.equal(await runEngineCommand(['logits', '--model', dir, '--cache', join(dir, 'cache'), '--tokens', join(root, 'q-tokens.json'), '--out', out, '--base-precision', precision]), 0);
+    return (JSON.parse(readFileSync(out, 'utf8')).logits[0] as number[][]).flat();
+  };
+  for (const format of ['nf4', 'int4', 'int8'] as const) {
+    const reference = join(root, `dequantized-${format}`);
+    mkdirSync(reference, { recursive: true });
+    writeFileSync(join(reference, 'config.json'), JSON.stringify(json));
+    const dequantized = new Map(
+      [...weights].map(([name, w]) => [name, isQuantizedParameter(config, { name, dims: w.dims }, format) ? { dims: w.dims, data: dequantize(quantize(w.data, w.dims as [number, number], format)) } : w]),
+    );
+    writeSafetensors(join(reference, 'model.safetensors'), dequantized);
+    const [got, want] = [await logits(model, format), await logits(reference, 'fp32')];
+    const scale = Math.max(...want.map(Math.abs));
+    const worst = Math.max(...got.map((x, i) => Math.abs(x - want[i])));
+    assert.ok(worst < 1e-5 * scale, `${format}: logits differ by ${worst} (largest ${scale})`);
+  }
+  await assert.rejects(runEngineCommand(['logits', '--model', model, '--tokens', join(root, 'q-tokens.json'), '--out', join(root, 'x.json'), '--base-precision', 'fp16']), /--base-precision must be one of fp32, nf4, int4, int8/);
 });
