@@ -1,8 +1,13 @@
 // `npm run bench -- serve`: decode tokens/s with ÷ without adapters (batch 1, and batch 8 with 8 different adapters), time to first token on a new vs a cached adapter, prefill time.
-// One model (512 wide, 8 layers, vocab 32000, LoRA r8 on q/k/v/o), one session, measured side by side in one run.
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+// One model (512 wide, 8 layers, vocab 32000, LoRA r8 on q/k/v/o), one session, measured side by side in one run. Then per model shape and
+// base precision (each in its own process): resident bytes per parameter and bare-base decode tokens/s at batch 1 and 8, side by side with fp32.
+// Usage: npm run bench -- serve [--shapes smollm,llama1b --precisions fp32,nf4,int4,int8]
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { parseModelConfig } from '../src/engine/models/config.ts';
 import { baseParameters } from '../src/engine/models/parameters.ts';
 import { writeSafetensors, type TensorToWrite } from '../src/engine/models/safetensors.ts';
@@ -12,6 +17,57 @@ import { saveAdapter } from '../src/engine/lora/peft.ts';
 import { resolveLoraConfig } from '../src/engine/lora/config.ts';
 import { createAdapterCache, type PreparedAdapter } from '../src/engine/serve/adapter-cache.ts';
 import { createModelRunner, type ModelRunner } from '../src/engine/serve/model-runner.ts';
+import { baseParameters as parametersOf, parameterCount } from '../src/engine/models/parameters.ts';
+import { PRECISIONS, type Precision } from '../src/engine/models/quantize.ts';
+import { benchModel } from './lib/bench-models.ts';
+
+// Flags of other benches pass through `npm run bench` too: unknown ones are ignored.
+const { values: args } = parseArgs({
+  strict: false,
+  options: {
+    shapes: { type: 'string', default: 'smollm' },
+    precisions: { type: 'string', default: 'fp32,nf4,int4,int8' },
+    'precision-case': { type: 'string' },
+    dir: { type: 'string', default: join(tmpdir(), 'localtune-bench') },
+  },
+});
+const PRECISION_STEPS = 24; // decode steps per batch size (memory-bound: a 1B fp32 step reads ~5 GB)
+
+/**
+ * One (shape, precision): the RSS the runner adds once loaded and warm (its session's weights, as resident bytes per base
+ * parameter) and the median bare-base decode step at batch 1 and 8 after a 32-token prompt, as tokens/s. Prints JSON.
+ */
+async function precisionCase(shape: string, precision: Precision, threads: number) {
+  const { modelDir, cacheDir } = benchModel(String(args.dir), shape, precision);
+  const config = parseModelConfig(JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')));
+  const rssBefore = process.memoryUsage().rss;
+  const runner = await createModelRunner({ modelDir, cacheDir, config, contextLength: 2048, precision, device: 'cpu', threads });
+  const prompt = Array.from({ length: 32 }, (_, i) => (i * 7919) % config.vocabSize);
+  const rate = async (batch: number) => {
+    const { rows, logits } = await runner.prefill(Array.from({ length: batch }, () => ({ tokens: prompt, adapter: null })));
+    let next = logits.map((l) => l.reduce((best, v, i) => (v > l[best] ? i : best), 0));
+    const times: number[] = [];
+    for (let s = 0; s < PRECISION_STEPS; s++) {
+      const t0 = performance.now();
+      await runner.decode(next);
+      times.push(performance.now() - t0);
+      next = next.map((t) => (t + 1) % config.vocabSize);
+    }
+    for (const r of rows) runner.release(r);
+    return (1000 * batch) / times.sort((x, y) => x - y)[times.length >> 1];
+  };
+  const b1 = await rate(1);
+  const residentBytes = process.memoryUsage().rss - rssBefore;
+  const b8 = await rate(8);
+  await runner.close();
+  process.stdout.write(JSON.stringify({ b1, b8, bytesPerParam: residentBytes / parameterCount(parametersOf(config)), params: parameterCount(parametersOf(config)) }));
+}
+
+if (typeof args['precision-case'] === 'string') {
+  const [shape, precision] = args['precision-case'].split(':');
+  await precisionCase(shape, precision as Precision, Number(process.env.LOCALTUNE_BENCH_THREADS ?? Math.min(availableParallelism(), 8)));
+  process.exit(0);
+}
 
 const configJson = {
   architectures: ['LlamaForCausalLM'], hidden_size: 512, intermediate_size: 1408, num_hidden_layers: 8, num_attention_heads: 8, num_key_value_heads: 8,
@@ -115,3 +171,18 @@ console.log(`  decode batch 1: ${f(b1Adapter)} tok/s with adapter, ${f(b1Base)} 
 console.log(`  decode batch 8: ${f(b8Adapters)} tok/s with 8 different adapters, ${f(b8Base)} bare base → ratio ${f(b8Adapters / b8Base, 3)} (target ≥ 0.9)`);
 console.log(`  time to first token (20-token prompt): ${f(cachedTtft)} ms cached adapter, ${f(newTtft)} ms never-used adapter → +${f(newTtft - cachedTtft)} ms (target < 20 ms)`);
 console.log(`  prefill of a 200-token prompt: ${f(prefillMs)} ms`);
+
+const precisions = String(args.precisions).split(',') as Precision[];
+for (const p of precisions) if (!PRECISIONS.includes(p)) throw new Error(`unknown precision ${p} (${PRECISIONS.join(', ')})`);
+console.log(`serve by base precision (bare base, prompt 32, median of ${PRECISION_STEPS} decode steps; resident = RSS the loaded, warm runner adds):`);
+for (const shape of String(args.shapes).split(',')) {
+  const rows = precisions.map((precision) => {
+    const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--precision-case', `${shape}:${precision}`, '--dir', String(args.dir)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    return { precision, r: JSON.parse(out) as { b1: number; b8: number; bytesPerParam: number; params: number } };
+  });
+  const fp32 = rows.find((x) => x.precision === 'fp32');
+  for (const { precision, r } of rows) {
+    const vs = fp32 && precision !== 'fp32' ? ` → ${f(r.b1 / fp32.r.b1, 2)}× / ${f(r.b8 / fp32.r.b8, 2)}× fp32's decode rate` : '';
+    console.log(`  ${shape} ${precision} (${f(r.params / 1e9, 2)}B params): ${f(r.bytesPerParam, 2)} bytes/param resident; decode batch 1 ${f(r.b1)} tok/s, batch 8 ${f(r.b8)} tok/s${vs}`);
+  }
+}

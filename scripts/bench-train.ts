@@ -1,42 +1,49 @@
-// `npm run bench`: fp32 MatMul peak through onnxruntime, then LoRA train-step throughput, fraction of that peak and peak memory per model shape.
-// Each case runs in its own child process so its peak RSS is its own. Usage: npm run bench [-- --cases small,smollm-4x256,smollm-1x1024 --model DIR --steps N]
+// `npm run bench`: fp32 MatMul peak through onnxruntime, then LoRA train-step throughput, fraction of that peak and peak memory per model
+// shape and base precision (side by side against fp32 on the same shape). Each case runs in its own child process so its peak RSS is its own.
+// Usage: npm run bench [-- --cases small,smollm-4x256,smollm-1x1024,llama1b-1x512,llama8b-1x512 --precisions fp32,nf4,int4,int8 --model DIR --steps N]
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { parseModelConfig, type ModelConfig } from '../src/engine/models/config.ts';
-import { baseParameters } from '../src/engine/models/parameters.ts';
-import { writeSafetensors } from '../src/engine/models/safetensors.ts';
-import { createRng, fillNormal } from '../src/engine/random.ts';
+import { baseParameters, parameterCount } from '../src/engine/models/parameters.ts';
+import { PRECISIONS, type Precision } from '../src/engine/models/quantize.ts';
+import { createRng } from '../src/engine/random.ts';
 import { Graph } from '../src/engine/onnx/graph.ts';
 import * as op from '../src/engine/onnx/ops.ts';
 import { createSession } from '../src/engine/onnx/session.ts';
 import type { TrainBatch } from '../src/engine/train/batch.ts';
 import { createTrainer } from '../src/engine/train/trainer.ts';
+import { benchModel } from './lib/bench-models.ts';
 
 interface Case {
   name: string;
-  config: Record<string, unknown>;
+  shape: string; // a SHAPES key
   rows: number;
   seqLen: number;
 }
 
-const base = { architectures: ['LlamaForCausalLM'], rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 2048 };
-const small = { ...base, hidden_size: 512, intermediate_size: 1408, num_hidden_layers: 8, num_attention_heads: 8, num_key_value_heads: 8, vocab_size: 512, tie_word_embeddings: false };
-const smollm = { ...base, hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30, num_attention_heads: 9, num_key_value_heads: 3, vocab_size: 49152, tie_word_embeddings: true };
 const CASES: Case[] = [
-  { name: 'small', config: small, rows: 4, seqLen: 256 },
-  { name: 'smollm-4x256', config: smollm, rows: 4, seqLen: 256 },
-  { name: 'smollm-1x1024', config: smollm, rows: 1, seqLen: 1024 },
+  { name: 'small', shape: 'small', rows: 4, seqLen: 256 },
+  { name: 'smollm-4x256', shape: 'smollm', rows: 4, seqLen: 256 },
+  { name: 'smollm-1x1024', shape: 'smollm', rows: 1, seqLen: 1024 },
+  { name: 'smollm-1x512', shape: 'smollm', rows: 1, seqLen: 512 },
+  { name: 'llama1b-1x512', shape: 'llama1b', rows: 1, seqLen: 512 },
+  { name: 'llama8b-1x512', shape: 'llama8b', rows: 1, seqLen: 512 },
 ];
+const DEFAULT_CASES = ['small', 'smollm-4x256', 'smollm-1x1024'];
+/** Shapes whose fp32 weights (32 GB for 8B) would not fit this machine: measured quantized only. */
+const QUANTIZED_ONLY = new Set(['llama8b']);
 
 const { values: args } = parseArgs({
   options: {
-    cases: { type: 'string', default: CASES.map((c) => c.name).join(',') },
+    cases: { type: 'string', default: DEFAULT_CASES.join(',') },
+    precisions: { type: 'string', default: 'fp32,nf4' },
     case: { type: 'string' },
+    precision: { type: 'string' },
     model: { type: 'string' },
     steps: { type: 'string', default: '4' },
     dir: { type: 'string', default: join(tmpdir(), 'localtune-bench') },
@@ -66,26 +73,6 @@ async function matmulPeak(): Promise<number> {
   return (2 * n ** 3) / best / 1e9;
 }
 
-/** A seeded random model directory (config.json + model.safetensors), written once per shape. */
-function benchModel(c: Case): string {
-  const dir = join(resolve(args.dir!), `model-${c.name.split('-')[0]}`);
-  if (existsSync(join(dir, 'model.safetensors'))) return dir;
-  mkdirSync(dir, { recursive: true });
-  const config = parseModelConfig(c.config);
-  const rng = createRng(1);
-  const tensors = new Map(
-    baseParameters(config).map((p) => {
-      const data = new Float32Array(p.dims.reduce((x, y) => x * y, 1));
-      if (p.dims.length === 1) data.fill(1);
-      else fillNormal(rng, data, 0, 0.02);
-      return [p.name, { dims: p.dims, data }];
-    }),
-  );
-  writeSafetensors(join(dir, 'model.safetensors'), tensors);
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(c.config));
-  return dir;
-}
-
 /** FLOPs per trained token: 4·(linear params incl. the head) (forward + input-gradient pass) + 12·T·D·L for attention. */
 function flopsPerToken(config: ModelConfig, T: number): number {
   const linear = baseParameters(config)
@@ -95,11 +82,15 @@ function flopsPerToken(config: ModelConfig, T: number): number {
   return 4 * (linear + head) + 12 * T * config.numHeads * config.headDim * config.numLayers;
 }
 
-async function runCase(c: Case, modelDir: string, steps: number) {
+async function runCase(c: Case, precision: Precision, steps: number) {
+  const { modelDir, cacheDir } = args.model
+    ? { modelDir: resolve(args.model), cacheDir: join(resolve(args.dir!), `cache-${c.shape}-model`) }
+    : benchModel(resolve(args.dir!), c.shape, precision);
   const config = parseModelConfig(JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')));
   const trainer = await createTrainer({
     modelDir,
-    cacheDir: join(resolve(args.dir!), `cache-${c.name.split('-')[0]}`),
+    cacheDir,
+    precision,
     lora: { r: 8, alpha: 16, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] },
     seed: 1,
     device: 'cpu',
@@ -127,29 +118,44 @@ async function runCase(c: Case, modelDir: string, steps: number) {
   const peak = Math.max(peakBefore, await matmulPeak());
   await trainer.close();
   const tokens = B * T;
-  return { ms, tokensPerSec: (tokens / ms) * 1000, gflops: (flopsPerToken(config, T) * tokens) / (ms / 1000) / 1e9, peak, firstMs, peakRssMiB: process.resourceUsage().maxRSS / 1024 };
+  return {
+    ms,
+    tokensPerSec: (tokens / ms) * 1000,
+    gflops: (flopsPerToken(config, T) * tokens) / (ms / 1000) / 1e9,
+    peak,
+    firstMs,
+    peakRssMiB: process.resourceUsage().maxRSS / 1024,
+    params: parameterCount(baseParameters(config)),
+  };
 }
 
 if (args.case) {
   const c = CASES.find((x) => x.name === args.case)!;
-  const r = await runCase(c, args.model ? resolve(args.model) : benchModel(c), Number(args.steps));
+  const r = await runCase(c, args.precision as Precision, Number(args.steps));
   process.stdout.write(JSON.stringify(r));
 } else {
-  console.log(`fp32, ${availableParallelism()} threads; peak = the best fp32 MatMul (2048³) GFLOP/s measured around any case of this run`);
+  const precisions = args.precisions!.split(',') as Precision[];
+  for (const p of precisions) if (!PRECISIONS.includes(p)) throw new Error(`unknown precision ${p} (${PRECISIONS.join(', ')})`);
+  console.log(`${availableParallelism()} threads; peak = the best fp32 MatMul (2048³) GFLOP/s measured around any case of this run; base precisions ${precisions.join(', ')}`);
   const results = [];
   for (const name of args.cases!.split(',')) {
     const c = CASES.find((x) => x.name === name);
     if (!c) throw new Error(`unknown case ${name} (${CASES.map((x) => x.name).join(', ')})`);
-    if (!args.model) benchModel(c);
-    const extra = args.model ? ['--model', args.model] : [];
-    const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--case', name, '--steps', args.steps!, '--dir', args.dir!, ...extra], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    results.push({ c, r: JSON.parse(out) });
+    for (const precision of precisions) {
+      if (precision === 'fp32' && QUANTIZED_ONLY.has(c.shape) && !args.model) continue;
+      const extra = args.model ? ['--model', args.model] : [];
+      const child = ['--import', 'tsx', fileURLToPath(import.meta.url), '--case', name, '--precision', precision, '--steps', args.steps!, '--dir', args.dir!, ...extra];
+      const out = execFileSync(process.execPath, child, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 });
+      results.push({ c, precision, r: JSON.parse(out) });
+    }
   }
   // The peak is the machine's: on a shared machine a case may only see a slowed one, so the run's best is the denominator.
   const peak = Math.max(...results.map(({ r }) => r.peak));
-  for (const { c, r } of results) {
+  for (const { c, precision, r } of results) {
+    const fp32 = results.find((x) => x.c === c && x.precision === 'fp32');
+    const vsFp32 = fp32 && precision !== 'fp32' ? ` (${(r.ms / fp32.r.ms).toFixed(2)}× fp32's step time, ${(r.peakRssMiB / fp32.r.peakRssMiB).toFixed(2)}× its peak RSS)` : '';
     console.log(
-      `${c.name} (${c.rows}×${c.seqLen}, LoRA r8 q/k/v/o): best ${r.ms.toFixed(0)} ms/step, ${r.tokensPerSec.toFixed(0)} tokens/s, ${r.gflops.toFixed(1)} GFLOP/s = ${((100 * r.gflops) / peak).toFixed(0)} % of peak ${peak.toFixed(1)} (${r.peak.toFixed(1)} around this case); first step ${(r.firstMs / 1000).toFixed(1)} s; peak RSS ${r.peakRssMiB.toFixed(0)} MiB`,
+      `${c.name} ${precision} (${(r.params / 1e9).toFixed(2)}B params, ${c.rows}×${c.seqLen}, LoRA r8 q/k/v/o): best ${r.ms.toFixed(0)} ms/step, ${r.tokensPerSec.toFixed(0)} tokens/s, ${r.gflops.toFixed(1)} GFLOP/s = ${((100 * r.gflops) / peak).toFixed(0)} % of peak ${peak.toFixed(1)} (${r.peak.toFixed(1)} around this case); first step ${(r.firstMs / 1000).toFixed(1)} s; peak RSS ${r.peakRssMiB.toFixed(0)} MiB${vsFp32}`,
     );
   }
 }

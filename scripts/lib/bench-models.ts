@@ -1,0 +1,42 @@
+// The benches' model shapes, and seeded random models of them written straight into their weight cache at a base precision.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseModelConfig } from '../../src/engine/models/config.ts';
+import type { Precision } from '../../src/engine/models/quantize.ts';
+import { modelFingerprint, readWeightCache, writeWeightCache } from '../../src/engine/models/weight-cache.ts';
+import { createRng, fillNormal } from '../../src/engine/random.ts';
+
+const base = { architectures: ['LlamaForCausalLM'], rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 2048 };
+
+/** config.json of each bench shape: a small one, SmolLM2-135M's, and Llama-3.2-1B's and Llama-3.1-8B's (random weights). */
+export const SHAPES: Record<string, Record<string, unknown>> = {
+  small: { ...base, hidden_size: 512, intermediate_size: 1408, num_hidden_layers: 8, num_attention_heads: 8, num_key_value_heads: 8, vocab_size: 512, tie_word_embeddings: false },
+  smollm: { ...base, hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30, num_attention_heads: 9, num_key_value_heads: 3, vocab_size: 49152, tie_word_embeddings: true },
+  llama1b: { ...base, rope_theta: 500000, hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 128256, tie_word_embeddings: true },
+  llama8b: { ...base, rope_theta: 500000, hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 128256, tie_word_embeddings: false },
+};
+
+/**
+ * A seeded random model of `shape` under `root` (config.json only) and its weight cache at `precision`, written
+ * straight from the generator, one tensor at a time (an 8B shape never exists in fp32, on disk or in memory). Every
+ * precision of a shape quantizes the same values. Returns the folders to give the trainer or the runner.
+ */
+export function benchModel(root: string, shape: string, precision: Precision): { modelDir: string; cacheDir: string } {
+  const json = SHAPES[shape];
+  if (!json) throw new Error(`unknown shape ${shape} (${Object.keys(SHAPES).join(', ')})`);
+  const modelDir = join(root, `model-${shape}`);
+  const cacheDir = join(root, `cache-${shape}`);
+  if (!existsSync(join(modelDir, 'config.json'))) {
+    mkdirSync(modelDir, { recursive: true });
+    writeFileSync(join(modelDir, 'config.json'), JSON.stringify(json));
+  }
+  if (!readWeightCache(modelDir, cacheDir, { dtype: 'float32', precision })) {
+    const config = parseModelConfig(json);
+    const rng = createRng(1);
+    writeWeightCache(cacheDir, config, { dtype: 'float32', precision, fingerprint: modelFingerprint(modelDir) }, (spec) => {
+      const data = new Float32Array(spec.dims.reduce((x, y) => x * y, 1));
+      return spec.dims.length === 1 ? data.fill(1) : fillNormal(rng, data, 0, 0.02);
+    });
+  }
+  return { modelDir, cacheDir };
+}
