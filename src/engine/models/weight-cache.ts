@@ -93,17 +93,22 @@ export function isQuantizedParameter(config: ModelConfig, spec: ParameterSpec, p
  * midway (temp files + rename; the manifest is renamed last and names a data file unique to the fingerprint).
  */
 export function ensureWeightCache(modelDir: string, cacheDir: string, options: { dtype: ComputeDtype; precision?: Precision }): WeightCache {
+  const existing = readWeightCache(modelDir, cacheDir, options);
+  if (existing) return existing;
   const { dtype } = options;
-  const precision = options.precision ?? 'fp32';
-  const fingerprint = modelFingerprint(modelDir);
-  const stem = cacheStem(dtype, precision);
-  const manifestPath = join(cacheDir, `${stem}.json`);
-  const existing = readValidManifest(manifestPath, dtype, precision, fingerprint, cacheDir);
-  if (existing) return { dataPath: join(cacheDir, existing.dataFile), manifestPath, manifest: existing };
-
   const config = parseModelConfig(JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')));
   const sources = checkModelTensors(config, listModelTensors(modelDir), modelDir);
-  return writeWeightCache(cacheDir, config, { dtype, precision, fingerprint }, (spec) => readTensor(sources.get(spec.name)!).data);
+  const o = { dtype, precision: options.precision ?? 'fp32', fingerprint: modelFingerprint(modelDir) };
+  return writeWeightCache(cacheDir, config, o, (spec) => readTensor(sources.get(spec.name)!).data);
+}
+
+/** The model's weight cache at `precision` when one is built and current (the model's files unchanged since), else null. */
+export function readWeightCache(modelDir: string, cacheDir: string, options: { dtype: ComputeDtype; precision?: Precision }): WeightCache | null {
+  const { dtype } = options;
+  const precision = options.precision ?? 'fp32';
+  const manifestPath = join(cacheDir, `${cacheStem(dtype, precision)}.json`);
+  const existing = readValidManifest(manifestPath, dtype, precision, modelFingerprint(modelDir), cacheDir);
+  return existing ? { dataPath: join(cacheDir, existing.dataFile), manifestPath, manifest: existing } : null;
 }
 
 /**

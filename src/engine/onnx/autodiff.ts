@@ -230,13 +230,13 @@ export const VJP: Record<string, VjpRule> = {
     const dS = needs[0] || needs[1] ? op.mul(probs, op.sub(op.matmul(g, lastTwo(v)), op.reduceSum(op.mul(g, n.outputs[0]), [-1], true))) : null; // [B, H, M, S]
     return [needs[0] ? op.matmul(dS!, lastTwo(kt)) : null, needs[1] ? op.matmul(lastTwo(q), dS!) : null, needs[2] ? op.matmul(lastTwo(probs), g) : null, null];
   }),
-  // Fused y = x·deq(W)ᵀ + c over a frozen quantized W: dx = g·deq(W) (dequantized in the graph, transient per layer:
-  // the exact input gradient of the forward's weight), dc = g
+  // Fused y = x·deq(W)ᵀ + c over a frozen quantized W: dx = g·deq(W) (dequantized in the graph once g exists, transient
+  // per layer: the exact input gradient of the forward's weight), dc = g
   QuantizedLinear: one((n, g, needs) => {
     if (needs[2]) throw new Error('QuantizedLinear: no gradient for the quantized weight (it is frozen)');
     const c = n.inputs[3];
     const dc = c && needs[3] ? sumToShape(g, c) : null;
-    const dx = needs[0] ? op.gemm(g, dequantized(quantizedWeightOf(n))) : null; // [M, K] emitted last (see accumulate)
+    const dx = needs[0] ? op.gemm(g, dequantized(quantizedWeightOf(n), g)) : null; // [M, K] emitted last (see accumulate)
     return [dx, null, null, ...(c ? [dc] : [])];
   }),
   // Fused LM head + CE per row: dh[n] = g[n]·(saved ∂rowLoss_n/∂h_n); the head weight is frozen

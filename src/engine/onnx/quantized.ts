@@ -29,15 +29,20 @@ const bitsOf = (format: QuantKernel) => (format === 'int8' ? 8 : 4);
 
 /**
  * deq(W) [N, K] in the graph: codes → their levels (a Gather from the 256-entry table) × each block's scale. The codes
- * pass through DequantizeLinear first (scale 1, zero point 0: an exact uint8 → float copy) because onnxruntime never
- * constant-folds DequantizeLinear: a chain starting from the initializers alone would otherwise be folded into an fp32
- * copy of every weight at session creation, undoing the saving. Transient: it lives only until its one consumer ran.
+ * pass through DequantizeLinear first (an exact uint8 → float copy) because onnxruntime never constant-folds
+ * DequantizeLinear: a chain starting from the initializers alone would otherwise be folded into an fp32 copy of every
+ * weight at session creation, undoing the saving. Its scale, 1, is computed from one element of `after` (·0 + 1): a
+ * chain that depends on initializers alone may run at any time, and onnxruntime's order ran the backward pass's
+ * dequantizations together before their Gemms (measured: 24 of them alive at once), so it waits for the tensor its
+ * consumer waits for and lives only until that consumer ran.
  */
-export function dequantized(w: QuantizedWeight): Tensor {
+export function dequantized(w: QuantizedWeight, after: Tensor): Tensor {
   const g = w.codes.graph;
   const { rows: N, cols: K, blockSize } = w;
   const E = w.format === 'int8' ? 1 : 2;
-  const bytes = g.emit('DequantizeLinear', [w.codes, g.scalar(1, 'float32'), g.constant([0], 'uint8', [])], {}, [['float32', w.codes.shape]])[0]; // codes' shape
+  const first = op.reshape(op.slice(after, after.shape.map(() => 0), after.shape.map(() => 1), after.shape.map((_, i) => i)), []); // []
+  const one = op.add(op.mul(first, g.scalar(0, 'float32')), g.scalar(1, 'float32')); // [] 1, once `after` exists
+  const bytes = g.emit('DequantizeLinear', [w.codes, one, g.constant([0], 'uint8', [])], {}, [['float32', w.codes.shape]])[0]; // codes' shape
   const table = w.levels(); // [256, E]
   if (table.shape[1] !== E) throw new Error(`QuantizedLinear: a ${w.format} level table has ${E} values a byte, not ${table}`);
   const levels = op.reshape(op.gather(table, op.cast(bytes, 'int32'), 0), [N, K / blockSize, blockSize]); // [N, Q, blockSize]
