@@ -1,6 +1,8 @@
 // Which precision a job holds its frozen base in: the one owner of the `base_precision: "auto"` policy.
+import { readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
-import { readModelDir } from '../engine/models/model-dir.ts';
+import { join } from 'node:path';
+import { parseModelConfig } from '../engine/models/config.ts';
 import { trainingPeakEstimate } from '../engine/models/memory-estimate.ts';
 import type { Precision } from '../engine/models/quantize.ts';
 
@@ -17,5 +19,6 @@ export const COMFORTABLE_SHARE = 0.5;
 export function resolveBasePrecision(requested: RequestedPrecision | undefined, modelDir: string, startPrecision: Precision | null, memoryBytes = totalmem()): Precision {
   if (requested && requested !== 'auto') return requested;
   if (startPrecision) return startPrecision;
-  return trainingPeakEstimate(readModelDir(modelDir).config, 'fp32') <= COMFORTABLE_SHARE * memoryBytes ? 'fp32' : 'nf4';
+  const config = parseModelConfig(JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')));
+  return trainingPeakEstimate(config, 'fp32') <= COMFORTABLE_SHARE * memoryBytes ? 'fp32' : 'nf4';
 }
