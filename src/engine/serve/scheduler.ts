@@ -41,6 +41,14 @@ export interface SchedulerOptions {
   maxBatch: number;
   /** Prompt tokens prefilled in one run at most (a longer single prompt still runs alone). */
   maxPrefillTokens?: number;
+  observe?: SchedulerObserver;
+}
+
+/** What metrics see: each finished request's tokens and timings, each decode step's batch size. */
+export interface SchedulerObserver {
+  /** `firstTokenMs`: from submit to the first sampled token; `decodeMs`: from then to the last one. */
+  finished?(r: { adapter: PreparedAdapter | null; promptTokens: number; completionTokens: number; firstTokenMs: number | null; decodeMs: number }): void;
+  decodeStep?(rows: number): void;
 }
 
 export interface Scheduler {
@@ -61,6 +69,8 @@ interface Sequence {
   pending: SampledToken[]; // sampled but not yet reported with text
   promptTokens: SampledToken[] | null;
   cancelled: boolean;
+  submittedAt: number; // performance.now()
+  firstTokenAt: number | null;
   resolve(r: GenerationResult): void;
   reject(err: Error): void;
 }
@@ -83,11 +93,15 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
       runner.release(seq.row);
       seq.row = null;
     }
+    const { adapter, prompt } = seq.request;
+    const firstTokenMs = seq.firstTokenAt === null ? null : seq.firstTokenAt - seq.submittedAt;
+    o.observe?.finished?.({ adapter, promptTokens: prompt.length, completionTokens: seq.generated, firstTokenMs, decodeMs: seq.firstTokenAt === null ? 0 : performance.now() - seq.firstTokenAt });
     seq.resolve({ text: seq.stream.text, finishReason: reason, tokens: seq.tokens, completionTokens: seq.generated, promptTokens: seq.promptTokens });
   }
 
   /** Takes a sampled token: ends the row on an end-of-turn token, a stop string, max_tokens or a full context. */
   function accept(seq: Sequence, sampled: SampledToken): void {
+    seq.firstTokenAt ??= performance.now();
     seq.generated++;
     if (eos.has(sampled.id)) return finish(seq, 'stop', seq.stream.flush());
     seq.tokens.push(sampled);
@@ -139,6 +153,7 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
 
   async function decode(): Promise<void> {
     const seqs = runner.rows.map((r) => byRow.get(r)!);
+    o.observe?.decodeStep?.(seqs.length);
     const logits = await runner.decode(seqs.map((s) => s.next));
     seqs.forEach((seq, i) => (seq.cancelled || !seq.row ? undefined : accept(seq, seq.sampler.next(logits[i], seq.counts))));
   }
@@ -187,6 +202,8 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
           pending: [],
           promptTokens: null,
           cancelled: false,
+          submittedAt: performance.now(),
+          firstTokenAt: null,
           resolve,
           reject,
         };
