@@ -11,6 +11,7 @@ import { completionsRouter } from './completions.ts';
 import { modelsRouter } from './models.ts';
 import { fineTuningJobsRouter } from './fine-tuning-jobs.ts';
 import { notImplementedRouter } from './not-implemented.ts';
+import { metricsRouter } from './metrics.ts';
 import { apiKeyStore } from '../store/api-keys.ts';
 
 /** `x-request-id` on every response (the SDKs expose it as `requestID` / `_request_id`). */
@@ -34,10 +35,13 @@ export function createApp(ctx: AppContext): Express {
   app.use(express.json({ limit: ctx.config.maxJsonBytes, type: ['application/json', 'application/*+json'] }));
 
   const v1 = express.Router();
+  v1.use(ctx.metrics.http);
   v1.use(authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys));
   for (const router of resourceRouters(ctx)) v1.use(router);
   v1.use(notImplementedRouter());
   app.use('/v1', v1);
+  // Server-wide numbers (every project's model ids among them): behind the same keys as /v1 when keys exist.
+  app.use(metricsRouter(ctx.metrics, authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys)));
   app.use(dashboardRouter());
 
   app.use(unknownRoute);

@@ -3,6 +3,7 @@ import type { Config } from '../config.ts';
 import type { Db } from '../store/db.ts';
 import type { ModelPool } from '../engine/serve/model-pool.ts';
 import type { JobScheduler } from '../jobs/scheduler.ts';
+import type { Metrics } from './metrics.ts';
 
 export interface AppContext {
   config: Config;
@@ -11,6 +12,8 @@ export interface AppContext {
   models: ModelPool;
   /** Fine-tuning jobs: validation, queue, training workers, cancel/pause/resume. */
   jobs: JobScheduler;
+  /** The Prometheus registry GET /metrics serves, and the hooks that feed it. */
+  metrics: Metrics;
 }
 
 declare global {

@@ -32,6 +32,8 @@ export interface SchedulerOptions {
   trainThreads?: number;
   startWorker: StartWorker;
   log: (line: string) => void;
+  /** Each training step as its worker reports it (metrics). */
+  onStep?: (jobId: string, step: number, trainedTokens: number) => void;
 }
 
 export interface JobScheduler {
@@ -221,6 +223,7 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
         // Progress past where this worker started (a resumed worker first repeats its resume step).
         if (m.metrics.step > run.startStep) crashes.delete(id);
         recordStep(id, m.metrics, run.totalSteps);
+        o.onStep?.(id, m.metrics.step, m.trainedTokens);
         const perStep = (Date.now() - run.startedAt) / 1000 / Math.max(1, m.metrics.step - run.startStep);
         const remaining = (run.totalSteps ?? m.metrics.step) - m.metrics.step;
         jobs.update(id, ['running', 'paused'], { trained_tokens: m.trainedTokens });

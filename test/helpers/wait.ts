@@ -10,15 +10,17 @@ export interface WaitOptions {
   context?: () => string;
 }
 
+type Truthy<T> = Exclude<T, false | 0 | '' | null | undefined>;
+
 /**
  * Calls `check` until it returns a truthy value and returns that value; throws `timed out waiting for <what>` (with the
  * last value seen) past the deadline.
  */
-export async function waitFor<T>(what: string, check: () => T | Promise<T>, o: WaitOptions = {}): Promise<NonNullable<T>> {
+export async function waitFor<T>(what: string, check: () => T | Promise<T>, o: WaitOptions = {}): Promise<Truthy<T>> {
   const deadline = Date.now() + (o.timeoutMs ?? 120_000);
   for (;;) {
     const value = await check();
-    if (value) return value as NonNullable<T>;
+    if (value) return value as Truthy<T>;
     if (Date.now() > deadline) {
       throw new Error(`timed out after ${o.timeoutMs ?? 120_000} ms waiting for ${what} (last: ${JSON.stringify(value)})${o.context ? `\n${o.context()}` : ''}`);
     }
