@@ -1,5 +1,7 @@
 // Waiting in tests without sleep-and-hope: poll a condition up to a deadline, and record the order in which things finish.
 import { setTimeout as sleep } from 'node:timers/promises';
+import type OpenAI from 'openai';
+import type { FineTuningJob } from 'openai/resources/fine-tuning/jobs/jobs';
 
 export interface WaitOptions {
   /** Fail after this long (a failure, not a speed target: generous, so a busy machine still passes). Default 120 s. */
@@ -37,4 +39,21 @@ export function settleOrder() {
       return promise.finally(() => order.push(label));
     },
   };
+}
+
+export const FINISHED_STATUSES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);
+
+/** Retrieves job `id` every 200 ms until `until(job)` holds (default: it finished) and returns that job. */
+export function waitForJob(
+  client: OpenAI,
+  id: string,
+  o: WaitOptions & { until?: (job: FineTuningJob) => boolean | Promise<boolean>; what?: string } = {},
+): Promise<FineTuningJob> {
+  const until = o.until ?? ((job: FineTuningJob) => FINISHED_STATUSES.has(job.status));
+  let status = '';
+  return waitFor(`job ${id} to be ${o.what ?? 'finished'}`, async () => {
+    const job = await client.fineTuning.jobs.retrieve(id);
+    status = job.status;
+    return (await until(job)) && job;
+  }, { intervalMs: 200, ...o, context: () => `(status ${status})${o.context ? `\n${o.context()}` : ''}` });
 }

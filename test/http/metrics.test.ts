@@ -13,7 +13,7 @@ import { saveAdapter } from '../../src/engine/lora/peft.ts';
 import { openDatabase } from '../../src/store/db.ts';
 import { fineTunedModelStore } from '../../src/store/fine-tuned-models.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
-import { waitFor } from '../helpers/wait.ts';
+import { waitForJob } from '../helpers/wait.ts';
 
 const KEY = 'sk-metrics-test-key';
 const FT = `ft:${DEFAULT_MODEL_ID}:ops:metrics:Mm11Nn22`;
@@ -72,10 +72,7 @@ test('GET /metrics needs a key when keys exist, and counts HTTP, generation, ada
   const line = JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello!' }] });
   const file = await client.files.create({ file: await toFile(Buffer.from(Array(10).fill(line).join('\n')), 't.jsonl'), purpose: 'fine-tune' });
   const created = await client.fineTuning.jobs.create({ model: DEFAULT_MODEL_ID, training_file: file.id, hyperparameters: { n_epochs: 1, batch_size: 2 } });
-  const job = await waitFor('the job to finish', async () => {
-    const j = await client.fineTuning.jobs.retrieve(created.id);
-    return ['succeeded', 'failed', 'cancelled'].includes(j.status) && j;
-  }, { intervalMs: 200, context: () => server.output() });
+  const job = await waitForJob(client, created.id, { context: () => server.output().slice(-4000) });
   assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
 
   const { status, type, samples } = await scrape();
