@@ -12,7 +12,7 @@ import { apiKeyStore } from './store/api-keys.ts';
 import { blobStore } from './store/blobs.ts';
 import { openDatabase } from './store/db.ts';
 import { fileStore } from './store/files.ts';
-import { createScheduler } from './jobs/scheduler.ts';
+import { createJobScheduler } from './jobs/scheduler.ts';
 import { startTrainingWorker } from './jobs/worker/start-training-worker.ts';
 
 export interface RunningServer {
@@ -58,7 +58,7 @@ export async function startServer(config: Config, log: (line: string) => void = 
     maxBatch: config.maxBatch,
     log,
   });
-  const jobs = createScheduler({
+  const jobs = createJobScheduler({
     db,
     dataDir: config.dataDir,
     modelsDir: config.modelsDir,

@@ -22,7 +22,7 @@ import { CHECKPOINTS_DIR, FINAL_DIR, type StepMetrics, type TrainingSpec, type W
 /** Starts a training worker: `startTrainingWorker` in the server; the scheduler only needs its shape. */
 export type StartWorker = (spec: TrainingSpec, options: WorkerOptions) => WorkerHandle;
 
-export interface SchedulerOptions {
+export interface JobSchedulerOptions {
   db: Db;
   dataDir: string;
   modelsDir: string;
@@ -70,7 +70,7 @@ interface Run {
   queue: Promise<void>;
 }
 
-export function createScheduler(o: SchedulerOptions): JobScheduler {
+export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
   const jobs: FineTuningJobStore = fineTuningJobStore(o.db);
   const models: FineTunedModelStore = fineTunedModelStore(o.db);
   const files: FileStore = fileStore(o.db);

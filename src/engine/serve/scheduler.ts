@@ -33,7 +33,7 @@ export interface GenerationResult {
   promptTokens: SampledToken[] | null;
 }
 
-export interface SchedulerOptions {
+export interface GenerationSchedulerOptions {
   decoder: Decoder;
   eosTokenIds: readonly number[];
   contextLength: number;
@@ -43,7 +43,7 @@ export interface SchedulerOptions {
   maxPrefillTokens?: number;
 }
 
-export interface Scheduler {
+export interface GenerationScheduler {
   submit(request: GenerationRequest): Promise<GenerationResult>;
   /** Requests decoding now and waiting for a slot. */
   load(): { active: number; waiting: number };
@@ -67,7 +67,7 @@ interface Sequence {
 
 const abortError = () => Object.assign(new Error('generation aborted'), { name: 'AbortError' });
 
-export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Scheduler {
+export function createGenerationScheduler(runner: ModelRunner, o: GenerationSchedulerOptions): GenerationScheduler {
   const waiting: Sequence[] = [];
   const byRow = new Map<CacheRow, Sequence>();
   const eos = new Set(o.eosTokenIds);

@@ -9,7 +9,7 @@ import { resolveLoraConfig } from '../../../src/engine/lora/config.ts';
 import { loraSpecs } from '../../../src/engine/train/graphs.ts';
 import { createModelRunner } from '../../../src/engine/serve/model-runner.ts';
 import { prepareAdapter, type PreparedAdapter } from '../../../src/engine/serve/adapter-cache.ts';
-import { createScheduler, type GenerationRequest } from '../../../src/engine/serve/scheduler.ts';
+import { createGenerationScheduler, type GenerationRequest } from '../../../src/engine/serve/scheduler.ts';
 import { randomTensors, TINY_CONFIG_JSON, writeTinyModelDir } from '../fixtures.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'localtune-sched-'));
@@ -20,7 +20,7 @@ const runner = await createModelRunner({ modelDir, cacheDir: join(dir, 'cache'),
 after(() => runner.close());
 /** Token id i is the letter 'a' + i; id 10 ends the turn. */
 const decoder = { decode: (ids: ArrayLike<number>) => Array.from(ids, (i) => String.fromCharCode(97 + i)).join('') };
-const scheduler = createScheduler(runner, { decoder, eosTokenIds: [10], contextLength: 64, maxBatch: 4 });
+const scheduler = createGenerationScheduler(runner, { decoder, eosTokenIds: [10], contextLength: 64, maxBatch: 4 });
 
 function adapter(name: string, r: number, targets: string[], seed: number): PreparedAdapter {
   const lora = resolveLoraConfig({ r, alpha: 2 * r, dropout: 0, targetModules: targets as never });
