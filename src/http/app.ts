@@ -10,7 +10,6 @@ import { dashboardRouter } from './dashboard.ts';
 import { completionsRouter } from './completions.ts';
 import { modelsRouter } from './models.ts';
 import { fineTuningJobsRouter } from './fine-tuning-jobs.ts';
-import { notImplementedRouter } from './not-implemented.ts';
 import { apiKeyStore } from '../store/api-keys.ts';
 
 /** `x-request-id` on every response (the SDKs expose it as `requestID` / `_request_id`). */
@@ -36,7 +35,6 @@ export function createApp(ctx: AppContext): Express {
   const v1 = express.Router();
   v1.use(authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys));
   for (const router of resourceRouters(ctx)) v1.use(router);
-  v1.use(notImplementedRouter());
   app.use('/v1', v1);
   app.use(dashboardRouter());
 

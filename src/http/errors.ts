@@ -3,7 +3,7 @@ import type { ErrorRequestHandler, RequestHandler } from 'express';
 import multer from 'multer';
 
 /** Statuses we answer with. Never 409: the SDKs retry it; a refused state change is a 400. */
-export type ErrorStatus = 400 | 401 | 403 | 404 | 413 | 429 | 500 | 501 | 503;
+export type ErrorStatus = 400 | 401 | 403 | 404 | 413 | 429 | 500 | 503;
 
 export type ErrorType =
   | 'invalid_request_error'
@@ -21,7 +21,6 @@ const defaultType: Record<ErrorStatus, ErrorType> = {
   413: 'invalid_request_error',
   429: 'rate_limit_error',
   500: 'server_error',
-  501: 'invalid_request_error',
   503: 'server_error',
 };
 
@@ -86,7 +85,7 @@ export function toApiError(err: unknown): ApiError {
 
 export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   const apiError = toApiError(err);
-  if (apiError.status >= 500 && apiError.status !== 501) {
+  if (apiError.status >= 500) {
     console.error(`[${req.requestId}] ${req.method} ${req.originalUrl} failed:`, err);
   }
   if (res.headersSent) {
