@@ -2,9 +2,8 @@
 import type { RequestHandler } from 'express';
 import type { ApiKeyGrant } from '../config.ts';
 import { hashKey, type ApiKeyStore } from '../store/api-keys.ts';
+import { DEFAULT_PROJECT } from '../contract.ts';
 import { ApiError } from './errors.ts';
-
-export const DEFAULT_PROJECT = 'default';
 
 /** Whether the server must check keys: any configured grant or any active stored key. */
 export function keysConfigured(keys: ApiKeyStore, grants: readonly ApiKeyGrant[]): boolean {
