@@ -12,6 +12,7 @@ import { apiKeyStore } from './store/api-keys.ts';
 import { blobStore } from './store/blobs.ts';
 import { openDatabase } from './store/db.ts';
 import { fileStore } from './store/files.ts';
+import { createModelCatalog } from './jobs/model-catalog.ts';
 import { createJobScheduler } from './jobs/scheduler.ts';
 import { startTrainingWorker } from './jobs/worker/start-training-worker.ts';
 
@@ -58,10 +59,11 @@ export async function startServer(config: Config, log: (line: string) => void = 
     maxBatch: config.maxBatch,
     log,
   });
+  const catalog = createModelCatalog({ db, dataDir: config.dataDir, modelsDir: config.modelsDir, aliases: config.modelAliases });
   const jobs = createJobScheduler({
     db,
     dataDir: config.dataDir,
-    modelsDir: config.modelsDir,
+    catalog,
     maxConcurrentJobs: config.maxConcurrentJobs,
     baseLearningRate: config.baseLearningRate,
     resumePointSeconds: config.resumePointSeconds,
@@ -69,7 +71,7 @@ export async function startServer(config: Config, log: (line: string) => void = 
     startWorker: startTrainingWorker,
     log,
   });
-  const ctx: AppContext = { config, db, models, jobs };
+  const ctx: AppContext = { config, db, catalog, models, jobs };
   try {
     await recoverFileStorage(ctx, log);
     // Jobs left validating or running by the last run (a crash, a kill) continue; none is lost.

@@ -2,11 +2,14 @@
 import type { Config } from '../config.ts';
 import type { Db } from '../store/db.ts';
 import type { ModelPool } from '../engine/serve/model-pool.ts';
+import type { ModelCatalog } from '../jobs/model-catalog.ts';
 import type { JobScheduler } from '../jobs/scheduler.ts';
 
 export interface AppContext {
   config: Config;
   db: Db;
+  /** Model ids (aliases followed) → base model folders and fine-tuned adapter folders. */
+  catalog: ModelCatalog;
   /** Served base models (loaded on first request) and their adapter cache. */
   models: ModelPool;
   /** Fine-tuning jobs: validation, queue, training workers, cancel/pause/resume. */

@@ -197,7 +197,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Base models and the project's fine-tuned models and checkpoints (not paginated). */
+        /** Base models, the project's fine-tuned models and checkpoints, then the configured aliases whose model exists (not paginated). */
         get: operations["listModels"];
         put?: never;
         post?: never;
@@ -217,11 +217,11 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** Retrieve a model. */
+        /** Retrieve a model (an alias answers as the model it stands for, with `alias_for`). */
         get: operations["retrieveModel"];
         put?: never;
         post?: never;
-        /** Delete a fine-tuned model (base models cannot be deleted). */
+        /** Delete a fine-tuned model (base models and aliases cannot be deleted). */
         delete: operations["deleteModel"];
         options?: never;
         head?: never;
@@ -514,6 +514,8 @@ export interface components {
             device?: "cpu" | "cuda";
             /** @description Fine-tuned models and checkpoints: the base model id. */
             parent?: string;
+            /** @description Aliases (`--model-aliases`, e.g. `gpt-4o-mini`): the model id the alias stands for. An alias is listed and retrieved as that model's object under the alias's id, and is accepted wherever a model id is. */
+            alias_for?: string;
         };
         ListModelsResponse: {
             /** @enum {string} */
