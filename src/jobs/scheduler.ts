@@ -91,7 +91,7 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
     if (!result.ok) return fail(jobId, result.error);
     jobs.transaction(() => {
       const moved = tryTransition(jobs, jobId, 'validated', { message: 'Files validated, moving job to queued state' }, {
-        resolved_hyperparameters: JSON.stringify(result.hyperparameters), queued_at: Date.now(),
+        resolved_hyperparameters: JSON.stringify(result.hyperparameters), queued_at: nowSeconds(),
       });
       if (moved) for (const warning of result.statistics.warnings) jobs.addEvent(jobId, { level: 'warn', message: `Training file: ${warning}` });
     });
@@ -253,7 +253,7 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
       return row;
     },
     resume(jobId) {
-      const row = applyTransition(jobs, jobId, 'resume', { message: 'Fine-tuning job resumed, moving job to queued state' }, { queued_at: Date.now() });
+      const row = applyTransition(jobs, jobId, 'resume', { message: 'Fine-tuning job resumed, moving job to queued state' }, { queued_at: nowSeconds() });
       setImmediate(pump);
       return row;
     },
