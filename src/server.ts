@@ -71,7 +71,7 @@ export async function startServer(config: Config, log: (line: string) => void = 
     startWorker: startTrainingWorker,
     log,
   });
-  const ctx: AppContext = { config, db, catalog, models, jobs };
+  const ctx: AppContext = { config, db, log, catalog, models, jobs };
   try {
     await recoverFileStorage(ctx, log);
     // Jobs left validating or running by the last run (a crash, a kill) continue; none is lost.
@@ -82,7 +82,7 @@ export async function startServer(config: Config, log: (line: string) => void = 
       host = '127.0.0.1';
       log('no API keys configured: accepting any bearer token (project "default"); create one with `localtune keys create --project NAME`');
     }
-    const server = createApp(ctx).listen(config.port, host);
+    const server = createApp(ctx, { requireKeys: !LOOPBACK.has(host) }).listen(config.port, host);
     await once(server, 'listening');
     const { address, port } = server.address() as AddressInfo;
     const url = `http://${address.includes(':') ? `[${address}]` : address}:${port}`;

@@ -24,7 +24,8 @@ function resourceRouters(ctx: AppContext): Router[] {
   return [filesRouter(ctx), fineTuningJobsRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
 }
 
-export function createApp(ctx: AppContext): Express {
+/** `requireKeys`: the server listens beyond loopback, so /v1 never runs without keys (see authenticate). */
+export function createApp(ctx: AppContext, o: { requireKeys: boolean }): Express {
   const app = express();
   app.disable('x-powered-by');
   // qs parsing so `metadata[key]=value` and `a[]=x` arrive as objects and arrays.
@@ -33,7 +34,7 @@ export function createApp(ctx: AppContext): Express {
   app.use(express.json({ limit: ctx.config.maxJsonBytes, type: ['application/json', 'application/*+json'] }));
 
   const v1 = express.Router();
-  v1.use(authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys));
+  v1.use(authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys, { requireKeys: o.requireKeys, log: ctx.log }));
   for (const router of resourceRouters(ctx)) v1.use(router);
   app.use('/v1', v1);
   app.use(dashboardRouter());

@@ -8,6 +8,8 @@ import type { JobScheduler } from '../jobs/scheduler.ts';
 export interface AppContext {
   config: Config;
   db: Db;
+  /** The server's log (one line per call): what went wrong where no response can say it, and state changes. */
+  log: (line: string) => void;
   /** Model ids (aliases followed) → base model folders and fine-tuned adapter folders. */
   catalog: ModelCatalog;
   /** Served base models (loaded on first request) and their adapter cache. */
