@@ -1,8 +1,7 @@
 // /v1/files: upload (multipart, streamed to disk), list, retrieve, download and delete files.
 import { Router } from 'express';
-import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { pipeline } from 'node:stream/promises';
+import { readJsonl } from '../datasets/jsonl-reader.ts';
 import type { AppContext } from './context.ts';
 import { badRequest, noSuchObject } from './errors.ts';
 import { singleFileUpload } from './multipart.ts';
@@ -30,29 +29,16 @@ export function toFileObject(row: FileRow): FileObject {
 }
 
 /**
- * The structural check the hosted API does at upload for `fine-tune`: a .jsonl name and every non-blank
- * line a JSON object. What the objects must contain is checked when a job is created.
+ * The structural check the hosted API does at upload for `fine-tune`: a .jsonl name and every non-blank line a JSON
+ * object, read by the same reader and rules as training (UTF-8 BOM and CRLF accepted, a line-length limit). What
+ * the objects must contain is checked when a job is created.
  */
 async function checkFineTuneJsonl(path: string, filename: string): Promise<void> {
   if (!filename.toLowerCase().endsWith('.jsonl')) {
     throw badRequest(`Invalid file format for Fine-Tuning API. Must be .jsonl (got '${filename}').`, 'file', 'invalid_file_format');
   }
-  const lines = createInterface({ input: createReadStream(path, 'utf8'), crlfDelay: Infinity });
-  let n = 0;
-  for await (const line of lines) {
-    n++;
-    if (line.trim() === '') continue;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (err) {
-      lines.close();
-      throw badRequest(`Invalid file format for Fine-Tuning API: line ${n} is not valid JSON (${(err as Error).message}).`, 'file', 'invalid_file_format');
-    }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-      lines.close();
-      throw badRequest(`Invalid file format for Fine-Tuning API: line ${n} is not a JSON object.`, 'file', 'invalid_file_format');
-    }
+  for await (const line of readJsonl(path)) {
+    if ('problem' in line) throw badRequest(`Invalid file format for Fine-Tuning API: line ${line.lineNumber}: ${line.message}.`, 'file', 'invalid_file_format');
   }
 }
 
