@@ -40,6 +40,6 @@ export function createApp(ctx: AppContext, o: { requireKeys: boolean }): Express
   app.use(dashboardRouter());
 
   app.use(unknownRoute);
-  app.use(errorHandler);
+  app.use(errorHandler(ctx.log));
   return app;
 }

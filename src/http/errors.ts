@@ -1,5 +1,5 @@
 // The one API error class and the one middleware that writes every error as the OpenAI envelope.
-import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import multer from 'multer';
 
 /** Statuses we answer with. Never 409: the SDKs retry it; a refused state change is a 400. */
@@ -83,14 +83,21 @@ export function toApiError(err: unknown): ApiError {
   return new ApiError(500, 'The server had an error while processing your request.');
 }
 
-export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
-  const apiError = toApiError(err);
-  if (apiError.status >= 500) {
-    console.error(`[${req.requestId}] ${req.method} ${req.originalUrl} failed:`, err);
-  }
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  res.status(apiError.status).json(apiError.toJSON());
-};
+/** Logs a request that failed on the server's side: its id (the client sees it as `x-request-id`), route, model, and the stack. */
+export function logRequestFailure(log: (line: string) => void, req: Request, err: unknown): void {
+  const model = typeof req.body?.model === 'string' ? ` (model ${req.body.model})` : '';
+  log(`[${req.requestId}] ${req.method} ${req.originalUrl}${model} failed: ${(err as Error)?.stack ?? err}`);
+}
+
+/** The last middleware: every error as the envelope; server-side failures (5xx) logged. */
+export function errorHandler(log: (line: string) => void): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    const apiError = toApiError(err);
+    if (apiError.status >= 500) logRequestFailure(log, req, err);
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.status(apiError.status).json(apiError.toJSON());
+  };
+}

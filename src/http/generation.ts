@@ -5,7 +5,7 @@ import type { PreparedAdapter } from '../engine/serve/adapter-cache.ts';
 import type { ServedModel } from '../engine/serve/model-pool.ts';
 import type { SampledToken, SamplingParams } from '../engine/serve/sampler.ts';
 import type { AppContext } from './context.ts';
-import { ApiError, badRequest, toApiError } from './errors.ts';
+import { ApiError, badRequest, logRequestFailure, toApiError } from './errors.ts';
 
 /** The hosted API's 404 for a model the caller cannot use. */
 export const modelNotFound = (id: string) =>
@@ -89,7 +89,7 @@ export function disconnectSignal(req: Request, res: Response): AbortSignal {
 export const isAbort = (err: unknown) => (err as Error)?.name === 'AbortError';
 
 /** Server-sent events in the hosted format: `data: <json>\n\n` per event, `data: [DONE]` last. */
-export function openEventStream(res: Response) {
+export function openEventStream(log: (line: string) => void, res: Response) {
   res.status(200);
   res.setHeader('content-type', 'text/event-stream; charset=utf-8');
   res.setHeader('cache-control', 'no-cache');
@@ -97,8 +97,11 @@ export function openEventStream(res: Response) {
   res.flushHeaders();
   return {
     send: (data: unknown) => void res.write(`data: ${JSON.stringify(data)}\n\n`),
-    /** A failure after the headers went out: an `error` event the SDKs raise as APIError. */
-    fail: (err: unknown) => void res.write(`data: ${JSON.stringify(toApiError(err).toJSON())}\n\n`),
+    /** A failure after the headers went out: an `error` event the SDKs raise as APIError, and a log line (no status code will show it). */
+    fail: (err: unknown) => {
+      logRequestFailure(log, res.req, err);
+      res.write(`data: ${JSON.stringify(toApiError(err).toJSON())}\n\n`);
+    },
     done: () => res.end('data: [DONE]\n\n'),
   };
 }

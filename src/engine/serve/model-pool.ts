@@ -63,7 +63,7 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       threads: o.threads,
       log: o.log,
     });
-    const scheduler = createGenerationScheduler(runner, { decoder: tokenizer, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
+    const scheduler = createGenerationScheduler(runner, { modelId: id, log: o.log, decoder: tokenizer, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
     const served: ServedModel = {
       id,
       config: dir.config,
