@@ -54,6 +54,7 @@ const MAX_CRASHES_WITHOUT_PROGRESS = 3;
 const CANCEL_GRACE_MS = 10_000;
 /** How long a shutdown waits for a training step to finish and its resume point to be saved. */
 const SHUTDOWN_GRACE_MS = 30_000;
+
 interface Run extends RunProgress {
   spec: TrainingSpec;
   handle: WorkerHandle;
