@@ -11,6 +11,7 @@ import { completionsRouter } from './completions.ts';
 import { modelsRouter } from './models.ts';
 import { fineTuningJobsRouter } from './fine-tuning-jobs.ts';
 import { notImplementedRouter } from './not-implemented.ts';
+import { uploadsRouter } from './uploads.ts';
 import { apiKeyStore } from '../store/api-keys.ts';
 
 /** `x-request-id` on every response (the SDKs expose it as `requestID` / `_request_id`). */
@@ -22,7 +23,7 @@ const requestId: RequestHandler = (req, res, next) => {
 
 /** The resource routers, mounted under /v1 in this order. Add a new resource's router here. */
 function resourceRouters(ctx: AppContext): Router[] {
-  return [filesRouter(ctx), fineTuningJobsRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
+  return [filesRouter(ctx), uploadsRouter(ctx), fineTuningJobsRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
 }
 
 export function createApp(ctx: AppContext): Express {
