@@ -49,7 +49,7 @@ function notPending(upload: UploadRow, action: string): Error {
   const why: Record<Exclude<UploadStatus, 'pending'>, string> = {
     completing: 'it is being completed by another request',
     completed: 'it is already completed',
-    cancelled: 'it was cancelled',
+    cancelled: 'it was already cancelled',
     expired: `it expired at ${new Date(upload.expires_at * 1000).toISOString()} (an Upload lasts an hour); create a new one`,
   };
   return badRequest(`Cannot ${action} Upload ${upload.id}: ${why[upload.status as Exclude<UploadStatus, 'pending'>]}.`, null, 'invalid_upload_status');
@@ -119,10 +119,17 @@ export function uploadsRouter(ctx: AppContext): Router {
     // A part for an unknown or finished upload is refused before its bytes are written anywhere.
     checkBeforeBody((req) => void pendingUploadOf(req, 'add parts to')),
     singleFileUpload(partBlobs, dataPart),
+    (req, _res, next) => {
+      // Before validation, which would call a text field `data` an unknown argument.
+      if (!req.file) {
+        const sentAsText = (req.body as Record<string, unknown> | undefined)?.data !== undefined;
+        throw badRequest(sentAsText ? "'data' must be a file part of a multipart/form-data body, not a text field." : "Missing required parameter: 'data'.", 'data', sentAsText ? 'invalid_type' : 'missing_required_parameter');
+      }
+      next();
+    },
     validate('addUploadPart'),
     async (req, res) => {
-      const data = req.file;
-      if (!data) throw badRequest("Missing required parameter: 'data'.", 'data', 'missing_required_parameter');
+      const data = req.file!;
       // Checked again: the upload may have been cancelled, completed or expired while the part streamed in.
       const upload = pendingUploadOf(req, 'add parts to');
       const received = uploads.parts(upload.id).reduce((sum, p) => sum + p.bytes, 0);

@@ -132,9 +132,9 @@ test('a completed or cancelled upload takes no more parts, completions or cancel
   assert.equal(cancelled.status, 'cancelled');
   assert.equal(cancelled.file, null);
   assert.equal(partsOnDisk(), 0);
-  await refused(client.uploads.parts.create(second.upload.id, await part()), 400, null, /it was cancelled/);
-  await refused(client.uploads.complete(second.upload.id, { part_ids: second.parts.map((p) => p.id) }), 400, null, /it was cancelled/);
-  await refused(client.uploads.cancel(second.upload.id), 400, null, /it was cancelled/);
+  await refused(client.uploads.parts.create(second.upload.id, await part()), 400, null, /it was already cancelled/);
+  await refused(client.uploads.complete(second.upload.id, { part_ids: second.parts.map((p) => p.id) }), 400, null, /it was already cancelled/);
+  await refused(client.uploads.cancel(second.upload.id), 400, null, /it was already cancelled/);
   assert.equal(tempFiles(), 0);
 });
 
@@ -148,9 +148,18 @@ test('bad create parameters, a missing or oversize part, and unknown ids are ref
   await refused(create({ expires_after: { anchor: 'created_at', seconds: 60 } }), 400, 'expires_after.seconds');
 
   const upload = await create({});
-  const raw = await fetch(`${server.baseURL}/uploads/${upload.id}/parts`, { method: 'POST', headers: { authorization: `Bearer ${ALPHA}` }, body: new FormData() });
-  assert.equal(raw.status, 400);
-  assert.equal(((await raw.json()) as { error: { param: string } }).error.param, 'data');
+  const postForm = async (form: FormData) => {
+    const r = await fetch(`${server.baseURL}/uploads/${upload.id}/parts`, { method: 'POST', headers: { authorization: `Bearer ${ALPHA}` }, body: form });
+    return { status: r.status, error: ((await r.json()) as { error: { param: string; message: string } }).error };
+  };
+  const missing = await postForm(new FormData());
+  assert.equal(missing.status, 400);
+  assert.equal(missing.error.param, 'data');
+  const text = new FormData();
+  text.set('data', 'not a file');
+  const asText = await postForm(text);
+  assert.equal(asText.status, 400);
+  assert.match(asText.error.message, /'data' must be a file part/);
 
   // One byte over 64 MiB: refused while it streams, with nothing left on disk.
   const big = Buffer.alloc(64 * 1024 * 1024 + 1, 7);
