@@ -55,6 +55,23 @@ function notPending(upload: UploadRow, action: string): Error {
   return badRequest(`Cannot ${action} Upload ${upload.id}: ${why[upload.status as Exclude<UploadStatus, 'pending'>]}.`, null, 'invalid_upload_status');
 }
 
+/** Refuses `partIds` unless each names one of the upload's parts, at most once, and together they make `bytes`. */
+function checkPartIds(upload: UploadRow, partIds: string[], stored: UploadPartRow[]): void {
+  const byId = new Map(stored.map((p) => [p.id, p]));
+  const seen = new Set<string>();
+  let total = 0;
+  for (const [i, id] of partIds.entries()) {
+    const part = byId.get(id);
+    if (!part) throw badRequest(`Invalid part_ids[${i}]: '${id}' is not a part of Upload ${upload.id}.`, `part_ids[${i}]`, 'invalid_part_id');
+    if (seen.has(id)) throw badRequest(`Invalid part_ids[${i}]: part '${id}' is listed twice.`, `part_ids[${i}]`, 'duplicate_part_id');
+    seen.add(id);
+    total += part.bytes;
+  }
+  if (total !== upload.bytes) {
+    throw badRequest(`The parts listed in part_ids add up to ${total} bytes, but Upload ${upload.id} was created with bytes=${upload.bytes}.`, 'part_ids', 'upload_size_mismatch');
+  }
+}
+
 /**
  * Streams the parts, in order, into one temp file and returns its path and MD5 (hex). Memory use is one read
  * buffer at a time, whatever the file's size.
@@ -148,43 +165,34 @@ export function uploadsRouter(ctx: AppContext): Router {
   router.post('/uploads/:upload_id/complete', validate('completeUpload'), async (req, res) => {
     const body = req.body as BodyOf<'completeUpload'>;
     const upload = pendingUploadOf(req, 'complete');
-    const parts = new Map(uploads.parts(upload.id).map((p) => [p.id, p]));
-    const seen = new Set<string>();
-    for (const [i, id] of body.part_ids.entries()) {
-      if (!parts.has(id)) throw badRequest(`Invalid part_ids[${i}]: '${id}' is not a part of Upload ${upload.id}.`, `part_ids[${i}]`, 'invalid_part_id');
-      if (seen.has(id)) throw badRequest(`Invalid part_ids[${i}]: part '${id}' is listed twice.`, `part_ids[${i}]`, 'duplicate_part_id');
-      seen.add(id);
-    }
-    const total = body.part_ids.reduce((sum, id) => sum + parts.get(id)!.bytes, 0);
-    if (total !== upload.bytes) {
-      throw badRequest(`The parts listed in part_ids add up to ${total} bytes, but Upload ${upload.id} was created with bytes=${upload.bytes}.`, 'part_ids', 'upload_size_mismatch');
-    }
+    checkPartIds(upload, body.part_ids, uploads.parts(upload.id));
     if (!uploads.beginCompletion(upload.id)) throw notPending(uploadOf(req), 'complete');
     const tempPath = fileBlobs.tempPath();
+    let file: FileRow;
+    let removedParts: string[] = [];
     try {
       const md5 = await assemble(partBlobs.read, body.part_ids, tempPath);
       if (body.md5 !== undefined && body.md5.toLowerCase() !== md5) {
         throw badRequest(`The md5 of the assembled file is ${md5}, not the ${body.md5} given.`, 'md5', 'md5_mismatch');
       }
-      let removedParts: string[] = [];
-      const file = await createFile(fileBlobs, {
+      file = await createFile(fileBlobs, {
         project: upload.project,
         tempPath,
-        bytes: total,
+        bytes: upload.bytes,
         filename: upload.filename,
         purpose: upload.purpose,
         expiresAfter: upload.file_expires_after,
         param: null,
       }, (row) => { removedParts = uploads.finishCompletion(upload.id, row, files); });
-      // A crash before these removals leaves stray part blobs, which start-up recovery removes.
-      await Promise.all(removedParts.map((id) => partBlobs.remove(id)));
-      res.json(toUploadObject({ ...upload, status: 'completed' }, file));
     } catch (err) {
       // The upload is as it was: the client may complete again (other parts, another order) or cancel.
       uploads.abortCompletion(upload.id);
       await rm(tempPath, { force: true });
       throw err;
     }
+    // A crash before these removals leaves stray part blobs, which start-up recovery removes.
+    await Promise.all(removedParts.map((id) => partBlobs.remove(id)));
+    res.json(toUploadObject({ ...upload, status: 'completed' }, file));
   });
 
   router.post('/uploads/:upload_id/cancel', validate('cancelUpload'), async (req, res) => {
