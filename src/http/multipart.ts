@@ -1,11 +1,10 @@
 // Multipart uploads: multer streams the one file part into a temp file (never into memory); the temp file is removed when the response ends.
-import type { Request, RequestHandler } from 'express';
+import type { RequestHandler } from 'express';
 import multer, { type StorageEngine } from 'multer';
-import { ApiError, badRequest } from './errors.ts';
 import { createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { finished } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { ApiError, badRequest } from './errors.ts';
 import type { BlobStore } from '../store/blobs.ts';
 
 /** A multer storage engine writing each file part to a fresh temp path of the blob store. */
@@ -65,23 +64,5 @@ export function singleFileUpload(blobs: BlobStore, options: FilePartOptions): Re
       }
       next(toApiError(err, options));
     });
-  };
-}
-
-/**
- * Runs `check` before the body is read. A refusal is answered only once the unread body has been drained, as
- * multer does for its own errors, so a client still sending gets the error instead of a reset connection.
- */
-export function checkBeforeBody(check: (req: Request) => void): RequestHandler {
-  return (req, _res, next) => {
-    try {
-      check(req);
-    } catch (err) {
-      if (req.readableEnded || req.destroyed) return next(err);
-      finished(req, () => next(err));
-      req.resume();
-      return;
-    }
-    next();
   };
 }

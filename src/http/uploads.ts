@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import type { AppContext } from './context.ts';
 import { badRequest, noSuchObject } from './errors.ts';
 import { checkFineTuneFilename, createFile, toFileObject } from './files.ts';
-import { checkBeforeBody, singleFileUpload } from './multipart.ts';
+import { singleFileUpload } from './multipart.ts';
 import { validate, type BodyOf } from './validation.ts';
 import type { components } from './openapi-types.ts';
 import { blobStore } from '../store/blobs.ts';
@@ -133,8 +133,12 @@ export function uploadsRouter(ctx: AppContext): Router {
 
   const dataPart = { field: 'data', maxBytes: MAX_PART_BYTES, tooLargeMessage: `A part can be at most ${MAX_PART_BYTES / MiB} MiB; split the file into smaller parts.` };
   router.post('/uploads/:upload_id/parts',
-    // A part for an unknown or finished upload is refused before its bytes are written anywhere.
-    checkBeforeBody((req) => void pendingUploadOf(req, 'add parts to')),
+    // A part for an unknown or finished upload is refused before its bytes are written anywhere (Node discards
+    // the unread body after the answer, so a client still sending gets the error, not a reset connection).
+    (req, _res, next) => {
+      pendingUploadOf(req, 'add parts to');
+      next();
+    },
     singleFileUpload(partBlobs, dataPart),
     (req, _res, next) => {
       // Before validation, which would call a text field `data` an unknown argument.

@@ -5,7 +5,8 @@ import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import OpenAI, { toFile } from 'openai';
+import { Readable } from 'node:stream';
+import OpenAI, { toFile, toStreamingFile } from 'openai';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 const ALPHA = 'sk-alpha-uploads';
@@ -133,7 +134,10 @@ test('a completed or cancelled upload takes no more parts, completions or cancel
   assert.equal(cancelled.status, 'cancelled');
   assert.equal(cancelled.file, null);
   assert.equal(partsOnDisk(), 0);
-  await refused(client.uploads.parts.create(second.upload.id, await part()), 400, null, /it was already cancelled/);
+  // Refused before the body is read, yet answered (not a reset connection) while a large part is still being sent.
+  const large = await toFile(Buffer.alloc(16 * 1024 * 1024, 1), 'large');
+  await refused(client.uploads.parts.create(second.upload.id, { data: large }), 400, null, /it was already cancelled/);
+  await refused(client.uploads.parts.create(second.upload.id, { data: toStreamingFile(Readable.from([Buffer.alloc(16 * 1024 * 1024, 2)]), 'streamed') }), 400, null, /it was already cancelled/);
   await refused(client.uploads.complete(second.upload.id, { part_ids: second.parts.map((p) => p.id) }), 400, null, /it was already cancelled/);
   await refused(client.uploads.cancel(second.upload.id), 400, null, /it was already cancelled/);
   assert.equal(tempFiles(), 0);
