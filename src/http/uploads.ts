@@ -20,10 +20,10 @@ type UploadPartObject = components['schemas']['UploadPart'];
 
 const MiB = 1024 * 1024;
 /** The hosted API's limits: parts of at most 64 MB, an Upload of at most 8 GB (also openapi.yaml's `bytes` maximum). */
-export const MAX_PART_BYTES = 64 * MiB;
-export const MAX_UPLOAD_BYTES = 8 * 1024 * MiB;
+const MAX_PART_BYTES = 64 * MiB;
+const MAX_UPLOAD_BYTES = 8 * 1024 * MiB;
 /** An Upload takes parts and can complete for an hour after its creation. */
-export const UPLOAD_LIFETIME_SECONDS = 3600;
+const UPLOAD_LIFETIME_SECONDS = 3600;
 
 function toUploadObject(row: UploadRow, file: FileRow | null = null): UploadObject {
   return {
