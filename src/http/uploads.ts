@@ -73,8 +73,8 @@ function checkPartIds(upload: UploadRow, partIds: string[], stored: UploadPartRo
 }
 
 /**
- * Streams the parts, in order, into one temp file and returns its path and MD5 (hex). Memory use is one read
- * buffer at a time, whatever the file's size.
+ * Streams the parts, in order, into `tempPath` and returns the MD5 (hex) of what it wrote. Memory use is one
+ * read buffer at a time, whatever the file's size.
  */
 async function assemble(read: (partId: string) => NodeJS.ReadableStream, partIds: string[], tempPath: string): Promise<string> {
   const md5 = createHash('md5');
