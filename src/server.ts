@@ -14,6 +14,7 @@ import { openDatabase } from './store/db.ts';
 import { fileStore } from './store/files.ts';
 import { createModelCatalog } from './jobs/model-catalog.ts';
 import { createJobScheduler } from './jobs/scheduler.ts';
+import { uploadStore } from './store/uploads.ts';
 import { startTrainingWorker } from './jobs/worker/start-training-worker.ts';
 
 export interface RunningServer {
@@ -29,21 +30,31 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
 /** How often expired files are removed while the server runs. */
 const EXPIRY_SWEEP_MS = 60_000;
 
-/** Removes expired files' rows, then their blobs (a crash in between leaves orphans, which start-up recovery removes). */
-async function sweepExpiredFiles(ctx: AppContext): Promise<number> {
-  const blobs = blobStore(ctx.config.dataDir);
-  const expired = fileStore(ctx.db).deleteExpired();
-  await Promise.all(expired.map((id) => blobs.remove(id)));
-  return expired.length;
+/**
+ * Removes expired files' rows and the parts of expired (or finished) uploads, then their blobs (a crash in
+ * between leaves orphans, which start-up recovery removes). Returns how many files and parts it removed.
+ */
+async function sweepExpiredFiles(ctx: AppContext): Promise<{ files: number; parts: number }> {
+  const fileBlobs = blobStore(ctx.config.dataDir);
+  const partBlobs = blobStore(ctx.config.dataDir, 'upload-parts');
+  const files = fileStore(ctx.db).deleteExpired();
+  const parts = uploadStore(ctx.db).sweep();
+  await Promise.all([...files.map((id) => fileBlobs.remove(id)), ...parts.map((id) => partBlobs.remove(id))]);
+  return { files: files.length, parts: parts.length };
 }
 
 /** Finishes what a crash may have left half done, before any request is served. */
 async function recoverFileStorage(ctx: AppContext, log: (line: string) => void): Promise<void> {
   const files = fileStore(ctx.db);
+  const uploads = uploadStore(ctx.db);
+  // Their half-assembled files are temp files, removed just below.
+  const interrupted = uploads.resetInterruptedCompletions();
   const expired = await sweepExpiredFiles(ctx);
   const { temp, orphans } = blobStore(ctx.config.dataDir).recover((id) => files.exists(id));
-  if (expired || temp || orphans) {
-    log(`file storage: removed ${expired} expired file(s), ${temp} unfinished upload(s), ${orphans} orphaned blob(s)`);
+  const strayParts = blobStore(ctx.config.dataDir, 'upload-parts').recover((id) => uploads.partExists(id)).orphans;
+  if (expired.files || expired.parts || temp || orphans || interrupted || strayParts) {
+    log(`file storage: removed ${expired.files} expired file(s), ${temp} unfinished upload(s), ${orphans} orphaned blob(s), `
+      + `${expired.parts} part(s) of finished or expired Uploads, ${strayParts} orphaned part(s); ${interrupted} interrupted Upload completion(s) set back to pending`);
   }
 }
 

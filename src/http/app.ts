@@ -10,6 +10,7 @@ import { dashboardRouter } from './dashboard.ts';
 import { completionsRouter } from './completions.ts';
 import { modelsRouter } from './models.ts';
 import { fineTuningJobsRouter } from './fine-tuning-jobs.ts';
+import { uploadsRouter } from './uploads.ts';
 import { apiKeyStore } from '../store/api-keys.ts';
 
 /** `x-request-id` on every response (the SDKs expose it as `requestID` / `_request_id`). */
@@ -21,7 +22,7 @@ const requestId: RequestHandler = (req, res, next) => {
 
 /** The resource routers, mounted under /v1 in this order. Add a new resource's router here. */
 function resourceRouters(ctx: AppContext): Router[] {
-  return [filesRouter(ctx), fineTuningJobsRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
+  return [filesRouter(ctx), uploadsRouter(ctx), fineTuningJobsRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
 }
 
 /** `requireKeys`: the server listens beyond loopback, so /v1 never runs without keys (see authenticate). */

@@ -1,6 +1,5 @@
 // The one API error class and the one middleware that writes every error as the OpenAI envelope.
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
-import multer from 'multer';
 
 /** Statuses we answer with. Never 409: the SDKs retry it; a refused state change is a 400. */
 export type ErrorStatus = 400 | 401 | 403 | 404 | 413 | 429 | 500 | 503;
@@ -62,15 +61,9 @@ export const unknownRoute: RequestHandler = (req, _res, next) => {
   next(new ApiError(404, `Unknown request URL: ${req.method} ${req.path}. Please check the URL for typos.`, { code: 'unknown_url' }));
 };
 
-/** Maps anything thrown (ApiError, body-parser and multer errors, bugs) to the envelope. */
+/** Maps anything thrown (ApiError, body-parser errors, bugs) to the envelope; multipart.ts words multer's own. */
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
-  if (err instanceof multer.MulterError) {
-    if (err.code === 'LIMIT_FILE_SIZE') return new ApiError(413, 'File is too large for this server (see --max-upload-mb).', { param: err.field ?? 'file', code: 'file_too_large' });
-    if (err.code === 'LIMIT_FILE_COUNT') return badRequest("Too many file parts: send exactly one file part named 'file'.", 'file');
-    if (err.code === 'LIMIT_UNEXPECTED_FILE') return badRequest(`Unexpected file part '${err.field}': send exactly one file part named 'file'.`, err.field ?? 'file');
-    return badRequest(`Malformed multipart body: ${err.message}.`, err.field ?? null);
-  }
   // body-parser / raw-body errors carry an HTTP status and a `type` tag.
   const e = err as { status?: number; type?: string; message?: string };
   if (e?.type === 'entity.too.large') return new ApiError(413, 'Request body is too large.', { code: 'request_too_large' });
