@@ -8,7 +8,7 @@ import { MODEL_ID_PATTERN } from '../models/registry.ts';
 import { loadTokenizer, type ModelTokenizer } from '../models/tokenizer.ts';
 import { cudaProviderPath, requestedDevice, type Device, type DeviceRequest } from '../onnx/session.ts';
 import { createAdapterCache, type AdapterCacheEvent, type AdapterCacheStats, type PreparedAdapter } from './adapter-cache.ts';
-import { createScheduler, type Scheduler, type SchedulerObserver } from './scheduler.ts';
+import { createGenerationScheduler, type GenerationScheduler, type GenerationObserver } from './scheduler.ts';
 import { startThreadedModelRunner, type ThreadedModelRunner } from './threaded-runner.ts';
 
 export interface ServedModel {
@@ -18,7 +18,7 @@ export interface ServedModel {
   tokenizer: ModelTokenizer;
   template: ChatTemplate;
   device: Device;
-  scheduler: Scheduler;
+  scheduler: GenerationScheduler;
 }
 
 export interface ModelPoolOptions {
@@ -35,7 +35,7 @@ export interface ModelPoolOptions {
 
 /** Serving events for metrics, labelled with the model a request named (a base model id, or the adapter's key: its ft: id). */
 export interface ServingObserver {
-  finished(model: string, r: Parameters<NonNullable<SchedulerObserver['finished']>>[0]): void;
+  finished(model: string, r: Parameters<NonNullable<GenerationObserver['finished']>>[0]): void;
   decodeStep(baseModel: string, rows: number): void;
   adapterEvent(event: AdapterCacheEvent, key: string): void;
 }
@@ -100,7 +100,9 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       throw err;
     }
     const runner = await starting;
-    const scheduler = createScheduler(runner, {
+    const scheduler = createGenerationScheduler(runner, {
+      modelId: id,
+      log: o.log,
       decoder: tokenizer,
       eosTokenIds: tokenizer.eosTokenIds,
       contextLength: dir.contextLength,
