@@ -1,4 +1,4 @@
-// Multipart uploads: multer streams the one `file` part into a temp file (never into memory); the temp file is removed when the response ends.
+// Multipart uploads: multer streams file parts into temp files (never into memory); the temp files are removed when the response ends.
 import type { RequestHandler } from 'express';
 import multer, { type StorageEngine } from 'multer';
 import { createWriteStream } from 'node:fs';
@@ -24,26 +24,36 @@ function tempFileStorage(blobs: BlobStore): StorageEngine {
   };
 }
 
+function multipartParser(blobs: BlobStore, maxBytes: number, files: number) {
+  return multer({
+    storage: tempFileStorage(blobs),
+    limits: { fileSize: maxBytes, files, fields: 50, fieldSize: 64 * 1024, parts: 60 },
+    // UTF-8 filenames (busboy would read them as latin1 otherwise).
+    defParamCharset: 'utf8',
+  });
+}
+
+/** Runs a multer handler, then removes every temp file it made when the response ends (committed uploads were renamed away). */
+function removingTempFiles(parse: RequestHandler): RequestHandler {
+  return (req, res, next) => {
+    parse(req, res, (err?: unknown) => {
+      const files = req.file ? [req.file] : Object.values((req.files ?? {}) as Record<string, Express.Multer.File[]>).flat();
+      for (const { path } of files) res.on('close', () => void rm(path, { force: true }));
+      next(err);
+    });
+  };
+}
+
 /**
  * Parses a multipart body with exactly one file part named `file` (in any position among the fields)
  * into `req.file` (a temp file) and `req.body` (the text fields). A second file part is a 400, a file
  * over `maxBytes` a 413; in both cases the partial temp file is already gone.
  */
 export function singleFileUpload(blobs: BlobStore, maxBytes: number): RequestHandler {
-  const parse = multer({
-    storage: tempFileStorage(blobs),
-    limits: { fileSize: maxBytes, files: 1, fields: 50, fieldSize: 64 * 1024, parts: 60 },
-    // UTF-8 filenames (busboy would read them as latin1 otherwise).
-    defParamCharset: 'utf8',
-  }).single('file');
-  return (req, res, next) => {
-    parse(req, res, (err?: unknown) => {
-      if (req.file) {
-        const path = req.file.path;
-        // Committed uploads were renamed away; anything still here is a rejected upload.
-        res.on('close', () => void rm(path, { force: true }));
-      }
-      next(err);
-    });
-  };
+  return removingTempFiles(multipartParser(blobs, maxBytes, 1).single('file'));
+}
+
+/** Like singleFileUpload for several file parts, each named in `names` and given at most once: `req.files[name][0]`. */
+export function namedFilesUpload(blobs: BlobStore, maxBytes: number, names: readonly string[]): RequestHandler {
+  return removingTempFiles(multipartParser(blobs, maxBytes, names.length).fields(names.map((name) => ({ name, maxCount: 1 }))));
 }

@@ -1,0 +1,40 @@
+// Runs an export in a child process: merging and encoding a model's weights takes seconds of CPU, which would otherwise hold the HTTP event loop.
+import { fork } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { ExportRefused, exportModel, type ExportRequest } from './export-model.ts';
+
+const selfPath = fileURLToPath(import.meta.url);
+const tsxLoader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+
+type ExportReply = { files: string[] } | { error: string; refused: ExportRefused['param'] | null };
+
+/** Exports in a fresh child process; resolves with the files written, rejects with its error (an ExportRefused for refusals). */
+export function exportInChildProcess(request: ExportRequest, signal?: AbortSignal): Promise<string[]> {
+  const child = fork(selfPath, [], { execArgv: ['--import', tsxLoader], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], signal, killSignal: 'SIGKILL' });
+  return new Promise((resolve, reject) => {
+    child.once('message', (m: ExportReply) => {
+      if ('files' in m) resolve(m.files);
+      else reject(m.refused ? new ExportRefused(m.error, m.refused) : new Error(m.error));
+    });
+    child.once('error', reject);
+    // 'close' follows the last message, so a reply always wins over this.
+    child.once('close', (code, sig) => reject(new Error(`the export process exited (${sig ?? `code ${code}`}) without a result`)));
+    child.send(request);
+  });
+}
+
+// In the child: one request, one reply, then exit.
+if (process.send && process.argv[1] === selfPath) {
+  process.once('disconnect', () => process.exit(1));
+  process.once('message', (request: ExportRequest) => {
+    let reply: ExportReply;
+    try {
+      reply = { files: exportModel(request) };
+    } catch (err) {
+      reply = { error: (err as Error).stack ?? String(err), refused: err instanceof ExportRefused ? err.param : null };
+      if (err instanceof ExportRefused) reply.error = err.message;
+    }
+    process.send!(reply, undefined, {}, () => process.exit(0));
+  });
+}
