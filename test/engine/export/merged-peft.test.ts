@@ -1,7 +1,7 @@
 // Merged and PEFT exports read back by localtune: the merged directory (sharded) is a base model answering like base +
 // adapter; the PEFT export reloads to the same tensors; an adapter written by an independent PEFT-layout writer loads.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -11,7 +11,7 @@ import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import { readModelDir } from '../../../src/engine/models/model-dir.ts';
 import { bfloat16ToFloat32, float32ToBfloat16, readSafetensorsHeader } from '../../../src/engine/models/safetensors.ts';
 import { computeLogits } from '../../../src/engine/train/verify.ts';
-import { TINY_LLAMA_CONFIG, randomAdapter, writeRandomAdapter, writeTinyModel } from './export-fixtures.ts';
+import { TINY_LLAMA_CONFIG, randomAdapter, writeForeignAdapter, writeRandomAdapter, writeTinyModel } from './export-fixtures.ts';
 
 const TOKENS = [
   [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100],
@@ -92,30 +92,12 @@ describe('PEFT export', () => {
 });
 
 describe('an adapter from an independent PEFT writer', () => {
-  /** Writes safetensors the way another tool might: bf16, tensors in reverse name order, PEFT's `.default` names, no metadata. */
-  function writeForeignAdapter(dir: string, tensors: Map<string, { dims: number[]; data: Float32Array }>): void {
-    const names = [...tensors.keys()].sort().reverse();
-    const header: Record<string, unknown> = {};
-    let offset = 0;
-    for (const name of names) {
-      const bytes = tensors.get(name)!.data.length * 2;
-      header[name.replace('.weight', '.default.weight')] = { dtype: 'BF16', shape: tensors.get(name)!.dims, data_offsets: [offset, offset + bytes] };
-      offset += bytes;
-    }
-    const json = Buffer.from(JSON.stringify(header));
-    const len = Buffer.alloc(8);
-    len.writeBigUInt64LE(BigInt(json.length));
-    const data = names.map((n) => Buffer.from(float32ToBfloat16(tensors.get(n)!.data).buffer));
-    writeFileSync(join(dir, 'adapter_model.safetensors'), Buffer.concat([len, json, ...data]));
-    writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['o_proj', 'up_proj'], use_rslora: true, task_type: 'CAUSAL_LM' }));
-  }
-
   it('loads with its bf16 values, rsLoRA scaling and every tensor in place', async () => {
     const dir = join(root, 'foreign');
     const { tensors } = randomAdapter(config, 9, { r: 4, alpha: 8, targetModules: ['o_proj', 'up_proj'] });
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir);
-    writeForeignAdapter(dir, tensors);
+    writeForeignAdapter(dir, tensors, { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['o_proj', 'up_proj'], use_rslora: true, task_type: 'CAUSAL_LM' });
     const loaded = loadAdapter(dir, config);
     assert.equal(loaded.config.alpha, 8 * Math.sqrt(4)); // rsLoRA: alpha/√r = (alpha·√r)/r
     for (const [name, t] of tensors) assert.deepEqual(loaded.tensors.get(name)!.data, bfloat16ToFloat32(float32ToBfloat16(t.data)), name);
