@@ -13,13 +13,15 @@ export function addLoraProduct(weight: Tensor, a: Tensor, b: Tensor, scale: numb
   const R = a.dims[0];
   if (a.dims[1] !== I || b.dims[0] !== O || b.dims[1] !== R) throw new Error(`LoRA merge: W [${weight.dims}], A [${a.dims}], B [${b.dims}] do not fit W + B·A`);
   const w = weight.data;
+  const ad = a.data;
+  const bd = b.data;
   for (let o = 0; o < O; o++) {
     const row = o * I;
     for (let k = 0; k < R; k++) {
-      const c = scale * b.data[o * R + k];
+      const c = scale * bd[o * R + k];
       if (c === 0) continue;
       const ak = k * I;
-      for (let i = 0; i < I; i++) w[row + i] += c * a.data[ak + i];
+      for (let i = 0; i < I; i++) w[row + i] += c * ad[ak + i];
     }
   }
 }
