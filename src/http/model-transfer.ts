@@ -3,7 +3,7 @@
 import { Router } from 'express';
 import { createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { create as createTar } from 'tar';
 import { exportInChildProcess } from '../engine/export/export-process.ts';
@@ -66,7 +66,8 @@ export function modelTransferRouter(ctx: AppContext): Router {
       try {
         files = await exportInChildProcess({ modelDir, adapterDir, modelId: id, format, dtype, out }, disconnectSignal(req, res));
       } catch (err) {
-        if (err instanceof ExportRefused) throw badRequest(err.message.replaceAll(`${modelDir}`, id), err.param, 'export_not_supported');
+        // Messages name the base model's folder: show its model id, not the server's path.
+        if (err instanceof ExportRefused) throw badRequest(err.message.replaceAll(modelDir, basename(modelDir)), err.param, 'export_not_supported');
         throw err;
       }
       const single = isSingleFile(format);
@@ -90,8 +91,8 @@ export function modelTransferRouter(ctx: AppContext): Router {
     const weightsPart = parts.adapter_model?.[0];
     if (!configPart) throw badRequest("Missing required parameter: 'adapter_config'.", 'adapter_config', 'missing_required_parameter');
     if (!weightsPart) throw badRequest("Missing required parameter: 'adapter_model'.", 'adapter_model', 'missing_required_parameter');
-    const base = body.base_model;
-    if (!isBaseModelId(ctx, base)) throw badRequest(`base_model ${JSON.stringify(base)} is not a base model of this server (GET /v1/models lists them).`, 'base_model', 'model_not_found');
+    const base = ctx.config.modelAliases.get(body.base_model) ?? body.base_model;
+    if (!isBaseModelId(ctx, base)) throw badRequest(`base_model ${JSON.stringify(body.base_model)} is not a base model of this server (GET /v1/models lists them).`, 'base_model', 'model_not_found');
 
     // The adapter is checked in a staging folder and moved into place only when it loads; a row is added last.
     const staging = join(dataDir, IMPORTS_DIR, `.staging-${randomAlnum(12)}`);

@@ -32,8 +32,8 @@ if (process.send && process.argv[1] === selfPath) {
     try {
       reply = { files: exportModel(request) };
     } catch (err) {
-      reply = { error: (err as Error).stack ?? String(err), refused: err instanceof ExportRefused ? err.param : null };
-      if (err instanceof ExportRefused) reply.error = err.message;
+      // A refusal's message is for the user; anything else goes back whole, for the server's log.
+      reply = err instanceof ExportRefused ? { error: err.message, refused: err.param } : { error: (err as Error).stack ?? String(err), refused: null };
     }
     process.send!(reply, undefined, {}, () => process.exit(0));
   });
