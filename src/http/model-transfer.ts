@@ -10,6 +10,7 @@ import { exportInChildProcess } from '../engine/export/export-process.ts';
 import { ExportRefused, checkExportRequest, exportFileName, isSingleFile } from '../engine/export/export-model.ts';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, loadAdapter } from '../engine/lora/peft.ts';
 import { parseModelConfig } from '../engine/models/config.ts';
+import { workerPriority } from '../jobs/worker/start-training-worker.ts';
 import { blobStore } from '../store/blobs.ts';
 import { fineTunedModelStore, type FineTunedModelRow } from '../store/fine-tuned-models.ts';
 import { nowSeconds, randomAlnum } from '../store/ids.ts';
@@ -64,7 +65,7 @@ export function modelTransferRouter(ctx: AppContext): Router {
       const out = join(work, name);
       let files: string[];
       try {
-        files = await exportInChildProcess({ modelDir, adapterDir, modelId: id, format, dtype, out }, disconnectSignal(req, res));
+        files = await exportInChildProcess({ modelDir, adapterDir, modelId: id, format, dtype, out }, { signal: disconnectSignal(req, res), priority: workerPriority() });
       } catch (err) {
         // Messages name the base model's folder: show its model id, not the server's path.
         if (err instanceof ExportRefused) throw badRequest(err.message.replaceAll(modelDir, basename(modelDir)), err.param, 'export_not_supported');

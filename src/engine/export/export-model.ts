@@ -2,7 +2,7 @@
 // a GGUF model or a GGUF LoRA adapter. Requests that cannot be honoured are an ExportRefused naming the problem.
 import { mkdirSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { saveAdapter } from '../lora/peft.ts';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, saveAdapter } from '../lora/peft.ts';
 import type { TensorDtype } from '../models/safetensors.ts';
 import { openExportSource } from './export-source.ts';
 import { writeGgufAdapter, writeGgufModel, type GgufDtype } from './gguf-export.ts';
@@ -39,7 +39,11 @@ export function checkExportRequest(format: ExportFormat, dtype: ExportDtype | nu
   if (dtype === 'q8_0' && !isSingleFile(format)) throw new ExportRefused(`dtype q8_0 is a GGUF type; format ${format} takes f32, f16 or bf16`, 'dtype');
 }
 
-const SAFETENSORS_DTYPE: Record<Exclude<ExportDtype, 'q8_0'>, TensorDtype> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
+/** The safetensors dtype of a peft/merged export (checkExportRequest has refused q8_0 for them). */
+function safetensorsDtype(dtype: ExportDtype): TensorDtype {
+  if (dtype === 'q8_0') throw new ExportRefused('dtype q8_0 is a GGUF type', 'dtype');
+  return ({ f32: 'F32', f16: 'F16', bf16: 'BF16' } as const)[dtype];
+}
 
 export interface ExportRequest {
   modelDir: string;
@@ -68,11 +72,11 @@ export function exportModel(r: ExportRequest): string[] {
     case 'peft': {
       const adapter = src.adapter!;
       mkdirSync(r.out, { recursive: true });
-      saveAdapter(r.out, adapter.config, adapter.tensors, src.baseName, SAFETENSORS_DTYPE[dtype as Exclude<ExportDtype, 'q8_0'>]);
-      return ['adapter_model.safetensors', 'adapter_config.json'];
+      saveAdapter(r.out, adapter.config, adapter.tensors, src.baseName, safetensorsDtype(dtype!));
+      return [ADAPTER_WEIGHTS_FILE, ADAPTER_CONFIG_FILE];
     }
     case 'merged':
-      return writeMergedDir(src, r.out, { dtype: dtype ? SAFETENSORS_DTYPE[dtype as Exclude<ExportDtype, 'q8_0'>] : undefined, maxShardBytes: r.maxShardBytes });
+      return writeMergedDir(src, r.out, { dtype: dtype ? safetensorsDtype(dtype) : undefined, maxShardBytes: r.maxShardBytes });
     case 'gguf':
     case 'gguf-lora': {
       mkdirSync(dirname(r.out), { recursive: true });

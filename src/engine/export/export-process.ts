@@ -1,6 +1,7 @@
 // Runs an export in a child process: merging and encoding a model's weights takes seconds of CPU, which would otherwise hold the HTTP event loop.
 import { fork } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { setPriority } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ExportRefused, exportModel, type ExportRequest } from './export-model.ts';
 
@@ -9,9 +10,13 @@ const tsxLoader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).h
 
 type ExportReply = { files: string[] } | { error: string; refused: ExportRefused['param'] | null };
 
-/** Exports in a fresh child process; resolves with the files written, rejects with its error (an ExportRefused for refusals). */
-export function exportInChildProcess(request: ExportRequest, signal?: AbortSignal): Promise<string[]> {
-  const child = fork(selfPath, [], { execArgv: ['--import', tsxLoader], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], signal, killSignal: 'SIGKILL' });
+/**
+ * Exports in a fresh child process at `priority` (a nice value, so the API answers first); resolves with the files
+ * written, rejects with its error (an ExportRefused for refusals). `signal` kills it (a client that went away).
+ */
+export function exportInChildProcess(request: ExportRequest, o: { signal?: AbortSignal; priority?: number } = {}): Promise<string[]> {
+  const child = fork(selfPath, [], { execArgv: ['--import', tsxLoader], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], signal: o.signal, killSignal: 'SIGKILL' });
+  if (child.pid !== undefined && o.priority !== undefined) setPriority(child.pid, o.priority);
   return new Promise((resolve, reject) => {
     child.once('message', (m: ExportReply) => {
       if ('files' in m) resolve(m.files);
