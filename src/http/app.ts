@@ -11,7 +11,7 @@ import { completionsRouter } from './completions.ts';
 import { modelsRouter } from './models.ts';
 import { modelTransferRouter } from './model-transfer.ts';
 import { fineTuningJobsRouter } from './fine-tuning-jobs.ts';
-import { notImplementedRouter } from './not-implemented.ts';
+import { uploadsRouter } from './uploads.ts';
 import { apiKeyStore } from '../store/api-keys.ts';
 
 /** `x-request-id` on every response (the SDKs expose it as `requestID` / `_request_id`). */
@@ -23,10 +23,11 @@ const requestId: RequestHandler = (req, res, next) => {
 
 /** The resource routers, mounted under /v1 in this order. Add a new resource's router here. */
 function resourceRouters(ctx: AppContext): Router[] {
-  return [filesRouter(ctx), fineTuningJobsRouter(ctx), modelTransferRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
+  return [filesRouter(ctx), uploadsRouter(ctx), fineTuningJobsRouter(ctx), modelTransferRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
 }
 
-export function createApp(ctx: AppContext): Express {
+/** `requireKeys`: the server listens beyond loopback, so /v1 never runs without keys (see authenticate). */
+export function createApp(ctx: AppContext, o: { requireKeys: boolean }): Express {
   const app = express();
   app.disable('x-powered-by');
   // qs parsing so `metadata[key]=value` and `a[]=x` arrive as objects and arrays.
@@ -35,13 +36,12 @@ export function createApp(ctx: AppContext): Express {
   app.use(express.json({ limit: ctx.config.maxJsonBytes, type: ['application/json', 'application/*+json'] }));
 
   const v1 = express.Router();
-  v1.use(authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys));
+  v1.use(authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys, { requireKeys: o.requireKeys, log: ctx.log }));
   for (const router of resourceRouters(ctx)) v1.use(router);
-  v1.use(notImplementedRouter());
   app.use('/v1', v1);
   app.use(dashboardRouter());
 
   app.use(unknownRoute);
-  app.use(errorHandler);
+  app.use(errorHandler(ctx.log));
   return app;
 }

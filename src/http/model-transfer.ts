@@ -3,7 +3,7 @@
 import { Router } from 'express';
 import { createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { basename, join, relative } from 'node:path';
+import { basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { create as createTar } from 'tar';
 import { exportInChildProcess } from '../engine/export/export-process.ts';
@@ -16,7 +16,7 @@ import { fineTunedModelStore, type FineTunedModelRow } from '../store/fine-tuned
 import { nowSeconds, randomAlnum } from '../store/ids.ts';
 import type { AppContext } from './context.ts';
 import { badRequest } from './errors.ts';
-import { adapterDirOf, disconnectSignal, isAbort, isBaseModelId, modelNotFound } from './generation.ts';
+import { disconnectSignal, isAbort, modelNotFound } from './generation.ts';
 import { namedFilesUpload } from './multipart.ts';
 import { validate, type BodyOf, type QueryOf } from './validation.ts';
 
@@ -27,24 +27,21 @@ const IMPORTS_DIR = 'imports';
 const EXPORTS_TMP = join('tmp', 'exports');
 
 export function modelTransferRouter(ctx: AppContext): Router {
+  const IMPORT_PARTS = { fields: ['adapter_config', 'adapter_model'], maxBytes: ctx.config.maxUploadBytes, tooLargeMessage: 'Adapter file is too large for this server (see --max-upload-mb).' };
   const router = Router();
   const models = fineTunedModelStore(ctx.db);
   const dataDir = ctx.config.dataDir;
   // What a stopped server left: downloads being sent, and imports that died between their folder and their row.
   rmSync(join(dataDir, EXPORTS_TMP), { recursive: true, force: true });
   mkdirSync(join(dataDir, EXPORTS_TMP), { recursive: true });
-  const inUse = models.adapterDirsInUse();
   const importsDir = join(dataDir, IMPORTS_DIR);
-  if (existsSync(importsDir)) {
-    for (const name of readdirSync(importsDir)) if (!inUse.has(join(IMPORTS_DIR, name))) rmSync(join(importsDir, name), { recursive: true, force: true });
-  }
+  if (existsSync(importsDir)) ctx.catalog.removeUnusedAdapterDirs(readdirSync(importsDir).map((name) => join(importsDir, name)));
 
-  /** A model id of the project → its base model folder and adapter folder (null for a base model). 404 otherwise. */
-  function locate(project: string, id: string): { modelDir: string; adapterDir: string | null; row: FineTunedModelRow | null } {
-    if (isBaseModelId(ctx, id)) return { modelDir: join(ctx.config.modelsDir, id), adapterDir: null, row: null };
-    const row = models.get(project, id);
-    if (!row || !isBaseModelId(ctx, row.base_model)) throw modelNotFound(id);
-    return { modelDir: join(ctx.config.modelsDir, row.base_model), adapterDir: adapterDirOf(ctx, row), row };
+  /** A model id of the project (aliases followed) → its base model folder and adapter folder (null for a base model). 404 otherwise. */
+  function locate(project: string, id: string): { modelDir: string; adapterDir: string | null } {
+    const model = ctx.catalog.find(project, id);
+    if (!model) throw modelNotFound(id);
+    return { modelDir: ctx.catalog.baseModelDir(model.baseModel), adapterDir: model.kind === 'fine-tuned' ? model.adapterDir : null };
   }
 
   router.get('/models/:model/export', validate('exportModel'), async (req, res) => {
@@ -85,23 +82,24 @@ export function modelTransferRouter(ctx: AppContext): Router {
     }
   });
 
-  router.post('/models/import', namedFilesUpload(blobStore(dataDir), ctx.config.maxUploadBytes, ['adapter_config', 'adapter_model']), validate('importModel'), (req, res) => {
+  router.post('/models/import', namedFilesUpload(blobStore(dataDir), IMPORT_PARTS), validate('importModel'), (req, res) => {
     const body = req.body as BodyOf<'importModel'>;
     const parts = (req.files ?? {}) as Record<string, Express.Multer.File[] | undefined>;
     const configPart = parts.adapter_config?.[0];
     const weightsPart = parts.adapter_model?.[0];
     if (!configPart) throw badRequest("Missing required parameter: 'adapter_config'.", 'adapter_config', 'missing_required_parameter');
     if (!weightsPart) throw badRequest("Missing required parameter: 'adapter_model'.", 'adapter_model', 'missing_required_parameter');
-    const base = ctx.config.modelAliases.get(body.base_model) ?? body.base_model;
-    if (!isBaseModelId(ctx, base)) throw badRequest(`base_model ${JSON.stringify(body.base_model)} is not a base model of this server (GET /v1/models lists them).`, 'base_model', 'model_not_found');
+    const found = ctx.catalog.find(req.project, body.base_model);
+    if (found?.kind !== 'base') throw badRequest(`base_model ${JSON.stringify(body.base_model)} is not a base model of this server (GET /v1/models lists them).`, 'base_model', 'model_not_found');
+    const base = found.baseModel;
 
     // The adapter is checked in a staging folder and moved into place only when it loads; a row is added last.
-    const staging = join(dataDir, IMPORTS_DIR, `.staging-${randomAlnum(12)}`);
+    const staging = join(importsDir, `.staging-${randomAlnum(12)}`);
     mkdirSync(staging, { recursive: true });
     try {
       renameSync(configPart.path, join(staging, ADAPTER_CONFIG_FILE));
       renameSync(weightsPart.path, join(staging, ADAPTER_WEIGHTS_FILE));
-      const modelConfig = parseModelConfig(JSON.parse(readFileSync(join(ctx.config.modelsDir, base, 'config.json'), 'utf8')));
+      const modelConfig = parseModelConfig(JSON.parse(readFileSync(join(ctx.catalog.baseModelDir(base), 'config.json'), 'utf8')));
       try {
         loadAdapter(staging, modelConfig);
       } catch (err) {
@@ -111,9 +109,9 @@ export function modelTransferRouter(ctx: AppContext): Router {
       const suffix = (body.suffix ?? 'imported').replace(/[^A-Za-z0-9._-]/g, '-');
       const key = randomAlnum(8);
       const id = `ft:${base}:${req.project}:${suffix}:${key}`;
-      const dir = join(dataDir, IMPORTS_DIR, key);
+      const dir = join(importsDir, key);
       renameSync(staging, dir);
-      const row: FineTunedModelRow = { id, project: req.project, base_model: base, adapter_dir: relative(dataDir, dir), job_id: null, step: null, created_at: nowSeconds() };
+      const row: FineTunedModelRow = { id, project: req.project, base_model: base, adapter_dir: ctx.catalog.storedAdapterDir(dir, importsDir), job_id: null, step: null, created_at: nowSeconds() };
       try {
         models.insert(row);
       } catch (err) {
