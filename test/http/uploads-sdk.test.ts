@@ -112,7 +112,7 @@ test('complete refuses a wrong total, unknown or repeated part ids and a wrong m
   await refused(client.uploads.complete(upload.id, { part_ids: [a, b], md5: md5(Buffer.from('something else')) }), 400, 'md5', new RegExp(`md5 of the assembled file is ${md5(jsonl)}`));
   await refused(client.uploads.complete(upload.id, { part_ids: [a, b], md5: createHash('md5').update(jsonl).digest('base64') }), 400, 'md5', /must match pattern/);
   // Parts in the wrong order: the right size, but the content is no longer JSONL; checked as POST /v1/files checks it.
-  await refused(client.uploads.complete(upload.id, { part_ids: [b, a] }), 400, null, /Invalid file format for Fine-Tuning API: line 1 is not valid JSON/);
+  await refused(client.uploads.complete(upload.id, { part_ids: [b, a] }), 400, null, /Invalid file format for Fine-Tuning API: line 1: line is not valid JSON/);
   assert.equal(tempFiles(), 0);
   // Still pending after every refusal: the right list completes it.
   const done = await client.uploads.complete(upload.id, { part_ids: [a, b], md5: md5(jsonl).toUpperCase() });
