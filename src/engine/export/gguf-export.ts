@@ -154,7 +154,7 @@ function tokenizerMetadata(src: ExportSource): [string, GgufValue][] {
   const tokens: string[] = Array.from({ length: V }, (_, i) => `[PAD${i}]`);
   const types = new Int32Array(V).fill(TokenType.UNUSED);
   const place = (text: string, id: number, type: number) => {
-    if (!Number.isInteger(id) || id < 0 || id >= V) throw new Error(`${dir}: tokenizer.json token ${JSON.stringify(text)} has id ${id}, outside the model's vocabulary (${V})`);
+    if (!Number.isInteger(id) || id < 0 || id >= V) throw new ExportRefused(`${dir}: tokenizer.json token ${JSON.stringify(text)} has id ${id}, outside the model's vocabulary (${V})`, 'model');
     tokens[id] = text;
     types[id] = type;
   };

@@ -1,7 +1,7 @@
 // Merged and PEFT exports read back by localtune: the merged directory (sharded) is a base model answering like base +
 // adapter; the PEFT export reloads to the same tensors; an adapter written by an independent PEFT-layout writer loads.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -101,5 +101,20 @@ describe('an adapter from an independent PEFT writer', () => {
     const loaded = loadAdapter(dir, config);
     assert.equal(loaded.config.alpha, 8 * Math.sqrt(4)); // rsLoRA: alpha/√r = (alpha·√r)/r
     for (const [name, t] of tensors) assert.deepEqual(loaded.tensors.get(name)!.data, bfloat16ToFloat32(float32ToBfloat16(t.data)), name);
+  });
+});
+
+describe('GGUF refusals', () => {
+  it('a tokenizer that is not byte-level BPE (SentencePiece-style) is refused naming tokenizer.json', () => {
+    const dir = join(root, 'spm');
+    writeTinyModel(dir, TINY_LLAMA_CONFIG, 'bytes', 7);
+    const tokenizer = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
+    tokenizer.decoder = { type: 'Metaspace', replacement: '▁', prepend_scheme: 'first', split: false };
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+    assert.throws(
+      () => exportModel({ modelDir: dir, adapterDir: null, modelId: 'spm', format: 'gguf', dtype: 'f16', out: join(root, 'spm.gguf') }),
+      (e: Error & { param?: string }) => e.param === 'model' && /tokenizer\.json is not a byte-level BPE tokenizer/.test(e.message),
+    );
+    assert.ok(!existsSync(join(root, 'spm.gguf')));
   });
 });
