@@ -209,7 +209,7 @@ for (const name of ['llama', 'qwen2'] as const) {
     // logit range at many positions), so Q8_0's ~0.5 % rounding of weights and activations flips some top-1 choices:
     // measured 96.9 % agreement on the Llama (93.2 % on the Qwen2, not rerun here: its 152k vocabulary makes each
     // export slow); F16 agreed at every position on both.
-    it('F16 and Q8_0 agree with the F32 model within their measured tolerances', { skip: name !== 'llama' && 'measured once; see the comment' }, async () => {
+    if (name === 'llama') it('F16 and Q8_0 agree with the F32 model within their measured tolerances', async () => {
       const c = cases[name];
       const bounds = { f16: { relative: 5e-3, top1: 0.98 }, q8_0: { relative: 1e-1, top1: 0.9 } };
       for (const dtype of ['f16', 'q8_0'] as const) {
