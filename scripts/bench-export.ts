@@ -61,6 +61,7 @@ try {
     ['gguf', 'f32'],
     ['gguf', 'f16'],
     ['gguf', 'q8_0'],
+    ['gguf', 'q4_0'],
     ['gguf-lora', 'f16'],
   ];
   const size = (path: string): number => (statSync(path).isDirectory() ? readdirSync(path).reduce((n, f) => n + size(join(path, f)), 0) : statSync(path).size);

@@ -13,7 +13,7 @@ import type { components } from '../http/openapi-types.ts';
 import { CONNECTION_USAGE, clientFromArgs } from './api-client.ts';
 import { rejectExtra, takeOption } from './options.ts';
 
-export const EXPORT_USAGE = `usage: localtune export MODEL --format peft|merged|gguf|gguf-lora [--dtype f32|f16|bf16|q8_0] [--out DIR|FILE]
+export const EXPORT_USAGE = `usage: localtune export MODEL --format peft|merged|gguf|gguf-lora [--dtype f32|f16|bf16|q8_0|q4_0] [--out DIR|FILE]
        MODEL: a base model, or one of the project's ft: models or checkpoints
        peft       adapter_config.json + adapter_model.safetensors (fine-tuned models)      → DIR
        merged     a Hugging Face model directory, the adapter folded into the weights      → DIR

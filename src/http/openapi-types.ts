@@ -696,10 +696,10 @@ export interface components {
          */
         ExportFormat: "peft" | "merged" | "gguf" | "gguf-lora";
         /**
-         * @description Tensor type. Defaults: gguf f16, merged the base model's own, adapters f32. q8_0 only for GGUF formats.
+         * @description Tensor type. Defaults: gguf f16, merged the base model's own, adapters f32. q8_0 only for GGUF formats, q4_0 only for gguf.
          * @enum {string}
          */
-        ExportDtype: "f32" | "f16" | "bf16" | "q8_0";
+        ExportDtype: "f32" | "f16" | "bf16" | "q8_0" | "q4_0";
         ImportModelRequest: {
             /**
              * Format: binary

@@ -13,7 +13,7 @@ export { ExportRefused };
 
 export const EXPORT_FORMATS = ['peft', 'merged', 'gguf', 'gguf-lora'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
-export const EXPORT_DTYPES = ['f32', 'f16', 'bf16', 'q8_0'] as const;
+export const EXPORT_DTYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const;
 export type ExportDtype = (typeof EXPORT_DTYPES)[number];
 
 /** GGUF formats write one file; the others a directory. */
@@ -36,12 +36,13 @@ export function defaultExportDtype(format: ExportFormat): ExportDtype | null {
 /** Checks a format/dtype/model combination before any work. */
 export function checkExportRequest(format: ExportFormat, dtype: ExportDtype | null, fineTuned: boolean): void {
   if ((format === 'peft' || format === 'gguf-lora') && !fineTuned) throw new ExportRefused(`format ${format} exports an adapter; a base model has none (use merged or gguf)`, 'format');
-  if (dtype === 'q8_0' && !isSingleFile(format)) throw new ExportRefused(`dtype q8_0 is a GGUF type; format ${format} takes f32, f16 or bf16`, 'dtype');
+  if ((dtype === 'q8_0' || dtype === 'q4_0') && !isSingleFile(format)) throw new ExportRefused(`dtype ${dtype} is a GGUF type; format ${format} takes f32, f16 or bf16`, 'dtype');
+  if (dtype === 'q4_0' && format === 'gguf-lora') throw new ExportRefused('dtype q4_0 is for whole models; a GGUF LoRA takes f32, f16, bf16 or q8_0', 'dtype');
 }
 
-/** The safetensors dtype of a peft/merged export (checkExportRequest has refused q8_0 for them). */
+/** The safetensors dtype of a peft/merged export (checkExportRequest has refused the GGUF types for them). */
 function safetensorsDtype(dtype: ExportDtype): TensorDtype {
-  if (dtype === 'q8_0') throw new ExportRefused('dtype q8_0 is a GGUF type', 'dtype');
+  if (dtype === 'q8_0' || dtype === 'q4_0') throw new ExportRefused(`dtype ${dtype} is a GGUF type`, 'dtype');
   return ({ f32: 'F32', f16: 'F16', bf16: 'BF16' } as const)[dtype];
 }
 

@@ -13,10 +13,10 @@ import type { ExportSource } from './export-source.ts';
 
 // Dimension letters: D hidden, V vocab, NH heads, NKV kv heads, HD head dim, R LoRA rank.
 
-export type GgufDtype = 'f32' | 'f16' | 'bf16' | 'q8_0';
-const TENSOR_TYPE: Record<GgufDtype, GgufTensorType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0' };
+export type GgufDtype = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
+const TENSOR_TYPE: Record<GgufDtype, GgufTensorType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0', q4_0: 'Q4_0' };
 /** llama.cpp's LLAMA_FTYPE values (general.file_type). */
-const FILE_TYPE: Record<GgufDtype, number> = { f32: 0, f16: 1, q8_0: 7, bf16: 32 };
+const FILE_TYPE: Record<GgufDtype, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7, bf16: 32 };
 
 /** llama.cpp's name for each projection in block N: `blk.N.<name>.weight`. */
 const GGUF_PROJECTION: Record<LoraTarget, string> = {
@@ -187,10 +187,14 @@ function tokenizerMetadata(src: ExportSource): [string, GgufValue][] {
   return kv;
 }
 
-/** The tensor type for a weight: 1-D tensors (norms, biases) stay F32 as in llama.cpp; Q8_0 falls back to F16 on rows that are not whole blocks. */
-function tensorType(dtype: GgufDtype, dims: readonly number[]): GgufTensorType {
+/**
+ * The tensor type for a weight: 1-D tensors (norms, biases) stay F32 as in llama.cpp; in a Q4_0 file the embedding and
+ * output projection, which the logits depend on most, are Q8_0 (as llama-quantize keeps them at higher precision);
+ * block types fall back to F16 on rows that are not whole blocks.
+ */
+function tensorType(dtype: GgufDtype, dims: readonly number[], role: 'embedding' | 'other' = 'other'): GgufTensorType {
   if (dims.length === 1) return 'F32';
-  const type = TENSOR_TYPE[dtype];
+  const type = dtype === 'q4_0' && role === 'embedding' ? 'Q8_0' : TENSOR_TYPE[dtype];
   return canEncode(type, dims) ? type : 'F16';
 }
 
@@ -208,8 +212,10 @@ export function writeGgufModel(src: ExportSource, file: string, dtype: GgufDtype
     ...tokenizerMetadata(src),
   ]);
   const tensors: GgufTensor[] = [];
-  const add = (ggufName: string, hfName: string, dims: number[], transform: (t: Tensor) => Tensor = (t) => t) =>
-    tensors.push({ name: ggufName, dims, type: tensorType(dtype, dims), data: () => transform(src.tensor(hfName)).data });
+  const add = (ggufName: string, hfName: string, dims: number[], transform: (t: Tensor) => Tensor = (t) => t) => {
+    const role = hfName === EMBED_TOKENS || hfName === LM_HEAD ? 'embedding' : 'other';
+    tensors.push({ name: ggufName, dims, type: tensorType(dtype, dims, role), data: () => transform(src.tensor(hfName)).data });
+  };
   const D = c.hiddenSize;
   add('token_embd.weight', EMBED_TOKENS, [c.vocabSize, D]);
   const ropeFactors = llama3RopeFactors(c);

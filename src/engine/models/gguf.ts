@@ -1,6 +1,6 @@
 // GGUF v3 files (llama.cpp's format): metadata key/values, tensor infos and 32-byte-aligned tensor data, written
-// tensor by tensor; F32, F16, BF16 and Q8_0 encodings. Layout: "GGUF", u32 version, u64 tensor count, u64 kv count,
-// the kvs, the tensor infos (name, n_dims, dims innermost first, ggml type, offset), padding, the data block.
+// tensor by tensor; F32, F16, BF16, Q8_0 and Q4_0 encodings. Layout: "GGUF", u32 version, u64 tensor count, u64 kv
+// count, the kvs, the tensor infos (name, n_dims, dims innermost first, ggml type, offset), padding, the data block.
 import { writeAll, writeFileAtomically } from '../atomic-file.ts';
 import { float32ToBfloat16, float32ToFloat16 } from './safetensors.ts';
 
@@ -29,9 +29,11 @@ export const str = (value: string): GgufValue => ({ type: 'string', value });
 export const bool = (value: boolean): GgufValue => ({ type: 'bool', value });
 
 /** Tensor encodings this writer produces, with their ggml type ids. */
-export type GgufTensorType = 'F32' | 'F16' | 'BF16' | 'Q8_0';
-const GGML_TYPE: Record<GgufTensorType, number> = { F32: 0, F16: 1, Q8_0: 8, BF16: 30 };
-const Q8_0_BLOCK = 32; // values per Q8_0 block: an f16 scale and 32 int8s (34 bytes)
+export type GgufTensorType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
+const GGML_TYPE: Record<GgufTensorType, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, BF16: 30 };
+/** Values per block of the block-quantized types: Q8_0 is an f16 scale + 32 int8s (34 bytes), Q4_0 an f16 scale + 32 nibbles (18 bytes). */
+const BLOCK = 32;
+const BLOCK_BYTES = { Q8_0: 34, Q4_0: 18 } as const;
 
 /** One tensor to write. `dims` in row-major (numpy/HF) order; GGUF stores them innermost first. */
 export interface GgufTensor {
@@ -42,14 +44,16 @@ export interface GgufTensor {
   data: () => Float32Array;
 }
 
-/** Whether `type` can encode a tensor of these dims (Q8_0 needs rows that are whole blocks). */
+const isBlockType = (type: GgufTensorType): type is keyof typeof BLOCK_BYTES => type in BLOCK_BYTES;
+
+/** Whether `type` can encode a tensor of these dims (block types need rows that are whole blocks). */
 export function canEncode(type: GgufTensorType, dims: readonly number[]): boolean {
-  return type !== 'Q8_0' || dims[dims.length - 1] % Q8_0_BLOCK === 0;
+  return !isBlockType(type) || dims[dims.length - 1] % BLOCK === 0;
 }
 
 function byteSize(type: GgufTensorType, count: number): number {
   if (type === 'F32') return count * 4;
-  if (type === 'Q8_0') return (count / Q8_0_BLOCK) * 34;
+  if (isBlockType(type)) return (count / BLOCK) * BLOCK_BYTES[type];
   return count * 2;
 }
 
@@ -58,21 +62,55 @@ function byteSize(type: GgufTensorType, count: number): number {
  * The quants use the f32 d, not its f16 rounding, exactly as ggml's quantize_row_q8_0_ref.
  */
 export function quantizeQ8_0(x: Float32Array): Uint8Array {
-  if (x.length % Q8_0_BLOCK !== 0) throw new Error(`Q8_0 needs a multiple of ${Q8_0_BLOCK} values, got ${x.length}`);
-  const blocks = x.length / Q8_0_BLOCK;
+  if (x.length % BLOCK !== 0) throw new Error(`Q8_0 needs a multiple of ${BLOCK} values, got ${x.length}`);
+  const blocks = x.length / BLOCK;
   const out = new Uint8Array(blocks * 34);
   const view = new DataView(out.buffer);
   const scale = new Float32Array(1);
   for (let b = 0; b < blocks; b++) {
     let amax = 0;
-    for (let i = 0; i < Q8_0_BLOCK; i++) amax = Math.max(amax, Math.abs(x[b * Q8_0_BLOCK + i]));
+    for (let i = 0; i < BLOCK; i++) amax = Math.max(amax, Math.abs(x[b * BLOCK + i]));
     scale[0] = amax / 127;
     const d = scale[0];
     const id = d !== 0 ? Math.fround(1 / d) : 0;
     view.setUint16(b * 34, float32ToFloat16(scale)[0], true);
-    for (let i = 0; i < Q8_0_BLOCK; i++) {
-      const v = Math.fround(x[b * Q8_0_BLOCK + i] * id);
+    for (let i = 0; i < BLOCK; i++) {
+      const v = Math.fround(x[b * BLOCK + i] * id);
       view.setInt8(b * 34 + 2 + i, Math.sign(v) * Math.round(Math.abs(v)));
+    }
+  }
+  return out;
+}
+
+/**
+ * Q4_0 as llama.cpp quantizes it (quantize_row_q4_0_ref): per block of 32, d = (the value of largest magnitude) / −8
+ * (stored as f16), q = min(15, trunc(x / d + 8.5)); byte j holds value j in its low nibble and value j + 16 in its high one.
+ */
+export function quantizeQ4_0(x: Float32Array): Uint8Array {
+  if (x.length % BLOCK !== 0) throw new Error(`Q4_0 needs a multiple of ${BLOCK} values, got ${x.length}`);
+  const blocks = x.length / BLOCK;
+  const out = new Uint8Array(blocks * 18);
+  const view = new DataView(out.buffer);
+  const scale = new Float32Array(1);
+  const nibble = (v: number) => Math.min(15, Math.trunc(Math.fround(v + 8.5)));
+  for (let b = 0; b < blocks; b++) {
+    const x0 = b * BLOCK;
+    let amax = 0;
+    let max = 0;
+    for (let i = 0; i < BLOCK; i++) {
+      if (amax < Math.abs(x[x0 + i])) {
+        amax = Math.abs(x[x0 + i]);
+        max = x[x0 + i];
+      }
+    }
+    scale[0] = max / -8;
+    const d = scale[0];
+    const id = d !== 0 ? Math.fround(1 / d) : 0;
+    view.setUint16(b * 18, float32ToFloat16(scale)[0], true);
+    for (let j = 0; j < BLOCK / 2; j++) {
+      const lo = nibble(Math.fround(x[x0 + j] * id));
+      const hi = nibble(Math.fround(x[x0 + BLOCK / 2 + j] * id));
+      out[b * 18 + 2 + j] = lo | (hi << 4);
     }
   }
   return out;
@@ -88,6 +126,8 @@ function encodeTensor(type: GgufTensorType, data: Float32Array): Uint8Array {
       return new Uint8Array(float32ToBfloat16(data).buffer);
     case 'Q8_0':
       return quantizeQ8_0(data);
+    case 'Q4_0':
+      return quantizeQ4_0(data);
   }
 }
 
@@ -182,7 +222,7 @@ export function writeGguf(file: string, metadata: ReadonlyMap<string, GgufValue>
   let offset = 0;
   const sizes: number[] = [];
   for (const t of tensors) {
-    if (!canEncode(t.type, t.dims)) throw new Error(`GGUF tensor ${t.name} [${t.dims}]: ${t.type} needs rows that are a multiple of ${Q8_0_BLOCK}`);
+    if (!canEncode(t.type, t.dims)) throw new Error(`GGUF tensor ${t.name} [${t.dims}]: ${t.type} needs rows that are a multiple of ${BLOCK}`);
     const size = byteSize(t.type, t.dims.reduce((a, b) => a * b, 1));
     header.string(t.name);
     header.u32(t.dims.length);

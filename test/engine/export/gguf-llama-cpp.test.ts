@@ -208,11 +208,11 @@ for (const name of ['llama', 'qwen2'] as const) {
     // Measured tolerances. These random models have flat next-token distributions (top-two gaps of a few percent of the
     // logit range at many positions), so Q8_0's ~0.5 % rounding of weights and activations flips some top-1 choices:
     // measured 96.9 % agreement on the Llama (93.2 % on the Qwen2, not rerun here: its 152k vocabulary makes each
-    // export slow); F16 agreed at every position on both.
-    if (name === 'llama') it('F16 and Q8_0 agree with the F32 model within their measured tolerances', async () => {
+    // export slow); F16 agreed at every position on both. Q4_0 (~8 % rounding of each weight) agreed at 63.9 %.
+    if (name === 'llama') it('F16, Q8_0 and Q4_0 agree with the F32 model within their measured tolerances', async () => {
       const c = cases[name];
-      const bounds = { f16: { relative: 5e-3, top1: 0.98 }, q8_0: { relative: 1e-1, top1: 0.9 } };
-      for (const dtype of ['f16', 'q8_0'] as const) {
+      const bounds = { f16: { relative: 5e-3, top1: 0.98 }, q8_0: { relative: 1e-1, top1: 0.9 }, q4_0: { relative: 0.6, top1: 0.5 } };
+      for (const dtype of ['f16', 'q8_0', 'q4_0'] as const) {
         const { relative, top1 } = await compareDistributions(c, exportTo(c, 'gguf', dtype));
         console.log(`# ${name} ${dtype}: max logit difference / logit range ${relative.toExponential(2)}, top-1 agreement ${(top1 * 100).toFixed(1)} %`);
         assert.ok(top1 >= bounds[dtype].top1, `${dtype}: top-1 agreement ${top1}`);

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { permuteRotaryRows } from '../../../src/engine/export/gguf-export.ts';
-import { f32, quantizeQ8_0, str, u32, writeGguf } from '../../../src/engine/models/gguf.ts';
+import { f32, quantizeQ4_0, quantizeQ8_0, str, u32, writeGguf } from '../../../src/engine/models/gguf.ts';
 import { float16ToFloat32 } from '../../../src/engine/models/safetensors.ts';
 
 test('Q8_0: d = max|x| / 127 as f16, quants rounded half away from zero; a zero block stays zero', () => {
@@ -19,6 +19,15 @@ test('Q8_0: d = max|x| / 127 as f16, quants rounded half away from zero; a zero 
   for (let i = 0; i < 32; i++) assert.equal(view.getInt8(2 + i), Math.sign(i - 16) * Math.round(Math.abs((i - 16) * (127 / 16))), `q[${i}]`);
   assert.deepEqual([...q.subarray(34)], new Array(34).fill(0));
   assert.throws(() => quantizeQ8_0(new Float32Array(33)), /multiple of 32/);
+});
+
+test('Q4_0: d = (value of largest magnitude) / -8 as f16, nibbles min(15, floor(x / d + 8.5)), value j low and j + 16 high', () => {
+  const x = Float32Array.from({ length: 32 }, (_, i) => i - 16); // largest magnitude -16 → d = 2
+  const q = quantizeQ4_0(x);
+  assert.equal(q.length, 18);
+  assert.equal(float16ToFloat32(new Uint16Array([new DataView(q.buffer).getUint16(0, true)]))[0], 2);
+  const nibble = (i: number) => Math.min(15, Math.floor((i - 16) / 2 + 8.5));
+  for (let j = 0; j < 16; j++) assert.equal(q[2 + j], nibble(j) | (nibble(j + 16) << 4), `byte ${j}`);
 });
 
 test('the header holds magic, version 3, counts, typed key/values and tensor infos (dims innermost first); data is 32-byte aligned', () => {
