@@ -25,10 +25,14 @@ export interface TestServer {
   /** `http://127.0.0.1:PORT/v1`, what the SDK's baseURL takes. */
   readonly baseURL: string;
   readonly dataDir: string;
+  /** The server process's id (changes on restart()), e.g. to read its memory use from /proc. */
+  readonly pid: number;
   /** An `openai` client pointed at the server (no retries, so tests see first answers). */
   client(apiKey?: string, options?: ConstructorParameters<typeof OpenAI>[0]): OpenAI;
   /** Everything the server printed (stdout and stderr), for assertions and failure messages. */
   output(): string;
+  /** Freezes the process (SIGSTOP): it handles nothing more until kill(), as if it had died at that instant. */
+  suspend(): void;
   /** Sends a signal (default SIGKILL: a crash) and waits for the process to exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Starts the server again on the same port and data dir (after kill()). */
@@ -89,8 +93,12 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     get url() { return url; },
     get baseURL() { return `${url}/v1`; },
     dataDir,
+    get pid() { return child.pid!; },
     client: (apiKey = 'sk-test', clientOptions = {}) => new OpenAI({ apiKey, baseURL: `${url}/v1`, maxRetries: 0, ...clientOptions }),
     output: () => log.join(''),
+    suspend() {
+      child.kill('SIGSTOP');
+    },
     async kill(signal = 'SIGKILL') {
       child.kill(signal);
       await exited(child);

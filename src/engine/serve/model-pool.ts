@@ -1,4 +1,4 @@
-// The served base models: each loaded on first request (tokenizer, chat template, one session, one scheduler) and shared by all its adapters.
+// The served base models: each loaded on first request (tokenizer, chat template, a runner thread, one scheduler) and shared by all its adapters.
 // A base model is loaded once per precision requests need (base requests: the pool's; ft: models: the one they were trained on).
 import { existsSync } from 'node:fs';
 import { totalmem } from 'node:os';
@@ -11,9 +11,9 @@ import type { Precision } from '../models/quantize.ts';
 import { MODEL_ID_PATTERN } from '../models/registry.ts';
 import { loadTokenizer, type ModelTokenizer } from '../models/tokenizer.ts';
 import { cudaProviderPath, requestedDevice, type Device, type DeviceRequest } from '../onnx/session.ts';
-import { createAdapterCache, type PreparedAdapter } from './adapter-cache.ts';
-import { createModelRunner, type ModelRunner } from './model-runner.ts';
-import { createScheduler, type Scheduler } from './scheduler.ts';
+import { createAdapterCache, type AdapterCacheEvent, type AdapterCacheStats, type PreparedAdapter } from './adapter-cache.ts';
+import { createGenerationScheduler, type GenerationScheduler, type GenerationObserver } from './scheduler.ts';
+import { startThreadedModelRunner, type ThreadedModelRunner } from './threaded-runner.ts';
 
 export interface ServedModel {
   id: string;
@@ -24,7 +24,7 @@ export interface ServedModel {
   tokenizer: ModelTokenizer;
   template: ChatTemplate;
   device: Device;
-  scheduler: Scheduler;
+  scheduler: GenerationScheduler;
 }
 
 export interface ModelPoolOptions {
@@ -38,6 +38,20 @@ export interface ModelPoolOptions {
   device?: DeviceRequest;
   threads?: number;
   log?: (line: string) => void;
+  observe?: ServingObserver;
+}
+
+/** Serving events for metrics, labelled with the model a request named (a base model id, or the adapter's key: its ft: id). */
+export interface ServingObserver {
+  finished(model: string, r: Parameters<NonNullable<GenerationObserver['finished']>>[0]): void;
+  decodeStep(baseModel: string, rows: number): void;
+  adapterEvent(event: AdapterCacheEvent, key: string): void;
+}
+
+/** What the pool holds now, read at scrape time. */
+export interface ModelPoolStats {
+  models: { id: string; active: number; waiting: number; maxBatch: number }[];
+  adapters: AdapterCacheStats;
 }
 
 /**
@@ -62,15 +76,30 @@ export interface ModelPool {
   loadedDevices(): Map<string, Device>;
   /** The device a model not loaded yet would run on (CUDA when asked for or when its provider is installed). */
   expectedDevice(): Device;
+  stats(): ModelPoolStats;
   close(): Promise<void>;
 }
 
 const mib = (bytes: number) => Math.round(bytes / 2 ** 20);
 
 export function createModelPool(o: ModelPoolOptions): ModelPool {
-  const loaded = new Map<string, Promise<{ served: ServedModel; runner: ModelRunner }>>();
+  const loaded = new Map<string, Promise<{ served: ServedModel; runner: ThreadedModelRunner }>>();
+  const ready = new Map<string, { served: ServedModel; runner: ThreadedModelRunner }>();
   const devices = new Map<string, Device>();
-  const adapters = createAdapterCache(o.adapterCacheBytes);
+  const adapters = createAdapterCache(o.adapterCacheBytes, undefined, (event, key) => {
+    // A runner thread keeps its own copy of each adapter it was sent, until the cache lets it go.
+    if (event === 'evict') for (const { runner } of ready.values()) runner.forgetAdapter(key);
+    o.observe?.adapterEvent(event, key);
+  });
+
+  /** Forgets a model (at one precision: `key` is id@precision) whose runner thread died, so the next request loads it again. */
+  function unload(id: string, key: string, err: Error) {
+    o.log?.(`serving ${key}: ${err.message}; it loads again on its next request`);
+    loaded.delete(key);
+    ready.delete(key);
+    residentBytes.delete(key);
+    if (![...ready.values()].some(({ served }) => served.id === id)) devices.delete(id);
+  }
 
   /** Resident base-weight bytes (estimated) of every loaded (model, precision), for the load log line. */
   const residentBytes = new Map<string, number>();
@@ -79,9 +108,10 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
   const basePrecisions = new Map<string, Precision>();
 
   async function load(id: string, precision: Precision) {
+    const key = `${id}@${precision}`;
     const dir = readModelDir(join(o.modelsDir, id));
-    const tokenizer = loadTokenizer(dir.dir);
-    const runner = await createModelRunner({
+    // The runner thread converts weights and builds the session while this thread keeps serving other requests.
+    const starting = startThreadedModelRunner({
       modelDir: dir.dir,
       cacheDir: join(o.cacheDir, id),
       config: dir.config,
@@ -90,8 +120,28 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       device: o.device,
       threads: o.threads,
       log: o.log,
+      onExit: (err) => unload(id, key, err),
     });
-    const scheduler = createScheduler(runner, { decoder: tokenizer, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
+    let tokenizer: ModelTokenizer;
+    try {
+      tokenizer = loadTokenizer(dir.dir);
+    } catch (err) {
+      starting.then((r) => r.close(), () => {});
+      throw err;
+    }
+    const runner = await starting;
+    const scheduler = createGenerationScheduler(runner, {
+      modelId: id,
+      log: o.log,
+      decoder: tokenizer,
+      eosTokenIds: tokenizer.eosTokenIds,
+      contextLength: dir.contextLength,
+      maxBatch: o.maxBatch,
+      observe: o.observe && {
+        finished: (r) => o.observe!.finished(r.adapter?.key ?? id, r),
+        decodeStep: (rows) => o.observe!.decodeStep(id, rows),
+      },
+    });
     const served: ServedModel = {
       id,
       precision,
@@ -104,9 +154,10 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
     };
     devices.set(id, runner.device);
     // Each (model, precision) is its own session with its own weights: two precisions of one model add up.
-    residentBytes.set(`${id}@${precision}`, baseWeightBytes(dir.config, precision).total);
+    residentBytes.set(key, baseWeightBytes(dir.config, precision).total);
     const total = [...residentBytes.values()].reduce((a, b) => a + b, 0);
-    o.log?.(`serving ${id} at ${precision} on ${runner.device} (context ${dir.contextLength}; base weights ~${mib(residentBytes.get(`${id}@${precision}`)!)} MiB, all loaded models ~${mib(total)} MiB)`);
+    ready.set(key, { served, runner });
+    o.log?.(`serving ${id} at ${precision} on ${runner.device} (context ${dir.contextLength}; base weights ~${mib(residentBytes.get(key)!)} MiB, all loaded models ~${mib(total)} MiB)`);
     return { served, runner };
   }
 
@@ -131,6 +182,10 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       const want = o.device ?? requestedDevice();
       return want === 'cuda' || (want === 'auto' && existsSync(cudaProviderPath())) ? 'cuda' : 'cpu';
     },
+    stats: () => ({
+      models: [...ready.values()].map(({ served }) => ({ id: served.id, ...served.scheduler.load(), maxBatch: o.maxBatch })),
+      adapters: adapters.stats(),
+    }),
     async close() {
       const all = await Promise.allSettled(loaded.values());
       loaded.clear();
