@@ -28,7 +28,7 @@ export interface Config {
   trainThreads: number | undefined;
   /** Model names that stand for a local base model, so scripts written for the hosted API run unchanged. */
   modelAliases: Map<string, string>;
-  /** The precision base models are served at (ft: models use the one they were trained on); auto: fp32 when it fits comfortably. */
+  /** The precision base models are served at (ft: models use the one they were trained on); auto: fp32 when it fits comfortably, else int4. */
   basePrecision: 'auto' | 'fp32' | 'nf4' | 'int4' | 'int8';
 }
 

@@ -24,7 +24,7 @@ test('base_precision: explicit kept; auto = the starting model\'s, else fp32 whe
   // Serving's auto: twice the fp32 weights (the packed copy) within half the memory.
   const weights = baseWeightBytes(config, 'fp32').total;
   assert.equal(servingPrecision(config, 'auto', 4 * weights), 'fp32');
-  assert.equal(servingPrecision(config, 'auto', 4 * weights - 1), 'nf4');
+  assert.equal(servingPrecision(config, 'auto', 4 * weights - 1), 'int4');
   assert.equal(servingPrecision(config, 'int4', 1), 'int4');
 });
 

@@ -33,7 +33,7 @@ export interface ModelPoolOptions {
   cacheDir: string;
   adapterCacheBytes: number;
   maxBatch: number;
-  /** The precision base models are served at (default auto: fp32 when its resident weights fit comfortably, else nf4). */
+  /** The precision base models are served at (default auto: fp32 when its resident weights fit comfortably, else int4). */
   basePrecision?: Precision | 'auto';
   device?: DeviceRequest;
   threads?: number;
@@ -56,11 +56,12 @@ export interface ModelPoolStats {
 
 /**
  * Serving's `auto`: fp32 when the model's resident fp32 weights (×2: onnxruntime keeps a packed copy) take at most half
- * of `memoryBytes`, else nf4.
+ * of `memoryBytes`, else int4: of the 4-bit kernels only MatMulNBits decodes faster than fp32 (one row: ~4–6× fp32's
+ * speed; MatMulBnb4, nf4's, ~3× slower; README "Quantized base models").
  */
 export function servingPrecision(config: ModelConfig, requested: Precision | 'auto', memoryBytes = totalmem()): Precision {
   if (requested !== 'auto') return requested;
-  return 2 * baseWeightBytes(config, 'fp32').total <= 0.5 * memoryBytes ? 'fp32' : 'nf4';
+  return 2 * baseWeightBytes(config, 'fp32').total <= 0.5 * memoryBytes ? 'fp32' : 'int4';
 }
 
 export interface ModelPool {
