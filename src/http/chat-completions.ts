@@ -10,7 +10,7 @@ import {
   checkContext,
   disconnectSignal,
   finishEventStream,
-  isAbort,
+  collectResults,
   maxNewTokens,
   openEventStream,
   resolveModel,
@@ -86,13 +86,8 @@ export function chatCompletionsRouter(ctx: AppContext): Router {
       served.scheduler.submit({ prompt, adapter, sampling: sampling(index), maxTokens, stop, onText, signal });
 
     if (!body.stream) {
-      let results: GenerationResult[];
-      try {
-        results = await Promise.all(Array.from({ length: n }, (_, i) => submit(i)));
-      } catch (err) {
-        if (isAbort(err)) return;
-        throw err;
-      }
+      const results = await collectResults(Array.from({ length: n }, (_, i) => submit(i)));
+      if (!results) return;
       res.json({
         ...head,
         object: 'chat.completion',
