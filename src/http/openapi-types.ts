@@ -551,6 +551,8 @@ export interface components {
             tool_calls?: components["schemas"]["ChatMessageToolCall"][] | null;
             tool_call_id?: string;
             function_call?: Record<string, never> | null;
+            /** @description A reply's reasoning sent back as history; templates that render past reasoning (Qwen3's) read it. */
+            reasoning_content?: string | null;
             audio?: Record<string, never> | null;
             /** @description A response message's field, accepted (and ignored) when a reply is sent back as history. */
             annotations?: unknown[] | null;
@@ -614,10 +616,18 @@ export interface components {
             /** @description Accepted and ignored. */
             verbosity?: string | null;
             modalities?: "text"[] | null;
-            /** @description Deprecated: accepted and ignored. */
-            function_call?: unknown;
-            /** @description Deprecated: accepted and ignored. */
-            functions?: unknown[];
+            /** @description Deprecated: served as `tool_choice` (`none`, `auto`, or `{"name"}` for that function); the reply then carries `message.function_call` (one call) and finish_reason `function_call`. */
+            function_call?: ("none" | "auto") | {
+                name: string;
+            };
+            /** @description Deprecated: served as `tools` of type function. Not together with `tools`. */
+            functions?: {
+                name: string;
+                description?: string;
+                parameters?: Record<string, never>;
+            }[];
+            /** @description Variables for the model's chat template, as vLLM accepts them (e.g. `{"enable_thinking": false}` for Qwen3). They cannot replace messages, tools or add_generation_prompt. */
+            chat_template_kwargs?: Record<string, never> | null;
         };
         CompletionUsage: {
             prompt_tokens: number;
@@ -627,6 +637,7 @@ export interface components {
                 cached_tokens?: number;
             };
             completion_tokens_details?: {
+                /** @description Generated tokens of the template's think block (`reasoning_content`). */
                 reasoning_tokens?: number;
             };
         };
@@ -652,6 +663,13 @@ export interface components {
             content: string | null;
             refusal: string | null;
             tool_calls?: components["schemas"]["ChatMessageToolCall"][];
+            /** @description Only for requests that used the deprecated `functions`: the call, instead of `tool_calls`. */
+            function_call?: {
+                name: string;
+                arguments: string;
+            };
+            /** @description For models whose chat template thinks first (`<think>…</think>`: Qwen3, DeepSeek-R1 distills): the think block, which never reaches `content` (vLLM's and DeepSeek's field). */
+            reasoning_content?: string | null;
             annotations?: Record<string, never>[];
         };
         CreateChatCompletionResponse: {
@@ -686,7 +704,24 @@ export interface components {
                     role?: "assistant";
                     content?: string | null;
                     refusal?: string | null;
-                    tool_calls?: Record<string, never>[];
+                    /** @description A piece of the think block (reasoning models). */
+                    reasoning_content?: string;
+                    /** @description Call fragments: `index`, `id`, `type` and `function.name` first, then `function.arguments` in pieces. */
+                    tool_calls?: {
+                        index: number;
+                        id?: string;
+                        /** @enum {string} */
+                        type?: "function";
+                        function?: {
+                            name?: string;
+                            arguments?: string;
+                        };
+                    }[];
+                    /** @description Legacy `functions` requests: the name first, then `arguments` in pieces. */
+                    function_call?: {
+                        name?: string;
+                        arguments?: string;
+                    };
                 };
                 logprobs?: components["schemas"]["ChatCompletionLogprobs"];
                 finish_reason: components["schemas"]["FinishReason"] | null;

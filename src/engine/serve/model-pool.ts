@@ -5,11 +5,13 @@ import { compileChatTemplate, type ChatTemplate } from '../models/chat-template.
 import type { ModelConfig } from '../models/config.ts';
 import { readModelDir } from '../models/model-dir.ts';
 import { MODEL_ID_PATTERN } from '../models/registry.ts';
+import { replyFormatOf, replyMarkers, type ReplyFormat } from '../models/reply-format.ts';
 import { loadTokenizer, type ModelTokenizer } from '../models/tokenizer.ts';
 import { cudaProviderPath, requestedDevice, type Device, type DeviceRequest } from '../onnx/session.ts';
 import { createAdapterCache, type PreparedAdapter } from './adapter-cache.ts';
 import { createModelRunner, type ModelRunner } from './model-runner.ts';
 import { createScheduler, type Scheduler } from './scheduler.ts';
+import { keepingTokens } from './text-stream.ts';
 
 export interface ServedModel {
   id: string;
@@ -17,6 +19,8 @@ export interface ServedModel {
   contextLength: number;
   tokenizer: ModelTokenizer;
   template: ChatTemplate;
+  /** How the template writes tool calls and reasoning, which generated text is parsed by. */
+  replyFormat: ReplyFormat;
   device: Device;
   scheduler: Scheduler;
 }
@@ -63,13 +67,17 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       threads: o.threads,
       log: o.log,
     });
-    const scheduler = createScheduler(runner, { decoder: tokenizer, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
+    const template = compileChatTemplate(tokenizer.chatTemplate, tokenizer);
+    const replyFormat = replyFormatOf(template.source);
+    const decoder = keepingTokens(tokenizer, specialMarkerIds(tokenizer, replyMarkers(replyFormat)));
+    const scheduler = createScheduler(runner, { decoder, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
     const served: ServedModel = {
       id,
       config: dir.config,
       contextLength: dir.contextLength,
       tokenizer,
-      template: compileChatTemplate(tokenizer.chatTemplate, tokenizer),
+      template,
+      replyFormat,
       device: runner.device,
       scheduler,
     };
@@ -101,4 +109,14 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       await Promise.all(all.flatMap((r) => (r.status === 'fulfilled' ? [r.value.runner.close()] : [])));
     },
   };
+}
+
+/** The markers that are single special tokens of this tokenizer (decoding would drop them), by id. */
+function specialMarkerIds(tokenizer: ModelTokenizer, markers: string[]): Map<number, string> {
+  const ids = new Map<number, string>();
+  for (const marker of markers) {
+    const encoded = tokenizer.encode(marker);
+    if (encoded.length === 1 && tokenizer.decode(encoded, { skipSpecialTokens: true }) === '') ids.set(encoded[0], marker);
+  }
+  return ids;
 }
