@@ -95,8 +95,9 @@ export function chatCompletionsRouter(ctx: AppContext): Router {
     const generate = async (index: number, reply: ChoiceReply, send?: (delta: ChatDelta, tokens: SampledToken[]) => void) => {
       let pending: SampledToken[] = []; // tokens whose text is held back, reported with the next delta
       const deliver = (deltas: ChatDelta[], tokens: SampledToken[]) => {
+        if (!send) return;
         pending.push(...tokens);
-        if (!send || deltas.length === 0) return;
+        if (deltas.length === 0) return;
         deltas.forEach((delta, i) => send(delta, i === 0 ? pending : []));
         pending = [];
       };
