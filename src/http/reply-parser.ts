@@ -89,10 +89,14 @@ export function createReplyParser(o: ReplyParserOptions): ReplyParser {
     if (type === 'reasoning') reasoningSent = true;
   };
 
-  /** The calls end: a call whose arguments never came has "{}". */
-  function endCalls(): void {
-    if (scan?.name !== null && scan?.name !== undefined && !scan.sentArguments) sendArguments(scan.pendingArguments || '{}');
+  /** The call being read ends: one whose arguments never came has "{}". */
+  function closeCall(): void {
+    if (scan && scan.name !== null && !scan.sentArguments) sendArguments(scan.pendingArguments || '{}');
     scan = null;
+  }
+
+  function endCalls(): void {
+    closeCall();
     mode = 'done';
     buffer = '';
   }
@@ -336,8 +340,7 @@ export function createReplyParser(o: ReplyParserOptions): ReplyParser {
           giveUp();
           continue;
         }
-        if (!s.sentArguments) sendArguments(s.pendingArguments || '{}');
-        scan = null;
+        closeCall();
         mode = 'calls';
         continue;
       }
