@@ -244,12 +244,11 @@ export function createReplyParser(o: ReplyParserOptions): ReplyParser {
         return;
       }
       if (mode === 'start') {
-        const text = thinkDone ? buffer.trimStart() : buffer;
-        const body = text.trimStart();
-        if (body === '' && !final) {
-          buffer = text;
-          return;
-        }
+        // Leading whitespace is dropped after a think block, and waits only while a think block or a bare-JSON call may follow.
+        if (thinkDone) buffer = buffer.trimStart();
+        const body = buffer.trimStart();
+        const mayOpen = (think !== null && !thinkDone) || (callsOn && o.format.toolCalls.bareJson);
+        if (body === '' && !final && (mayOpen || thinkDone)) return;
         if (think && !thinkDone) {
           if (body.startsWith(think.open)) {
             buffer = body.slice(think.open.length);
@@ -260,12 +259,11 @@ export function createReplyParser(o: ReplyParserOptions): ReplyParser {
           if (think.open.startsWith(body) && !final) return;
         }
         if (callsOn && o.format.toolCalls.bareJson && body.startsWith('{')) {
-          held = text.slice(0, text.length - body.length);
+          held = buffer.slice(0, buffer.length - body.length);
           buffer = body;
           startCall();
           continue;
         }
-        buffer = text;
         mode = 'content';
         continue;
       }

@@ -109,6 +109,9 @@ test('streamed parts: content before a call is sent before the call ends; a call
   assert.deepEqual(parser.push('ty": "Paris"}}\n</tool_call>'), [{ type: 'arguments', index: 0, text: 'ty": "Paris"}' }]);
   assert.deepEqual(parser.end(), []);
   assert.equal(parser.calls, 1);
+  // Nothing waits where no marker can follow: leading whitespace of a reply without think block or bare-JSON calls goes out at once.
+  const plain = createReplyParser({ format: { toolCalls: TOOL_CALL_FORMATS.hermes, think: null }, toolNames: new Set(), maxCalls: Infinity, startsInThink: false });
+  assert.deepEqual(plain.push('\n\n'), [{ type: 'content', text: '\n\n' }]);
 });
 
 test('Llama 3.1 and 3.2: the templated JSON call, with or without <|python_tag|>, parses; "parameters" are the arguments', () => {
