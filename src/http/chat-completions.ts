@@ -102,7 +102,7 @@ export function chatCompletionsRouter(ctx: AppContext): Router {
         pending = [];
       };
       const onText = (text: string, tokens: SampledToken[]) => deliver(reply.push(text, tokens.length), tokens);
-      const r = await served.scheduler.submit({ prompt, adapter, sampling: sampling(index), maxTokens, stop, onText, signal });
+      const r = await served.scheduler.submit({ prompt, adapter, sampling: sampling(index), maxTokens, stop, onText, signal, tag: req.requestId });
       deliver(reply.end(), []);
       return { r, leftover: pending };
     };
@@ -128,7 +128,7 @@ export function chatCompletionsRouter(ctx: AppContext): Router {
     }
 
     const includeUsage = body.stream_options?.include_usage === true;
-    const events = openEventStream(res);
+    const events = openEventStream(ctx.log, res);
     const chunk = (index: number, delta: ChatDelta, tokens: SampledToken[], finish: string | null = null) =>
       events.send({
         ...head,

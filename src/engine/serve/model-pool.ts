@@ -10,7 +10,7 @@ import { loadTokenizer, type ModelTokenizer } from '../models/tokenizer.ts';
 import { cudaProviderPath, requestedDevice, type Device, type DeviceRequest } from '../onnx/session.ts';
 import { createAdapterCache, type PreparedAdapter } from './adapter-cache.ts';
 import { createModelRunner, type ModelRunner } from './model-runner.ts';
-import { createScheduler, type Scheduler } from './scheduler.ts';
+import { createGenerationScheduler, type GenerationScheduler } from './scheduler.ts';
 import { keepingTokens } from './text-stream.ts';
 
 export interface ServedModel {
@@ -22,7 +22,7 @@ export interface ServedModel {
   /** How the template writes tool calls and reasoning, which generated text is parsed by. */
   replyFormat: ReplyFormat;
   device: Device;
-  scheduler: Scheduler;
+  scheduler: GenerationScheduler;
 }
 
 export interface ModelPoolOptions {
@@ -70,7 +70,7 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
     const template = compileChatTemplate(tokenizer.chatTemplate, tokenizer);
     const replyFormat = replyFormatOf(template.source);
     const decoder = keepingTokens(tokenizer, specialMarkerIds(tokenizer, replyMarkers(replyFormat)));
-    const scheduler = createScheduler(runner, { decoder, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
+    const scheduler = createGenerationScheduler(runner, { modelId: id, log: o.log, decoder, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
     const served: ServedModel = {
       id,
       config: dir.config,
