@@ -86,7 +86,7 @@ export function disconnectSignal(req: Request, res: Response): AbortSignal {
   return controller.signal;
 }
 
-const isAbort = (err: unknown) => (err as Error)?.name === 'AbortError';
+export const isAbort = (err: unknown) => (err as Error)?.name === 'AbortError';
 
 /** The results of a non-streamed request's generations; null when the client went away (nobody is left to answer). */
 export async function collectResults<T>(generations: Promise<T>[]): Promise<T[] | null> {
