@@ -12,6 +12,7 @@ import { newId, nowSeconds, randomAlnum } from '../store/ids.ts';
 import type { LoraConfig } from '../engine/lora/config.ts';
 import { requestedDevice } from '../engine/onnx/session.ts';
 import { applyTransition, tryTransition } from './lifecycle.ts';
+import { methodLearningRate } from './methods.ts';
 import { stepMetricsCsv } from './result-file.ts';
 import { RESUME_DIR } from './worker/resume-point.ts';
 import type { JobHyperparameters, RequestedHyperparameters } from './validate-files.ts';
@@ -144,7 +145,9 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
       startAdapterDir,
       trainingFile: blobs.pathOf(job.training_file),
       validationFile: job.validation_file === null ? null : blobs.pathOf(job.validation_file),
-      hyperparameters: { nEpochs: hp.n_epochs, batchSize: hp.batch_size, learningRate: hp.learning_rate_multiplier * o.baseLearningRate, beta: hp.beta },
+      hyperparameters: {
+        nEpochs: hp.n_epochs, batchSize: hp.batch_size, learningRate: hp.learning_rate_multiplier * methodLearningRate(job.method, o.baseLearningRate), beta: hp.beta, rpoAlpha: hp.rpo_alpha,
+      },
       lora: JSON.parse(job.lora) as LoraConfig,
       seed: job.seed,
       jobDir: jobDirOf(job.id),
@@ -237,6 +240,9 @@ export function createScheduler(o: SchedulerOptions): JobScheduler {
         run.finished = m.reason !== 'shutdown' || closing;
         if (m.reason === 'pause') jobs.addEvent(id, { message: `Training stopped at step ${m.step}; resuming continues from there` });
         if (m.reason === 'shutdown' && closing) jobs.addEvent(id, { message: `The server is shutting down: training stopped at step ${m.step} and continues from there at the next start` });
+        return;
+      case 'warning':
+        jobs.addEvent(id, { level: 'warn', message: m.message });
         return;
       case 'failed':
         run.finished = true;
