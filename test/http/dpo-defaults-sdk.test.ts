@@ -99,12 +99,13 @@ test('DPO with default hyperparameters: the preferred style wins on ≥ 9 of 12 
 
   const log = await events(job.id);
   assert.deepEqual(log.filter((e) => COLLAPSE.test(e.message)), [], 'no collapse warning at the defaults');
-  // The job measured the same on its own (validation file = the training pairs), at every epoch end.
+  // The job measured the same on its own (validation file = the training pairs), at its last epoch end among others.
   const answered = log.filter((e) => e.type === 'metrics' && typeof (e.data as Record<string, unknown>).valid_exact_match === 'number').map((e) => e.data as Record<string, number>);
-  assert.equal(answered.length, 8);
   const last = answered.at(-1)!;
+  assert.equal(last.step, 96); // 12 pairs, batch 1, 8 epochs
   assert.ok(last.valid_closer_to_preferred! >= 0.75 && last.valid_answer_similarity! > 0.8, JSON.stringify(last));
-  assert.ok(answered.every((m) => m.train_preferred_logp_shift! > -1), 'the preferred outputs stay about as likely as under the start model');
+  const steps = log.filter((e) => e.type === 'metrics').map((e) => e.data as Record<string, number>);
+  assert.ok(steps.every((m) => m.train_preferred_logp_shift! > -1), 'the preferred outputs stay about as likely as under the start model');
 });
 
 test('at the old setting (the supervised base rate, no NLL term) the job warns that the preferred answers are being lost', async () => {

@@ -10,14 +10,14 @@ import { chrF, exactMatch } from './answer-metrics.ts';
 import type { ValidationMetrics } from './method.ts';
 import type { MethodModel } from './method-inputs.ts';
 
-/** Share of the training time that answering validation prompts may take (measured at the first epoch end). */
+/** Share of the training time that answering validation prompts may take. */
 export const ANSWER_TIME_SHARE = 0.1;
-/** Prompts answered at the first epoch end to time an answer (all of them when fewer); also the samples each checkpoint shows. */
-export const ANSWER_SAMPLES = 3;
-/** Prompts answered per epoch end at most, however cheap answers are. */
+/** Prompts decoded together: on a CPU a decode step costs about the same for 1 or 8 rows, so answers come in batches of this. */
+export const ANSWER_BATCH = 8;
+/** Prompts answered per evaluation at most, however cheap answers are. */
 export const MAX_ANSWERED = 64;
-/** Prompts decoded together. */
-const ANSWER_BATCH = 8;
+/** Samples (prompt, reference, answer) each evaluation reports. */
+export const ANSWER_SAMPLES = 3;
 
 /** A validation item as answering sees it: the prompt, the answer it should get and (DPO) the one it should not. */
 export interface AnswerTarget {
@@ -43,11 +43,13 @@ export function preferenceAnswerTarget(p: TokenizedPreference): AnswerTarget {
 
 export interface AnswerValidation {
   /**
-   * Answers the first N prompts of a seeded order under `adapter` and scores them. N is fixed at the first call: the
-   * first ANSWER_SAMPLES answers are timed and N is what fits ANSWER_TIME_SHARE of `epochSeconds` (at least those, at
-   * most MAX_ANSWERED and the number of prompts).
+   * At the end of epoch `epoch` (1-based) of `epochs`: the scores of greedy answers under `adapter` to the first N
+   * prompts of a seeded order, or null when this epoch end is skipped. The first call answers one batch
+   * (ANSWER_BATCH prompts) and times it against `epochSeconds` of training: when a batch fits in ANSWER_TIME_SHARE of
+   * an epoch, every epoch end answers as many batches as fit (N ≤ MAX_ANSWERED); otherwise one batch every k-th epoch
+   * end, k the smallest that keeps the share. The last epoch end always answers.
    */
-  evaluate(adapter: { lora: LoraConfig; tensors: AdapterTensors }, epochSeconds: number): Promise<ValidationMetrics>;
+  evaluate(adapter: { lora: LoraConfig; tensors: AdapterTensors }, epoch: number, epochs: number, epochSeconds: number): Promise<ValidationMetrics | null>;
   close(): Promise<void>;
 }
 
@@ -56,34 +58,40 @@ export function createAnswerValidation(spec: TrainingSpec, m: MethodModel, targe
   const decode = (ids: Int32Array) => m.chat.tokenizer.decode(ids, { skipSpecialTokens: true });
   const references = targets.map((t) => ({ text: decode(t.reference), rejected: t.rejected && decode(t.rejected) }));
   let answerer: Promise<GreedyAnswerer> | null = null;
-  let count: number | null = null;
+  /** Fixed at the first evaluation of this process: prompts per evaluation, and epochs between evaluations. */
+  let plan: { count: number; every: number; firstEpoch: number } | null = null;
 
-  // An answer longer than its reference by half cannot match it and scores lower the longer it runs: stop there.
+  // An answer that runs past the reference's length (its end-of-turn included) can no longer match it: stop soon after.
   const prompt = (k: number) => {
     const t = targets[k]!;
-    return { prompt: t.prompt, maxTokens: Math.ceil(1.5 * Math.max(t.reference.length, t.rejected?.length ?? 0)) + 8 };
+    return { prompt: t.prompt, maxTokens: Math.max(t.reference.length, t.rejected?.length ?? 0) + 4 };
   };
 
   return {
-    async evaluate(adapter, epochSeconds) {
+    async evaluate(adapter, epoch, epochs, epochSeconds) {
+      if (plan && epoch !== epochs && (epoch - plan.firstEpoch) % plan.every !== 0) return null;
       answerer ??= createGreedyAnswerer({
         modelDir: spec.modelDir, cacheDir: spec.cacheDir, config: m.model.config, contextLength: m.contextLength, tokenizer: m.chat.tokenizer,
         maxBatch: ANSWER_BATCH, device: spec.device, threads: spec.threads, log,
       });
       const a = await answerer;
-      const first = order.slice(0, Math.min(ANSWER_SAMPLES, order.length));
+      const first = order.slice(0, Math.min(ANSWER_BATCH, order.length));
       const started = performance.now();
       const answers = await a.answer(first.map(prompt), adapter);
-      if (count === null) {
-        const perAnswer = (performance.now() - started) / 1000 / Math.max(1, first.length);
-        count = Math.max(first.length, Math.min(order.length, MAX_ANSWERED, Math.floor((ANSWER_TIME_SHARE * epochSeconds) / perAnswer)));
-        log(`answer validation: ${count} of ${order.length} validation prompt(s) per epoch end (${perAnswer.toFixed(3)} s per answer, ${epochSeconds.toFixed(1)} s per epoch)`);
+      if (!plan) {
+        const batchSeconds = (performance.now() - started) / 1000;
+        const budget = ANSWER_TIME_SHARE * epochSeconds;
+        const batches = Math.floor(budget / batchSeconds);
+        plan = batches >= 1
+          ? { count: Math.max(first.length, Math.min(order.length, MAX_ANSWERED, batches * ANSWER_BATCH)), every: 1, firstEpoch: epoch }
+          : { count: first.length, every: Math.ceil(batchSeconds / budget), firstEpoch: epoch };
+        log(`answer validation: ${plan.count} of ${order.length} validation prompt(s) every ${plan.every === 1 ? '' : `${plan.every} `}epoch end(s) and at the last (${batchSeconds.toFixed(2)} s per batch of ${first.length}, ${epochSeconds.toFixed(1)} s of training per epoch)`);
       }
-      const rest = order.slice(first.length, count);
-      answers.push(...(rest.length ? await a.answer(rest.map(prompt), adapter) : []));
+      const rest = order.slice(first.length, plan.count);
+      if (rest.length) answers.push(...(await a.answer(rest.map(prompt), adapter)));
 
-      const answered = order.slice(0, count);
-      const mean = (f: (answer: string, k: number) => number) => answered.reduce((s, k, i) => s + f(answers[i]!, k), 0) / answered.length;
+      const answered = order.slice(0, plan.count);
+      const mean = (f: (answer: string, k: number) => number) => answered.reduce((sum, k, i) => sum + f(answers[i]!, k), 0) / answered.length;
       const metrics: ValidationMetrics = {
         valid_exact_match: mean((answer, k) => (exactMatch(answer, references[k]!.text) ? 1 : 0)),
         valid_answer_similarity: mean((answer, k) => chrF(answer, references[k]!.text)),
@@ -91,7 +99,7 @@ export function createAnswerValidation(spec: TrainingSpec, m: MethodModel, targe
       if (references.some((r) => r.rejected !== null)) {
         metrics.valid_closer_to_preferred = mean((answer, k) => (chrF(answer, references[k]!.text) > chrF(answer, references[k]!.rejected ?? '') ? 1 : 0));
       }
-      const samples: AnswerSample[] = first.map((k, i) => ({ prompt: decode(targets[k]!.prompt).trim(), reference: references[k]!.text, answer: answers[i]! }));
+      const samples: AnswerSample[] = answered.slice(0, ANSWER_SAMPLES).map((k, i) => ({ prompt: decode(targets[k]!.prompt).trim(), reference: references[k]!.text, answer: answers[i]! }));
       return { ...metrics, valid_samples: samples };
     },
     async close() {

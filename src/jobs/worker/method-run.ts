@@ -118,11 +118,11 @@ export async function assembleMethodRun<Item, B>(spec: TrainingSpec, log: (line:
       return sample ? lossMetrics(await method.evaluate(kind.validationBatches(validation, sample, data)), 'valid') : null;
     },
 
-    async fullValidation() {
+    async epochValidation(epoch) {
       if (fullValidBatches.length === 0 || !answers) return null;
       const loss = lossMetrics(await method.evaluate(fullValidBatches), 'full_valid');
       const epochSeconds = (trainedSeconds / Math.max(1, stepsTimed)) * epochSteps;
-      return { ...loss, ...(await answers.evaluate({ lora, tensors: method.trainer.getAdapter() }, epochSeconds)) };
+      return { ...loss, ...(await answers.evaluate({ lora, tensors: method.trainer.getAdapter() }, epoch, nEpochs, epochSeconds)) };
     },
 
     ...state,

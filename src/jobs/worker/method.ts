@@ -39,8 +39,11 @@ export interface MethodRun {
   steps(from: BatchPosition): Iterable<PlannedStep>;
   /** Validation metrics on a sample, when due after `globalStep` steps are done; null when not due or no validation data. */
   sampleValidation(globalStep: number, totalSteps: number): Promise<ValidationMetrics | null>;
-  /** Epoch-end validation: loss over the whole validation file (full_valid_*) and scored greedy answers; null without validation data. */
-  fullValidation(): Promise<ValidationMetrics | null>;
+  /**
+   * Validation at the end of epoch `epoch` (1-based): loss over the whole validation file (full_valid_*) and, when due,
+   * scored greedy answers to validation prompts; null without validation data.
+   */
+  epochValidation(epoch: number): Promise<ValidationMetrics | null>;
   getState(): TrainerState;
   setState(state: TrainerState): void;
   close(): Promise<void>;

@@ -133,7 +133,7 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
         step: globalStep,
         ...metrics,
         ...(await m.sampleValidation(globalStep, totalSteps)),
-        ...(epochEnd ? await m.fullValidation() : null),
+        ...(epochEnd ? await m.epochValidation(planned.epoch + 1) : null),
       };
       lastMetrics = stepMetrics;
       position = epochEnd ? { epoch: planned.epoch + 1, step: 0 } : { epoch: planned.epoch, step: planned.step + 1 };

@@ -1,6 +1,6 @@
 // Generation-based validation on the demo's supervised job (the built-in model, the demo's data, hyperparameters and
 // LoRA; the validation file is a third of the training file): the share of exactly reproduced answers rises from 0 at
-// the first checkpoint to at least 0.9 at the last, and every checkpoint carries the scores and three samples.
+// the first checkpoint to at least 0.9 at the last, and each checkpoint that answered carries the scores and three samples.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,8 +28,12 @@ test("the demo's job reports valid_exact_match rising from 0 to >= 0.9 across it
     threads: undefined,
   }));
   assert.deepEqual(await run.exited, { code: 0, signal: null });
-  const checkpoints = run.messages.filter((m): m is Extract<WorkerMessage, { type: 'checkpoint' }> => m.type === 'checkpoint');
-  assert.equal(checkpoints.length, DEMO_HYPERPARAMETERS.n_epochs);
+  const all = run.messages.filter((m): m is Extract<WorkerMessage, { type: 'checkpoint' }> => m.type === 'checkpoint');
+  assert.equal(all.length, DEMO_HYPERPARAMETERS.n_epochs);
+  // This job's epochs are short (~0.6 s on idle cores), so it answers every few epoch ends to stay within its time
+  // share: always at the first (which times it) and the last.
+  const checkpoints = all.filter((c) => c.metrics.valid_exact_match !== undefined);
+  assert.ok(checkpoints[0] === all[0] && checkpoints.at(-1) === all.at(-1) && checkpoints.length >= 2, `answered at steps ${checkpoints.map((c) => c.step)}`);
   const exact = checkpoints.map((c) => c.metrics.valid_exact_match!);
   const similarity = checkpoints.map((c) => c.metrics.valid_answer_similarity!);
   assert.equal(exact[0], 0, `after one epoch no answer is exact: ${exact}`);
