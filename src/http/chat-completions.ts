@@ -83,7 +83,7 @@ export function chatCompletionsRouter(ctx: AppContext): Router {
     const head = { id: newId('chatcmpl-'), created: nowSeconds(), model: body.model, system_fingerprint: `fp_localtune_${served.device}` };
     const sampling = samplingParams(body, topLogprobs, served.config.vocabSize);
     const submit = (index: number, onText?: Parameters<typeof served.scheduler.submit>[0]['onText']) =>
-      served.scheduler.submit({ prompt, adapter, sampling: sampling(index), maxTokens, stop, onText, signal });
+      served.scheduler.submit({ prompt, adapter, sampling: sampling(index), maxTokens, stop, onText, signal, tag: req.requestId });
 
     if (!body.stream) {
       let results: GenerationResult[];
@@ -112,7 +112,7 @@ export function chatCompletionsRouter(ctx: AppContext): Router {
     }
 
     const includeUsage = body.stream_options?.include_usage === true;
-    const events = openEventStream(res);
+    const events = openEventStream(ctx.log, res);
     const chunk = (choices: unknown[]) => events.send({ ...head, object: 'chat.completion.chunk', service_tier: 'default', choices, ...(includeUsage ? { usage: null } : {}) });
     for (let index = 0; index < n; index++) chunk([{ index, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]);
     const content = (index: number, text: string, tokens: GenerationResult['tokens']) =>

@@ -1,5 +1,6 @@
 // Greedy answers to tokenized prompts through the serving path (generation graph, continuous batching, sampler), for
 // judging an adapter outside an HTTP request: a training job's generation-based validation.
+import { basename } from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import type { ModelTokenizer } from '../models/tokenizer.ts';
 import type { DeviceRequest } from '../onnx/session.ts';
@@ -7,7 +8,7 @@ import type { LoraConfig } from '../lora/config.ts';
 import type { AdapterTensors } from '../lora/init.ts';
 import { prepareAdapterTensors } from './adapter-cache.ts';
 import { createModelRunner } from './model-runner.ts';
-import { createScheduler } from './scheduler.ts';
+import { createGenerationScheduler } from './scheduler.ts';
 import type { SamplingParams } from './sampler.ts';
 
 export interface GreedyAnswerOptions {
@@ -40,7 +41,7 @@ const GREEDY: SamplingParams = { temperature: 0, topP: 1, presencePenalty: 0, fr
 
 export async function createGreedyAnswerer(o: GreedyAnswerOptions): Promise<GreedyAnswerer> {
   const runner = await createModelRunner({ modelDir: o.modelDir, cacheDir: o.cacheDir, config: o.config, contextLength: o.contextLength, device: o.device, threads: o.threads, log: o.log });
-  const scheduler = createScheduler(runner, { decoder: o.tokenizer, eosTokenIds: o.tokenizer.eosTokenIds, contextLength: o.contextLength, maxBatch: o.maxBatch });
+  const scheduler = createGenerationScheduler(runner, { modelId: basename(o.modelDir), log: o.log, decoder: o.tokenizer, eosTokenIds: o.tokenizer.eosTokenIds, contextLength: o.contextLength, maxBatch: o.maxBatch });
   let version = 0;
   return {
     async answer(prompts, adapter) {

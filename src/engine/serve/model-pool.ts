@@ -9,7 +9,7 @@ import { loadTokenizer, type ModelTokenizer } from '../models/tokenizer.ts';
 import { cudaProviderPath, requestedDevice, type Device, type DeviceRequest } from '../onnx/session.ts';
 import { createAdapterCache, type PreparedAdapter } from './adapter-cache.ts';
 import { createModelRunner, type ModelRunner } from './model-runner.ts';
-import { createScheduler, type Scheduler } from './scheduler.ts';
+import { createGenerationScheduler, type GenerationScheduler } from './scheduler.ts';
 
 export interface ServedModel {
   id: string;
@@ -18,7 +18,7 @@ export interface ServedModel {
   tokenizer: ModelTokenizer;
   template: ChatTemplate;
   device: Device;
-  scheduler: Scheduler;
+  scheduler: GenerationScheduler;
 }
 
 export interface ModelPoolOptions {
@@ -63,7 +63,7 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       threads: o.threads,
       log: o.log,
     });
-    const scheduler = createScheduler(runner, { decoder: tokenizer, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
+    const scheduler = createGenerationScheduler(runner, { modelId: id, log: o.log, decoder: tokenizer, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
     const served: ServedModel = {
       id,
       config: dir.config,
