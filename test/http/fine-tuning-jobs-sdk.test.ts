@@ -120,9 +120,12 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
     assert.equal(c.metrics.step, c.step_number);
     assert.equal(typeof c.metrics.train_loss, 'number');
     assert.equal(typeof c.metrics.valid_loss, 'number');
-    // localtune's generation-based validation: the answer scores and the sample prompts of that epoch end.
-    const m = c.metrics as typeof c.metrics & { valid_exact_match: number; valid_samples: { prompt: string; reference: string; answer: string }[] };
-    assert.ok(m.valid_exact_match >= 0 && m.valid_exact_match <= 1 && m.valid_samples.length > 0, JSON.stringify(m));
+    // localtune's generation-based validation: the answer scores and the sample prompts of the epoch ends that answered
+    // (the first, the last, and others as their time share allows).
+    const m = c.metrics as typeof c.metrics & { valid_exact_match?: number; valid_samples?: { prompt: string; reference: string; answer: string }[] };
+    if (c.step_number === 10 || c.step_number === 30 || m.valid_exact_match !== undefined) {
+      assert.ok(m.valid_exact_match! >= 0 && m.valid_exact_match! <= 1 && m.valid_samples!.length > 0, JSON.stringify(m));
+    }
   }
   const secondPage = await alpha.fineTuning.jobs.checkpoints.list(job.id, { limit: 1, after: checkpoints.data[0]!.id });
   assert.deepEqual(secondPage.data.map((c) => c.step_number), [20]);
