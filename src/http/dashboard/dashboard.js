@@ -17,6 +17,8 @@ const state = {
   chat: [],
   /** The playground's model, once the user picked one. */
   chatModel: null,
+  /** Checkpoints (by step) whose answer samples the user opened or closed; the others follow "newest open". */
+  answerToggles: new Map(),
 };
 
 class ApiError extends Error {
@@ -105,6 +107,7 @@ async function refreshJobs() {
 }
 
 function selectJob(id) {
+  if (id !== state.selectedJobId) state.answerToggles.clear();
   state.selectedJobId = id;
   history.replaceState(null, '', `#job=${encodeURIComponent(id)}`);
   for (const b of document.querySelectorAll('#job-list button')) b.setAttribute('aria-current', String(b.dataset.jobId === id));
@@ -253,20 +256,20 @@ function renderModels(job, checkpoints) {
 function renderAnswerSamples(checkpoints) {
   const scored = checkpoints.filter((c) => Array.isArray(c.metrics.valid_samples)).sort((a, b) => b.step_number - a.step_number);
   $('answers-section').hidden = scored.length === 0;
-  const open = new Set([...document.querySelectorAll('#answer-samples details[open]')].map((d) => d.dataset.step));
   $('answer-samples').replaceChildren(...scored.map((c, i) => {
     const m = c.metrics;
     const scores = [`exact match ${num(m.valid_exact_match, 2)}`, `similarity ${num(m.valid_answer_similarity, 2)}`];
     if (typeof m.valid_closer_to_preferred === 'number') scores.push(`closer to preferred ${num(m.valid_closer_to_preferred, 2)}`);
-    const details = el('details', { class: 'answer-checkpoint', 'data-step': String(c.step_number) },
-      el('summary', { text: `step ${c.step_number} · ${scores.join(' · ')}` }),
+    const step = c.step_number;
+    const details = el('details', { class: 'answer-checkpoint', 'data-step': String(step) },
+      el('summary', { text: `step ${step} · ${scores.join(' · ')}`, onclick: () => state.answerToggles.set(step, !details.open) }),
       el('div', { class: 'table-wrap' }, el('table', { class: 'answer-samples' },
         el('thead', {}, el('tr', {}, el('th', { text: 'prompt' }), el('th', { text: 'reference' }), el('th', { text: 'answer' }))),
         el('tbody', {}, ...m.valid_samples.map((s) => el('tr', {},
           el('td', { text: s.prompt }),
           el('td', { text: s.reference }),
           el('td', { class: s.answer.replace(/\s+/g, ' ').trim() === s.reference.replace(/\s+/g, ' ').trim() ? 'exact' : '', text: s.answer })))))));
-    details.open = open.size ? open.has(String(c.step_number)) : i === 0;
+    details.open = state.answerToggles.has(step) ? state.answerToggles.get(step) : i === 0;
     return details;
   }));
 }
