@@ -9,6 +9,7 @@ import { chatCompletionsRouter } from './chat-completions.ts';
 import { dashboardRouter } from './dashboard.ts';
 import { completionsRouter } from './completions.ts';
 import { modelsRouter } from './models.ts';
+import { modelTransferRouter } from './model-transfer.ts';
 import { fineTuningJobsRouter } from './fine-tuning-jobs.ts';
 import { uploadsRouter } from './uploads.ts';
 import { apiKeyStore } from '../store/api-keys.ts';
@@ -22,7 +23,7 @@ const requestId: RequestHandler = (req, res, next) => {
 
 /** The resource routers, mounted under /v1 in this order. Add a new resource's router here. */
 function resourceRouters(ctx: AppContext): Router[] {
-  return [filesRouter(ctx), uploadsRouter(ctx), fineTuningJobsRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
+  return [filesRouter(ctx), uploadsRouter(ctx), fineTuningJobsRouter(ctx), modelTransferRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
 }
 
 /** `requireKeys`: the server listens beyond loopback, so /v1 never runs without keys (see authenticate). */
