@@ -12,6 +12,7 @@ import { modelsRouter } from './models.ts';
 import { modelTransferRouter } from './model-transfer.ts';
 import { fineTuningJobsRouter } from './fine-tuning-jobs.ts';
 import { uploadsRouter } from './uploads.ts';
+import { metricsRouter } from './metrics.ts';
 import { apiKeyStore } from '../store/api-keys.ts';
 
 /** `x-request-id` on every response (the SDKs expose it as `requestID` / `_request_id`). */
@@ -36,9 +37,13 @@ export function createApp(ctx: AppContext, o: { requireKeys: boolean }): Express
   app.use(express.json({ limit: ctx.config.maxJsonBytes, type: ['application/json', 'application/*+json'] }));
 
   const v1 = express.Router();
-  v1.use(authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys, { requireKeys: o.requireKeys, log: ctx.log }));
+  const auth = authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys, { requireKeys: o.requireKeys, log: ctx.log });
+  v1.use(ctx.metrics.http);
+  v1.use(auth);
   for (const router of resourceRouters(ctx)) v1.use(router);
   app.use('/v1', v1);
+  // Server-wide numbers (every project's model ids among them): behind the same keys as /v1 when keys exist.
+  app.use(metricsRouter(ctx.metrics, auth));
   app.use(dashboardRouter());
 
   app.use(unknownRoute);

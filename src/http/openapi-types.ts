@@ -376,6 +376,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Server-wide Prometheus metrics (text format 0.0.4): HTTP requests, generation tokens and latencies per model, batch occupancy, the adapter cache per adapter, fine-tuning jobs by status, training step time and tokens/s. Needs a valid API key (of any project) when keys exist; the names are listed in the README. */
+        get: operations["getMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1571,6 +1588,27 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["CreateCompletionResponse"];
                     "text/event-stream": components["schemas"]["CreateCompletionResponse"];
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The metrics. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
                 };
             };
             default: components["responses"]["Error"];

@@ -20,11 +20,11 @@ import { DEFAULT_MODEL_ID, defaultModelConfigJson } from '../../src/engine/model
 import { computeLogits } from '../../src/engine/train/verify.ts';
 import { randomAdapter, writeForeignAdapter } from '../engine/export/export-fixtures.ts';
 import { createKey, startTestServer, type TestServer } from '../helpers/server.ts';
+import { waitForJob } from '../helpers/wait.ts';
 
 const config = parseModelConfig(defaultModelConfigJson());
 const PROMPT = [257, 117, 115, 101, 114, 10, 72, 111, 119, 32, 108, 111, 110, 103, 63, 258, 10, 257, 97, 115, 115, 105, 115, 116, 97, 110, 116, 10];
 const FOREIGN_CONFIG = { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj', 'v_proj', 'down_proj'], lora_dropout: 0.1, task_type: 'CAUSAL_LM', base_model_name_or_path: 'somewhere/else' };
-const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
 
 let root: string;
 let server: TestServer;
@@ -136,13 +136,8 @@ describe('import and export of a fine-tuned model', () => {
   it('is the model of a new job: training continues from it', async () => {
     const line = JSON.stringify({ messages: [{ role: 'user', content: 'Ping?' }, { role: 'assistant', content: 'Pong.' }] });
     const file = await alpha.files.create({ file: await toFile(Buffer.from(Array(10).fill(line).join('\n')), 'train.jsonl'), purpose: 'fine-tune' });
-    let job = await alpha.fineTuning.jobs.create({ model: imported, training_file: file.id, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 1, batch_size: 10 } } } });
-    const deadline = Date.now() + 120_000;
-    while (!FINISHED.has(job.status)) {
-      if (Date.now() > deadline) throw new Error(`job ${job.id} did not finish (status ${job.status})\n${server.output().slice(-4000)}`);
-      await new Promise((r) => setTimeout(r, 200));
-      job = await alpha.fineTuning.jobs.retrieve(job.id);
-    }
+    const created = await alpha.fineTuning.jobs.create({ model: imported, training_file: file.id, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 1, batch_size: 10 } } } });
+    const job = await waitForJob(alpha, created.id, { context: () => server.output().slice(-4000) });
     assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
     const events = (await alpha.fineTuning.jobs.listEvents(job.id, { limit: 100 })).data.map((e) => e.message).join('\n');
     assert.match(server.output() + events, /continuing the adapter/);

@@ -47,6 +47,14 @@ export interface GenerationSchedulerOptions {
   maxBatch: number;
   /** Prompt tokens prefilled in one run at most (a longer single prompt still runs alone). */
   maxPrefillTokens?: number;
+  observe?: GenerationObserver;
+}
+
+/** What metrics see: each finished request's tokens and timings, each decode step's batch size. */
+export interface GenerationObserver {
+  /** `firstTokenMs`: from submit to the first sampled token; `decodeMs`: from then to the last one. */
+  finished?(r: { adapter: PreparedAdapter | null; promptTokens: number; completionTokens: number; firstTokenMs: number | null; decodeMs: number }): void;
+  decodeStep?(rows: number): void;
 }
 
 export interface GenerationScheduler {
@@ -69,6 +77,8 @@ interface Sequence {
   cancelled: boolean;
   /** A run it shared failed: it now runs alone (prefill and decode) until it finishes, and a failure rejects it. */
   alone: boolean;
+  submittedAt: number; // performance.now()
+  firstTokenAt: number | null;
   resolve(r: GenerationResult): void;
   reject(err: Error): void;
 }
@@ -97,11 +107,15 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
     if (text || seq.pending.length) seq.request.onText?.(text, seq.pending);
     seq.pending = [];
     detach(seq);
+    const { adapter, prompt } = seq.request;
+    const firstTokenMs = seq.firstTokenAt === null ? null : seq.firstTokenAt - seq.submittedAt;
+    o.observe?.finished?.({ adapter, promptTokens: prompt.length, completionTokens: seq.generated, firstTokenMs, decodeMs: seq.firstTokenAt === null ? 0 : performance.now() - seq.firstTokenAt });
     seq.resolve({ text: seq.stream.text, finishReason: reason, tokens: seq.tokens, completionTokens: seq.generated, promptTokens: seq.promptTokens });
   }
 
   /** Takes a sampled token: ends the row on an end-of-turn token, a stop string, max_tokens or a full context. */
   function accept(seq: Sequence, sampled: SampledToken): void {
+    seq.firstTokenAt ??= performance.now();
     seq.generated++;
     if (eos.has(sampled.id)) return finish(seq, 'stop', seq.stream.flush());
     seq.tokens.push(sampled);
@@ -159,6 +173,7 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
 
   /** Feeds every row its last token and takes each one's next; throws only when the runner does. */
   async function decode(seqs: Sequence[]): Promise<() => void> {
+    o.observe?.decodeStep?.(seqs.length);
     const logits = await runner.decode(seqs.map((s) => s.next));
     return () => seqs.forEach((seq, i) => settle(seq, () => accept(seq, seq.sampler.next(logits[i], seq.counts))));
   }
@@ -250,6 +265,8 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
           promptTokens: null,
           cancelled: false,
           alone: false,
+          submittedAt: performance.now(),
+          firstTokenAt: null,
           resolve,
           reject,
         };
