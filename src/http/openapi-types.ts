@@ -528,6 +528,8 @@ export interface components {
             learning_rate_multiplier?: components["schemas"]["AutoOrLearningRateMultiplier"];
             n_epochs?: components["schemas"]["AutoOrEpochs"];
             beta?: "auto" | number;
+            /** @description localtune extension: weight of a negative log-likelihood term on the preferred outputs (mean per token) added to the DPO loss, as in RPO (TRL's `rpo_alpha`); it keeps the preferred answers likely while DPO separates the pair. `auto` is 1; 0 is plain DPO. */
+            rpo_alpha?: "auto" | number;
         };
         FineTuneMethod: {
             /** @enum {string} */
@@ -620,6 +622,8 @@ export interface components {
                 dpo?: {
                     hyperparameters?: {
                         beta?: "auto" | number;
+                        /** @description localtune extension: the NLL weight on the preferred outputs (see FineTuneDPOHyperparameters). */
+                        rpo_alpha?: "auto" | number;
                     } & components["schemas"]["FineTuningJobHyperparameters"];
                 };
             };
@@ -645,7 +649,7 @@ export interface components {
             message: string;
             /** @enum {string} */
             type?: "message" | "metrics";
-            /** @description Metrics events: `{step, train_loss, train_mean_token_accuracy, total_steps, valid_loss?, …}`; otherwise null or {}. */
+            /** @description Metrics events: `{step, train_loss, train_mean_token_accuracy, total_steps, valid_loss?, …}`, at epoch ends with a validation file also the generation-based `valid_exact_match`, `valid_answer_similarity`, `valid_closer_to_preferred` (DPO) and `valid_samples` (see FineTuningJobCheckpointMetrics); otherwise null or {}. */
             data?: Record<string, never> | null;
         };
         ListFineTuningJobEventsResponse: {
@@ -662,6 +666,18 @@ export interface components {
             valid_mean_token_accuracy?: number;
             full_valid_loss?: number;
             full_valid_mean_token_accuracy?: number;
+            /** @description localtune extension (jobs with a validation file): share of greedy answers to validation prompts equal to the reference (DPO: the preferred output) after whitespace normalisation. */
+            valid_exact_match?: number;
+            /** @description localtune extension: mean chrF (character n-gram F-score, n ≤ 6, β = 2) of those answers against the reference, in [0, 1]. */
+            valid_answer_similarity?: number;
+            /** @description localtune extension, DPO: share of those answers with a higher chrF against the preferred than against the non-preferred output. */
+            valid_closer_to_preferred?: number;
+            /** @description localtune extension: the first three of those validation prompts with the reference and the generated answer. */
+            valid_samples?: {
+                prompt: string;
+                reference: string;
+                answer: string;
+            }[];
         };
         FineTuningJobCheckpoint: {
             /** @description `ftckpt_` followed by 24 letters and digits. */
