@@ -1,6 +1,7 @@
 // Continuous batching over one base model: new requests are prefilled and join the running batch at the next step; every row keeps its own adapter, sampler, stop conditions and KV positions.
 import type { ModelRunner, CacheRow } from './model-runner.ts';
 import type { PreparedAdapter } from './adapter-cache.ts';
+import type { TokenConstraint } from './grammar/grammar-engine.ts';
 import { createSampler, tokenLogprobs, type SampledToken, type Sampler, type SamplingParams } from './sampler.ts';
 import { createTextStream, type Decoder, type TextStream } from './text-stream.ts';
 
@@ -21,6 +22,11 @@ export interface GenerationRequest {
   onText?: (text: string, tokens: SampledToken[]) => void;
   /** Aborting frees the request's batch slot before the next step; the promise rejects with an AbortError. */
   signal?: AbortSignal;
+  /**
+   * A grammar the tokens must follow (structured outputs): each step samples among the tokens its mask allows. The
+   * scheduler owns it from submit() on and releases it when the request ends in any way.
+   */
+  constraint?: TokenConstraint | null;
 }
 
 export interface GenerationResult {
@@ -78,12 +84,31 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
   function finish(seq: Sequence, reason: FinishReason, text: string): void {
     if (text || seq.pending.length) seq.request.onText?.(text, seq.pending);
     seq.pending = [];
+    seq.request.constraint?.release();
     if (seq.row) {
       byRow.delete(seq.row);
       runner.release(seq.row);
       seq.row = null;
     }
     seq.resolve({ text: seq.stream.text, finishReason: reason, tokens: seq.tokens, completionTokens: seq.generated, promptTokens: seq.promptTokens });
+  }
+
+  /** Samples the row's next token from its logits (among those its grammar allows) and takes it. */
+  function sample(seq: Sequence, logits: Float32Array, mask: Int32Array | null): void {
+    const sampled = seq.sampler.next(logits, seq.counts, mask);
+    try {
+      seq.request.constraint?.accept(sampled.id);
+    } catch (err) {
+      // This row's grammar failed; the other rows go on.
+      seq.request.constraint?.release();
+      if (seq.row) {
+        byRow.delete(seq.row);
+        runner.release(seq.row);
+        seq.row = null;
+      }
+      return seq.reject(err as Error);
+    }
+    accept(seq, sampled);
   }
 
   /** Takes a sampled token: ends the row on an end-of-turn token, a stop string, max_tokens or a full context. */
@@ -104,9 +129,10 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
   }
 
   function dropCancelled(): void {
-    for (let i = waiting.length - 1; i >= 0; i--) if (waiting[i].cancelled) waiting.splice(i, 1);
+    for (let i = waiting.length - 1; i >= 0; i--) if (waiting[i].cancelled) waiting.splice(i, 1)[0].request.constraint?.release();
     for (const [row, seq] of byRow) {
       if (!seq.cancelled) continue;
+      seq.request.constraint?.release();
       byRow.delete(row);
       runner.release(row);
       seq.row = null;
@@ -121,7 +147,11 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
       tokens += seq.request.prompt.length;
       take.push(seq);
     }
-    const { rows, logits, promptLogits } = await runner.prefill(take.map((s) => ({ tokens: s.request.prompt, adapter: s.request.adapter, scored: (s.request.promptLogprobs ?? null) !== null })));
+    // Grammar masks are computed while the model runs.
+    const [{ rows, logits, promptLogits }, masks] = await Promise.all([
+      runner.prefill(take.map((s) => ({ tokens: s.request.prompt, adapter: s.request.adapter, scored: (s.request.promptLogprobs ?? null) !== null }))),
+      nextMasks(take),
+    ]);
     take.forEach((seq, i) => {
       seq.row = rows[i];
       byRow.set(rows[i], seq);
@@ -133,14 +163,19 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
       if (seq.cancelled) return;
       if (seq.promptTokens) seq.request.onPrompt?.(seq.promptTokens);
       if (seq.request.maxTokens === 0) return finish(seq, 'length', '');
-      accept(seq, seq.sampler.next(logits[i], seq.counts));
+      sample(seq, logits[i], masks[i]);
     });
   }
 
   async function decode(): Promise<void> {
     const seqs = runner.rows.map((r) => byRow.get(r)!);
-    const logits = await runner.decode(seqs.map((s) => s.next));
-    seqs.forEach((seq, i) => (seq.cancelled || !seq.row ? undefined : accept(seq, seq.sampler.next(logits[i], seq.counts))));
+    const [logits, masks] = await Promise.all([runner.decode(seqs.map((s) => s.next)), nextMasks(seqs)]);
+    seqs.forEach((seq, i) => (seq.cancelled || !seq.row ? undefined : sample(seq, logits[i], masks[i])));
+  }
+
+  /** Each row's grammar mask for its next token (null for free rows). */
+  function nextMasks(seqs: Sequence[]): Promise<(Int32Array | null)[]> {
+    return Promise.all(seqs.map((s) => s.request.constraint?.nextMask() ?? null));
   }
 
   /** One prefill or decode run per tick, alternating when both have work, yielding to the event loop in between. */
@@ -162,6 +197,7 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
     } catch (err) {
       for (const seq of [...byRow.values(), ...waiting.splice(0)]) {
         if (seq.row) runner.release(seq.row);
+        seq.request.constraint?.release();
         seq.reject(err as Error);
       }
       byRow.clear();
@@ -173,8 +209,12 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
   return {
     submit(request) {
       return new Promise<GenerationResult>((resolve, reject) => {
-        if (request.signal?.aborted) return reject(abortError());
-        if (request.prompt.length === 0) return reject(new Error('the prompt has no tokens'));
+        const refuse = (err: Error) => {
+          request.constraint?.release();
+          reject(err);
+        };
+        if (request.signal?.aborted) return refuse(abortError());
+        if (request.prompt.length === 0) return refuse(new Error('the prompt has no tokens'));
         const seq: Sequence = {
           request,
           sampler: createSampler(request.sampling),
