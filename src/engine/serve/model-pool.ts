@@ -8,6 +8,7 @@ import { MODEL_ID_PATTERN } from '../models/registry.ts';
 import { loadTokenizer, type ModelTokenizer } from '../models/tokenizer.ts';
 import { cudaProviderPath, requestedDevice, type Device, type DeviceRequest } from '../onnx/session.ts';
 import { createAdapterCache, type PreparedAdapter } from './adapter-cache.ts';
+import { createGrammarEngine, type GrammarEngine } from './grammar/grammar-engine.ts';
 import { createModelRunner, type ModelRunner } from './model-runner.ts';
 import { createScheduler, type Scheduler } from './scheduler.ts';
 
@@ -19,6 +20,8 @@ export interface ServedModel {
   template: ChatTemplate;
   device: Device;
   scheduler: Scheduler;
+  /** Structured outputs: reply grammars compiled against this model's vocabulary. */
+  grammars: GrammarEngine;
 }
 
 export interface ModelPoolOptions {
@@ -72,6 +75,7 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       template: compileChatTemplate(tokenizer.chatTemplate, tokenizer),
       device: runner.device,
       scheduler,
+      grammars: createGrammarEngine(tokenizer, { vocabSize: dir.config.vocabSize }),
     };
     devices.set(id, runner.device);
     o.log?.(`serving ${id} on ${runner.device} (context ${dir.contextLength})`);
