@@ -61,7 +61,8 @@ export function tokenLogprobs(logits: Float32Array | Float64Array, id: number, t
 
 /**
  * Sets the logits [V] of the tokens `mask` forbids to -Infinity: bit (id & 31) of word (id >> 5) set = allowed
- * (xgrammar's layout). Whole words are handled at once: all-allowed words are skipped, all-forbidden ones filled.
+ * (xgrammar's layout). Whole words are handled at once (all-allowed words skipped, all-forbidden ones filled); in the
+ * others only the cleared bits are visited.
  */
 export function applyTokenMask(logits: Float32Array, mask: Int32Array): void {
   const V = logits.length;
@@ -69,12 +70,14 @@ export function applyTokenMask(logits: Float32Array, mask: Int32Array): void {
     const bits = mask[w];
     if (bits === -1) continue;
     const from = w << 5;
-    const to = Math.min(from + 32, V);
     if (bits === 0) {
-      logits.fill(-Infinity, from, to);
+      logits.fill(-Infinity, from, Math.min(from + 32, V));
       continue;
     }
-    for (let i = from, b = bits; i < to; i++, b >>>= 1) if ((b & 1) === 0) logits[i] = -Infinity;
+    for (let forbidden = ~bits; forbidden !== 0; forbidden &= forbidden - 1) {
+      const id = from + 31 - Math.clz32(forbidden & -forbidden); // the lowest cleared bit
+      if (id < V) logits[id] = -Infinity;
+    }
   }
 }
 
