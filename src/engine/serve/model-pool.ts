@@ -5,6 +5,7 @@ import { compileChatTemplate, type ChatTemplate } from '../models/chat-template.
 import type { ModelConfig } from '../models/config.ts';
 import { readModelDir } from '../models/model-dir.ts';
 import { MODEL_ID_PATTERN } from '../models/registry.ts';
+import { replyFormatOf, replyMarkers } from '../models/reply-format.ts';
 import { loadTokenizer, type ModelTokenizer } from '../models/tokenizer.ts';
 import { cudaProviderPath, requestedDevice, type Device, type DeviceRequest } from '../onnx/session.ts';
 import { createAdapterCache, type PreparedAdapter } from './adapter-cache.ts';
@@ -66,16 +67,17 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       threads: o.threads,
       log: o.log,
     });
+    const template = compileChatTemplate(tokenizer.chatTemplate, tokenizer);
     const scheduler = createScheduler(runner, { decoder: tokenizer, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
     const served: ServedModel = {
       id,
       config: dir.config,
       contextLength: dir.contextLength,
       tokenizer,
-      template: compileChatTemplate(tokenizer.chatTemplate, tokenizer),
+      template,
       device: runner.device,
       scheduler,
-      grammars: createGrammarEngine(tokenizer, { vocabSize: dir.config.vocabSize }),
+      grammars: createGrammarEngine(tokenizer, { vocabSize: dir.config.vocabSize, markers: replyMarkers(replyFormatOf(template.source)) }),
     };
     devices.set(id, runner.device);
     o.log?.(`serving ${id} on ${runner.device} (context ${dir.contextLength})`);

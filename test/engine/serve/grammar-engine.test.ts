@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import Ajv from 'ajv/dist/2020.js';
 import { createRng } from '../../../src/engine/random.ts';
 import { createGrammarEngine, GrammarError, prefixRules, type CallFormat, type ReplyGrammar } from '../../../src/engine/serve/grammar/grammar-engine.ts';
-import { chatmlTokenizer } from '../../datasets/tokenizer-fixture.ts';
+import { byteLevelTokenizerJson, chatmlTokenizer, CHATML_SPECIALS } from '../../datasets/tokenizer-fixture.ts';
+import { createTokenizer } from '../../../src/engine/models/tokenizer.ts';
 
 const tokenizer = chatmlTokenizer([['{', '"'], ['"', ':'], ['"', ','], [' ', '"'], ['t', 'r'], ['e', 'n']]);
 const V = tokenizer.vocabSize + 7; // padded logits, as real configs often are
@@ -122,4 +123,22 @@ test('a schema the engine cannot compile is a GrammarError naming its part; an a
 
 test('rule renaming leaves string literals and character classes alone', () => {
   assert.equal(prefixRules('root ::= "a b" [^\\]x] rest (= [ \\n]* [,}\\]:])\nrest ::= "\\"q\\""', 'p_'), 'p_root ::= "a b" [^\\]x] p_rest (= [ \\n]* [,}\\]:])\np_rest ::= "\\"q\\""');
+});
+
+test('a marker that is a special token (Mistral [TOOL_CALLS]) may be written as that token; other special tokens never', async () => {
+  const mistral = createTokenizer(byteLevelTokenizerJson([...CHATML_SPECIALS, '[TOOL_CALLS]']), { eos_token: '<|im_end|>' });
+  const marker = mistral.encode('[TOOL_CALLS]');
+  assert.equal(marker.length, 1);
+  const format: CallFormat = { open: '[TOOL_CALLS][', callOpen: '', callClose: '', separator: ', ', close: ']', argumentsKey: 'arguments' };
+  const grammar: ReplyGrammar = { calls: { format, tools: [{ name: 'f', parameters: { schema: { type: 'object' }, strict: false } }], parallel: true } };
+  for (const markers of [['[TOOL_CALLS]'], []]) {
+    const mistralEngine = createGrammarEngine(mistral, { vocabSize: mistral.vocabSize, markers });
+    const constraint = await mistralEngine.constraint(await mistralEngine.compile(grammar));
+    const mask = await constraint.nextMask();
+    const allowed = (id: number) => ((mask[id >> 5] >>> (id & 31)) & 1) === 1;
+    assert.equal(allowed(marker[0]), markers.length > 0);
+    assert.ok(allowed('['.charCodeAt(0)), 'the marker may also be spelled in byte tokens');
+    for (const special of ['<|im_start|>', '<|endoftext|>']) assert.ok(!allowed(mistral.encode(special)[0]));
+    constraint.release();
+  }
 });

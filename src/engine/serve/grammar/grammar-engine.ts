@@ -68,6 +68,11 @@ export interface GrammarEngineOptions {
   vocabSize: number;
   /** Compiled grammars kept, least recently used evicted first. */
   cacheSize?: number;
+  /**
+   * Texts a grammar may write as the special token they are (tool-call markers such as Mistral's `[TOOL_CALLS]`, which
+   * the reply parser reads); other special tokens never appear inside a grammar.
+   */
+  markers?: readonly string[];
 }
 
 /**
@@ -84,8 +89,9 @@ export function createGrammarEngine(tokenizer: ModelTokenizer, o: GrammarEngineO
 
   async function createCompiler(xg: XGrammar): Promise<GrammarCompiler> {
     const vocab = tokenizer.vocabulary();
+    const markerIds = new Set((o.markers ?? []).map((m) => tokenizer.encode(m)).flatMap((ids) => (ids.length === 1 ? ids : [])));
     // [V]: special tokens as '' (never allowed inside a grammar; end-of-turn ids are given as stop tokens), padding ids too.
-    const tokens = Array.from({ length: o.vocabSize }, (_, id) => (vocab.special.has(id) ? '' : (vocab.tokens[id] ?? '')));
+    const tokens = Array.from({ length: o.vocabSize }, (_, id) => (vocab.special.has(id) && !markerIds.has(id) ? '' : (vocab.tokens[id] ?? '')));
     const info = await xg.TokenizerInfo.createTokenizerInfo(tokens, vocab.encoding, vocab.prependsSpace, o.vocabSize, tokenizer.eosTokenIds);
     return xg.GrammarCompiler.createGrammarCompiler(info, false);
   }
