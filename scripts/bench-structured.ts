@@ -14,7 +14,7 @@ import type { CompiledGrammar } from '../src/engine/serve/grammar/xgrammar.ts';
 import { createModelRunner, type ModelRunner } from '../src/engine/serve/model-runner.ts';
 import { createSampler } from '../src/engine/serve/sampler.ts';
 
-const STEPS = 64;
+const STEPS = 48;
 const PROMPT = 32;
 const threads = Number(process.env.LOCALTUNE_BENCH_THREADS ?? Math.min(availableParallelism(), 8));
 const dir = join(tmpdir(), `localtune-bench-structured-${process.pid}`);

@@ -42,18 +42,20 @@ const schema = {
   properties: {
     kind: { type: 'string', enum: ['a', 'b', 'c'] },
     count: { type: 'integer', minimum: 0, maximum: 99 },
+    floor: { type: 'integer', minimum: 7 }, // one-sided and exclusive integer bounds, which xgrammar gets wrong as written
+    below: { type: 'integer', exclusiveMaximum: -6 },
     ok: { type: 'boolean' },
     note: { anyOf: [{ type: 'string', pattern: '^[a-z]{1,6}$' }, { type: 'null' }] },
     tags: { type: 'array', items: { $ref: '#/$defs/tag' }, maxItems: 3 },
   },
-  required: ['kind', 'count', 'ok', 'note', 'tags'],
+  required: ['kind', 'count', 'floor', 'below', 'ok', 'note', 'tags'],
   additionalProperties: false,
   $defs: { tag: { type: 'object', properties: { t: { type: 'string', enum: ['x', 'y'] } }, required: ['t'], additionalProperties: false } },
 };
 
 test('random walks through a strict JSON schema grammar end in JSON that validates', async () => {
   const validate = new Ajv.default().compile(schema);
-  for (let seed = 1; seed <= 10; seed++) {
+  for (let seed = 1; seed <= 16; seed++) {
     const text = await randomWalk({ json: { schema, strict: true } }, seed);
     assert.ok(validate(JSON.parse(text)), `${text}: ${JSON.stringify(validate.errors)}`);
     assert.ok(!/\n/.test(text), 'one-line JSON');

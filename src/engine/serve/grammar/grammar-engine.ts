@@ -109,7 +109,7 @@ export function createGrammarEngine(tokenizer: ModelTokenizer, o: GrammarEngineO
   /** A JSON schema's grammar as EBNF whose rule names all start with `prefix` (so several fit in one grammar). */
   async function jsonRules(json: JsonGrammar, prefix: string, part: GrammarError['part']): Promise<string> {
     try {
-      return prefixRules(await xgrammar().Testings._jsonSchemaToEBNF(JSON.stringify(json.schema), false, -1, JSON_SEPARATORS, json.strict), prefix);
+      return prefixRules(await xgrammar().Testings._jsonSchemaToEBNF(JSON.stringify(enforceableBounds(json.schema)), false, -1, JSON_SEPARATORS, json.strict), prefix);
     } catch (err) {
       throw compileError(err, part);
     }
@@ -187,6 +187,27 @@ export function createGrammarEngine(tokenizer: ModelTokenizer, o: GrammarEngineO
       return cache.size;
     },
   };
+}
+
+/**
+ * The schema with numeric bounds as xgrammar 0.1.27 enforces them correctly (measured by random walks checked with
+ * ajv): integer ranges bounded on both sides. So a one-sided integer bound gets the safe-integer limit as its other
+ * side and exclusive bounds become inclusive ones; bounds on non-integer numbers and `multipleOf`, which it gets
+ * wrong, are dropped (strict requests are refused them before this).
+ */
+export function enforceableBounds(schema: unknown): unknown {
+  if (schema === null || typeof schema !== 'object') return schema;
+  if (Array.isArray(schema)) return schema.map(enforceableBounds);
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(schema)) out[key] = ['enum', 'const', 'default', 'examples'].includes(key) ? value : enforceableBounds(value);
+  const types = [out.type].flat();
+  if (!types.every((t) => typeof t === 'string') || !types.some((t) => t === 'number' || t === 'integer')) return out;
+  const bounds = { minimum: out.minimum, maximum: out.maximum, exclusiveMinimum: out.exclusiveMinimum, exclusiveMaximum: out.exclusiveMaximum };
+  for (const key of [...Object.keys(bounds), 'multipleOf']) delete out[key];
+  if (types.includes('number') || Object.values(bounds).every((b) => typeof b !== 'number')) return out;
+  const low = Math.max(typeof bounds.minimum === 'number' ? Math.ceil(bounds.minimum) : -Infinity, typeof bounds.exclusiveMinimum === 'number' ? Math.floor(bounds.exclusiveMinimum) + 1 : -Infinity);
+  const high = Math.min(typeof bounds.maximum === 'number' ? Math.floor(bounds.maximum) : Infinity, typeof bounds.exclusiveMaximum === 'number' ? Math.ceil(bounds.exclusiveMaximum) - 1 : Infinity);
+  return { ...out, minimum: Math.max(low, -Number.MAX_SAFE_INTEGER), maximum: Math.min(high, Number.MAX_SAFE_INTEGER) };
 }
 
 /** An EBNF string literal of `text` ("" matches nothing). */
