@@ -103,7 +103,7 @@ async function buildModel(vocabSize: number): Promise<{ runner: ModelRunner; tok
 
 /**
  * Decode tokens/s of `B` rows over STEPS steps, sampled at temperature 0.8, each row under the grammar when one is given:
- * masks computed while the model runs, applied in the sampler, the token accepted, as the scheduler does. A row whose
+ * masks fetched with the model run, applied in the sampler, the token accepted, as the scheduler does. A row whose
  * JSON is complete starts a fresh matcher, so every step is a full step. The median step counts.
  */
 let grammarMs = 0; // time in accept + nextMask, summed over constrained steps
@@ -129,7 +129,7 @@ async function decodeRate(m: { runner: ModelRunner; tokenizer: ModelTokenizer },
         constraints[i] = await fresh();
       }
     }
-    // Masks are computed while the model runs, as in the scheduler; their time is taken when the last one is done.
+    // Masks are fetched with the model run, as in the scheduler; their time is taken when the last one is done.
     const masking = Promise.all(constraints.map((c) => c?.nextMask() ?? null)).then((masks) => {
       if (grammar) {
         grammarMs += performance.now() - tg;

@@ -147,7 +147,7 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
       tokens += seq.request.prompt.length;
       take.push(seq);
     }
-    // Grammar masks are computed while the model runs.
+    // Grammar masks are fetched in the same await as the run (onnxruntime-node runs it on this thread, so they add to it).
     const [{ rows, logits, promptLogits }, masks] = await Promise.all([
       runner.prefill(take.map((s) => ({ tokens: s.request.prompt, adapter: s.request.adapter, scored: (s.request.promptLogprobs ?? null) !== null }))),
       nextMasks(take),
