@@ -1,9 +1,15 @@
-// The API contract: openapi.yaml loaded once, its component schemas compiled by ajv on demand.
+// The API contract: openapi.yaml loaded once, its component schemas compiled by ajv on demand, its generated types and shared constants.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import Ajv2020, { type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
+
+/** The contract's types, generated from openapi.yaml: the server writes these shapes and the CLI reads them. */
+export type { components, operations } from './http/openapi-types.ts';
+
+/** The project every request belongs to while the server has no API keys (and the one the demo's key is for). */
+export const DEFAULT_PROJECT = 'default';
 
 export const openapiPath = fileURLToPath(new URL('../openapi.yaml', import.meta.url));
 

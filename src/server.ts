@@ -12,7 +12,9 @@ import { apiKeyStore } from './store/api-keys.ts';
 import { blobStore } from './store/blobs.ts';
 import { openDatabase } from './store/db.ts';
 import { fileStore } from './store/files.ts';
-import { createScheduler } from './jobs/scheduler.ts';
+import { createModelCatalog } from './jobs/model-catalog.ts';
+import { createJobScheduler } from './jobs/scheduler.ts';
+import { uploadStore } from './store/uploads.ts';
 import { startTrainingWorker } from './jobs/worker/start-training-worker.ts';
 
 export interface RunningServer {
@@ -28,21 +30,31 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
 /** How often expired files are removed while the server runs. */
 const EXPIRY_SWEEP_MS = 60_000;
 
-/** Removes expired files' rows, then their blobs (a crash in between leaves orphans, which start-up recovery removes). */
-async function sweepExpiredFiles(ctx: AppContext): Promise<number> {
-  const blobs = blobStore(ctx.config.dataDir);
-  const expired = fileStore(ctx.db).deleteExpired();
-  await Promise.all(expired.map((id) => blobs.remove(id)));
-  return expired.length;
+/**
+ * Removes expired files' rows and the parts of expired (or finished) uploads, then their blobs (a crash in
+ * between leaves orphans, which start-up recovery removes). Returns how many files and parts it removed.
+ */
+async function sweepExpiredFiles(ctx: AppContext): Promise<{ files: number; parts: number }> {
+  const fileBlobs = blobStore(ctx.config.dataDir);
+  const partBlobs = blobStore(ctx.config.dataDir, 'upload-parts');
+  const files = fileStore(ctx.db).deleteExpired();
+  const parts = uploadStore(ctx.db).sweep();
+  await Promise.all([...files.map((id) => fileBlobs.remove(id)), ...parts.map((id) => partBlobs.remove(id))]);
+  return { files: files.length, parts: parts.length };
 }
 
 /** Finishes what a crash may have left half done, before any request is served. */
 async function recoverFileStorage(ctx: AppContext, log: (line: string) => void): Promise<void> {
   const files = fileStore(ctx.db);
+  const uploads = uploadStore(ctx.db);
+  // Their half-assembled files are temp files, removed just below.
+  const interrupted = uploads.resetInterruptedCompletions();
   const expired = await sweepExpiredFiles(ctx);
   const { temp, orphans } = blobStore(ctx.config.dataDir).recover((id) => files.exists(id));
-  if (expired || temp || orphans) {
-    log(`file storage: removed ${expired} expired file(s), ${temp} unfinished upload(s), ${orphans} orphaned blob(s)`);
+  const strayParts = blobStore(ctx.config.dataDir, 'upload-parts').recover((id) => uploads.partExists(id)).orphans;
+  if (expired.files || expired.parts || temp || orphans || interrupted || strayParts) {
+    log(`file storage: removed ${expired.files} expired file(s), ${temp} unfinished upload(s), ${orphans} orphaned blob(s), `
+      + `${expired.parts} part(s) of finished or expired Uploads, ${strayParts} orphaned part(s); ${interrupted} interrupted Upload completion(s) set back to pending`);
   }
 }
 
@@ -58,10 +70,11 @@ export async function startServer(config: Config, log: (line: string) => void = 
     maxBatch: config.maxBatch,
     log,
   });
-  const jobs = createScheduler({
+  const catalog = createModelCatalog({ db, dataDir: config.dataDir, modelsDir: config.modelsDir, aliases: config.modelAliases });
+  const jobs = createJobScheduler({
     db,
     dataDir: config.dataDir,
-    modelsDir: config.modelsDir,
+    catalog,
     maxConcurrentJobs: config.maxConcurrentJobs,
     baseLearningRate: config.baseLearningRate,
     resumePointSeconds: config.resumePointSeconds,
@@ -69,7 +82,7 @@ export async function startServer(config: Config, log: (line: string) => void = 
     startWorker: startTrainingWorker,
     log,
   });
-  const ctx: AppContext = { config, db, models, jobs };
+  const ctx: AppContext = { config, db, log, catalog, models, jobs };
   try {
     await recoverFileStorage(ctx, log);
     // Jobs left validating or running by the last run (a crash, a kill) continue; none is lost.
@@ -80,7 +93,7 @@ export async function startServer(config: Config, log: (line: string) => void = 
       host = '127.0.0.1';
       log('no API keys configured: accepting any bearer token (project "default"); create one with `localtune keys create --project NAME`');
     }
-    const server = createApp(ctx).listen(config.port, host);
+    const server = createApp(ctx, { requireKeys: !LOOPBACK.has(host) }).listen(config.port, host);
     await once(server, 'listening');
     const { address, port } = server.address() as AddressInfo;
     const url = `http://${address.includes(':') ? `[${address}]` : address}:${port}`;

@@ -1,6 +1,6 @@
 // `localtune jobs list|show|events|cancel|pause|resume`: fine-tuning jobs on a running server, through its public /v1 API.
 import { ConfigError } from '../config.ts';
-import type { components } from '../http/openapi-types.ts';
+import type { components } from '../contract.ts';
 import { CONNECTION_USAGE, clientFromArgs, type ApiClient } from './api-client.ts';
 import { rejectExtra, takeFlag, takeOption } from './options.ts';
 

@@ -10,7 +10,7 @@ import { dashboardRouter } from './dashboard.ts';
 import { completionsRouter } from './completions.ts';
 import { modelsRouter } from './models.ts';
 import { fineTuningJobsRouter } from './fine-tuning-jobs.ts';
-import { notImplementedRouter } from './not-implemented.ts';
+import { uploadsRouter } from './uploads.ts';
 import { apiKeyStore } from '../store/api-keys.ts';
 
 /** `x-request-id` on every response (the SDKs expose it as `requestID` / `_request_id`). */
@@ -22,10 +22,11 @@ const requestId: RequestHandler = (req, res, next) => {
 
 /** The resource routers, mounted under /v1 in this order. Add a new resource's router here. */
 function resourceRouters(ctx: AppContext): Router[] {
-  return [filesRouter(ctx), fineTuningJobsRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
+  return [filesRouter(ctx), uploadsRouter(ctx), fineTuningJobsRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
 }
 
-export function createApp(ctx: AppContext): Express {
+/** `requireKeys`: the server listens beyond loopback, so /v1 never runs without keys (see authenticate). */
+export function createApp(ctx: AppContext, o: { requireKeys: boolean }): Express {
   const app = express();
   app.disable('x-powered-by');
   // qs parsing so `metadata[key]=value` and `a[]=x` arrive as objects and arrays.
@@ -34,13 +35,12 @@ export function createApp(ctx: AppContext): Express {
   app.use(express.json({ limit: ctx.config.maxJsonBytes, type: ['application/json', 'application/*+json'] }));
 
   const v1 = express.Router();
-  v1.use(authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys));
+  v1.use(authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys, { requireKeys: o.requireKeys, log: ctx.log }));
   for (const router of resourceRouters(ctx)) v1.use(router);
-  v1.use(notImplementedRouter());
   app.use('/v1', v1);
   app.use(dashboardRouter());
 
   app.use(unknownRoute);
-  app.use(errorHandler);
+  app.use(errorHandler(ctx.log));
   return app;
 }

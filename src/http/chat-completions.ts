@@ -80,7 +80,7 @@ export function chatCompletionsRouter(ctx: AppContext): Router {
     const sampling = samplingParams(body, topLogprobs, served.config.vocabSize);
     const grammar = replyGrammar && (await compileReplyGrammar(served.grammars, replyGrammar, body));
     const submit = async (index: number, onText?: Parameters<typeof served.scheduler.submit>[0]['onText']) =>
-      served.scheduler.submit({ prompt, adapter, sampling: sampling(index), maxTokens, stop, onText, signal, constraint: grammar && (await served.grammars.constraint(grammar)) });
+      served.scheduler.submit({ prompt, adapter, sampling: sampling(index), maxTokens, stop, onText, signal, tag: req.requestId, constraint: grammar && (await served.grammars.constraint(grammar)) });
 
     if (!body.stream) {
       let results: GenerationResult[];
@@ -109,7 +109,7 @@ export function chatCompletionsRouter(ctx: AppContext): Router {
     }
 
     const includeUsage = body.stream_options?.include_usage === true;
-    const events = openEventStream(res);
+    const events = openEventStream(ctx.log, res);
     const chunk = (choices: unknown[]) => events.send({ ...head, object: 'chat.completion.chunk', service_tier: 'default', choices, ...(includeUsage ? { usage: null } : {}) });
     for (let index = 0; index < n; index++) chunk([{ index, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]);
     const content = (index: number, text: string, tokens: GenerationResult['tokens']) =>

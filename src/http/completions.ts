@@ -80,6 +80,7 @@ export function completionsRouter(ctx: AppContext): Router {
         onText: on.text,
         onPrompt: on.prompt,
         signal,
+        tag: req.requestId,
       });
     const echo = (job: (typeof jobs)[number]) => (body.echo ? promptTexts[job.p] : '');
 
@@ -112,7 +113,7 @@ export function completionsRouter(ctx: AppContext): Router {
     }
 
     const includeUsage = body.stream_options?.include_usage === true;
-    const events = openEventStream(res);
+    const events = openEventStream(ctx.log, res);
     const chunk = (choice: object) => events.send({ ...head, object: 'text_completion', choices: [choice], ...(includeUsage ? { usage: null } : {}) });
     const choices = Promise.all(
       jobs.map(async (job) => {

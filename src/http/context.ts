@@ -2,11 +2,16 @@
 import type { Config } from '../config.ts';
 import type { Db } from '../store/db.ts';
 import type { ModelPool } from '../engine/serve/model-pool.ts';
+import type { ModelCatalog } from '../jobs/model-catalog.ts';
 import type { JobScheduler } from '../jobs/scheduler.ts';
 
 export interface AppContext {
   config: Config;
   db: Db;
+  /** The server's log (one line per call): what went wrong where no response can say it, and state changes. */
+  log: (line: string) => void;
+  /** Model ids (aliases followed) → base model folders and fine-tuned adapter folders. */
+  catalog: ModelCatalog;
   /** Served base models (loaded on first request) and their adapter cache. */
   models: ModelPool;
   /** Fine-tuning jobs: validation, queue, training workers, cancel/pause/resume. */

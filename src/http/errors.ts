@@ -1,9 +1,8 @@
 // The one API error class and the one middleware that writes every error as the OpenAI envelope.
-import type { ErrorRequestHandler, RequestHandler } from 'express';
-import multer from 'multer';
+import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 
 /** Statuses we answer with. Never 409: the SDKs retry it; a refused state change is a 400. */
-export type ErrorStatus = 400 | 401 | 403 | 404 | 413 | 429 | 500 | 501 | 503;
+export type ErrorStatus = 400 | 401 | 403 | 404 | 413 | 429 | 500 | 503;
 
 export type ErrorType =
   | 'invalid_request_error'
@@ -21,7 +20,6 @@ const defaultType: Record<ErrorStatus, ErrorType> = {
   413: 'invalid_request_error',
   429: 'rate_limit_error',
   500: 'server_error',
-  501: 'invalid_request_error',
   503: 'server_error',
 };
 
@@ -63,15 +61,9 @@ export const unknownRoute: RequestHandler = (req, _res, next) => {
   next(new ApiError(404, `Unknown request URL: ${req.method} ${req.path}. Please check the URL for typos.`, { code: 'unknown_url' }));
 };
 
-/** Maps anything thrown (ApiError, body-parser and multer errors, bugs) to the envelope. */
+/** Maps anything thrown (ApiError, body-parser errors, bugs) to the envelope; multipart.ts words multer's own. */
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
-  if (err instanceof multer.MulterError) {
-    if (err.code === 'LIMIT_FILE_SIZE') return new ApiError(413, 'File is too large for this server (see --max-upload-mb).', { param: err.field ?? 'file', code: 'file_too_large' });
-    if (err.code === 'LIMIT_FILE_COUNT') return badRequest("Too many file parts: send exactly one file part named 'file'.", 'file');
-    if (err.code === 'LIMIT_UNEXPECTED_FILE') return badRequest(`Unexpected file part '${err.field}': send exactly one file part named 'file'.`, err.field ?? 'file');
-    return badRequest(`Malformed multipart body: ${err.message}.`, err.field ?? null);
-  }
   // body-parser / raw-body errors carry an HTTP status and a `type` tag.
   const e = err as { status?: number; type?: string; message?: string };
   if (e?.type === 'entity.too.large') return new ApiError(413, 'Request body is too large.', { code: 'request_too_large' });
@@ -84,14 +76,21 @@ export function toApiError(err: unknown): ApiError {
   return new ApiError(500, 'The server had an error while processing your request.');
 }
 
-export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
-  const apiError = toApiError(err);
-  if (apiError.status >= 500 && apiError.status !== 501) {
-    console.error(`[${req.requestId}] ${req.method} ${req.originalUrl} failed:`, err);
-  }
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  res.status(apiError.status).json(apiError.toJSON());
-};
+/** Logs a request that failed on the server's side: its id (the client sees it as `x-request-id`), route, model, and the stack. */
+export function logRequestFailure(log: (line: string) => void, req: Request, err: unknown): void {
+  const model = typeof req.body?.model === 'string' ? ` (model ${req.body.model})` : '';
+  log(`[${req.requestId}] ${req.method} ${req.originalUrl}${model} failed: ${(err as Error)?.stack ?? err}`);
+}
+
+/** The last middleware: every error as the envelope; server-side failures (5xx) logged. */
+export function errorHandler(log: (line: string) => void): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    const apiError = toApiError(err);
+    if (apiError.status >= 500) logRequestFailure(log, req, err);
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.status(apiError.status).json(apiError.toJSON());
+  };
+}

@@ -1,8 +1,7 @@
 // /v1/files: upload (multipart, streamed to disk), list, retrieve, download and delete files.
 import { Router } from 'express';
-import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { pipeline } from 'node:stream/promises';
+import { readJsonl } from '../datasets/jsonl-reader.ts';
 import type { AppContext } from './context.ts';
 import { badRequest, noSuchObject } from './errors.ts';
 import { singleFileUpload } from './multipart.ts';
@@ -29,61 +28,84 @@ export function toFileObject(row: FileRow): FileObject {
   };
 }
 
-/**
- * The structural check the hosted API does at upload for `fine-tune`: a .jsonl name and every non-blank
- * line a JSON object. What the objects must contain is checked when a job is created.
- */
-async function checkFineTuneJsonl(path: string, filename: string): Promise<void> {
+/** The hosted API's refusal of a fine-tune file by name: only .jsonl is accepted. */
+export function checkFineTuneFilename(filename: string, param: string | null): void {
   if (!filename.toLowerCase().endsWith('.jsonl')) {
-    throw badRequest(`Invalid file format for Fine-Tuning API. Must be .jsonl (got '${filename}').`, 'file', 'invalid_file_format');
+    throw badRequest(`Invalid file format for Fine-Tuning API. Must be .jsonl (got '${filename}').`, param, 'invalid_file_format');
   }
-  const lines = createInterface({ input: createReadStream(path, 'utf8'), crlfDelay: Infinity });
-  let n = 0;
-  for await (const line of lines) {
-    n++;
-    if (line.trim() === '') continue;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (err) {
-      lines.close();
-      throw badRequest(`Invalid file format for Fine-Tuning API: line ${n} is not valid JSON (${(err as Error).message}).`, 'file', 'invalid_file_format');
-    }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-      lines.close();
-      throw badRequest(`Invalid file format for Fine-Tuning API: line ${n} is not a JSON object.`, 'file', 'invalid_file_format');
-    }
+}
+
+/**
+ * The structural check the hosted API does at upload for `fine-tune`: a .jsonl name and every non-blank line a JSON
+ * object, read by the same reader and rules as training (UTF-8 BOM and CRLF accepted, a line-length limit). What
+ * the objects must contain is checked when a job is created.
+ */
+async function checkFineTuneJsonl(path: string, filename: string, param: string | null): Promise<void> {
+  checkFineTuneFilename(filename, param);
+  for await (const line of readJsonl(path)) {
+    if ('problem' in line) throw badRequest(`Invalid file format for Fine-Tuning API: line ${line.lineNumber}: ${line.message}.`, param, 'invalid_file_format');
   }
+}
+
+/** A finished temp file on its way to becoming a File. */
+export interface NewFile {
+  project: string;
+  tempPath: string;
+  bytes: number;
+  filename: string;
+  purpose: FileRow['purpose'];
+  /** `expires_after.seconds`, counted from the File's creation. */
+  expiresAfter: number | null;
+  /** The request field content errors name (`file` for /v1/files). */
+  param: string | null;
+}
+
+/**
+ * How every uploaded File is made, from POST /v1/files and from a completed Upload alike: the purpose's
+ * content checks, then the blob made durable, then `record` inserts the row (and may change more in the same
+ * transaction). The blob is on disk before its row exists; if `record` throws, the blob is removed again.
+ */
+export async function createFile(blobs: BlobStore, file: NewFile, record: (row: FileRow) => void): Promise<FileRow> {
+  if (file.purpose === 'fine-tune') await checkFineTuneJsonl(file.tempPath, file.filename, file.param);
+  const createdAt = nowSeconds();
+  const row: FileRow = {
+    id: newId('file-'),
+    project: file.project,
+    bytes: file.bytes,
+    created_at: createdAt,
+    expires_at: file.expiresAfter === null ? null : createdAt + file.expiresAfter,
+    filename: file.filename,
+    purpose: file.purpose,
+    status: 'processed',
+    status_details: null,
+  };
+  await blobs.commit(file.tempPath, row.id);
+  try {
+    record(row);
+  } catch (err) {
+    await blobs.remove(row.id);
+    throw err;
+  }
+  return row;
 }
 
 export function filesRouter(ctx: AppContext, files: FileStore = fileStore(ctx.db), blobs: BlobStore = blobStore(ctx.config.dataDir)): Router {
   const router = Router();
 
-  router.post('/files', singleFileUpload(blobs, ctx.config.maxUploadBytes), validate('createFile'), async (req, res) => {
+  const filePart = { field: 'file', maxBytes: ctx.config.maxUploadBytes, tooLargeMessage: 'File is too large for this server (see --max-upload-mb).' };
+  router.post('/files', singleFileUpload(blobs, filePart), validate('createFile'), async (req, res) => {
     const body = req.body as BodyOf<'createFile'>;
     const upload = req.file;
     if (!upload) throw badRequest("Missing required parameter: 'file'.", 'file', 'missing_required_parameter');
-    if (body.purpose === 'fine-tune') await checkFineTuneJsonl(upload.path, upload.originalname);
-    const createdAt = nowSeconds();
-    const row: FileRow = {
-      id: newId('file-'),
+    const row = await createFile(blobs, {
       project: req.project,
+      tempPath: upload.path,
       bytes: upload.size,
-      created_at: createdAt,
-      expires_at: body.expires_after ? createdAt + body.expires_after.seconds : null,
       filename: upload.originalname,
       purpose: body.purpose,
-      status: 'processed',
-      status_details: null,
-    };
-    // Durable before acknowledged: the blob is on disk before its row exists.
-    await blobs.commit(upload.path, row.id);
-    try {
-      files.insert(row);
-    } catch (err) {
-      await blobs.remove(row.id);
-      throw err;
-    }
+      expiresAfter: body.expires_after?.seconds ?? null,
+      param: 'file',
+    }, (row) => files.insert(row));
     res.json(toFileObject(row));
   });
 

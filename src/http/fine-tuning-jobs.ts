@@ -6,12 +6,10 @@ import { loraFromRequest, loraToWire } from '../jobs/lora-settings.ts';
 import { TRAINABLE_METHODS } from '../jobs/methods.ts';
 import type { RequestedHyperparameters } from '../jobs/validate-files.ts';
 import { fileStore } from '../store/files.ts';
-import { fineTunedModelStore } from '../store/fine-tuned-models.ts';
 import { fineTuningJobStore, type CheckpointRow, type EventRow, type JobRow } from '../store/fine-tuning-jobs.ts';
 import { newId, nowSeconds } from '../store/ids.ts';
 import type { AppContext } from './context.ts';
 import { badRequest, noSuchObject } from './errors.ts';
-import { isBaseModelId } from './generation.ts';
 import type { components } from './openapi-types.ts';
 import { validate, type BodyOf, type QueryOf } from './validation.ts';
 
@@ -92,14 +90,11 @@ export function fineTuningJobsRouter(ctx: AppContext): Router {
   const router = Router();
   const jobs = fineTuningJobStore(ctx.db);
   const files = fileStore(ctx.db);
-  const models = fineTunedModelStore(ctx.db);
 
-  /** `model` → the local base model and, for an `ft:` model of the project, the model whose adapter training continues from. */
+  /** `model` (or its alias) → the local base model and, for an `ft:` model of the project, the model whose adapter training continues from. */
   function resolveTrainingModel(project: string, model: string): { base: string; start: string | null } {
-    const aliased = ctx.config.modelAliases.get(model) ?? model;
-    if (isBaseModelId(ctx, aliased)) return { base: aliased, start: null };
-    const tuned = models.get(project, model);
-    if (tuned && isBaseModelId(ctx, tuned.base_model)) return { base: tuned.base_model, start: tuned.id };
+    const found = ctx.catalog.find(project, model);
+    if (found) return { base: found.baseModel, start: found.kind === 'fine-tuned' ? found.id : null };
     throw badRequest(`Model ${model} is not available for fine-tuning or does not exist. Use a base model listed by GET /v1/models, an alias, or one of your ft: models.`, 'model', 'model_not_available');
   }
 

@@ -1,45 +1,27 @@
-// What chat and legacy completions share: model id → base model + adapter (through the registry and the database only), sampling settings, SSE, disconnects.
+// What chat and legacy completions share: model id → served base model + adapter (through the model catalog), sampling settings, SSE, disconnects.
 import type { Request, Response } from 'express';
 import { randomInt } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { join, resolve, sep } from 'node:path';
-import { MODEL_ID_PATTERN } from '../engine/models/registry.ts';
 import type { PreparedAdapter } from '../engine/serve/adapter-cache.ts';
 import type { ServedModel } from '../engine/serve/model-pool.ts';
 import type { SampledToken, SamplingParams } from '../engine/serve/sampler.ts';
-import { fineTunedModelStore, type FineTunedModelRow } from '../store/fine-tuned-models.ts';
 import type { AppContext } from './context.ts';
-import { ApiError, badRequest, toApiError } from './errors.ts';
+import { ApiError, badRequest, logRequestFailure, toApiError } from './errors.ts';
 
 /** The hosted API's 404 for a model the caller cannot use. */
 export const modelNotFound = (id: string) =>
   new ApiError(404, `The model \`${id}\` does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' });
-
-/** A base model id when a usable-looking directory of that name is under the models directory. */
-export function isBaseModelId(ctx: AppContext, id: string): boolean {
-  return MODEL_ID_PATTERN.test(id) && existsSync(join(ctx.config.modelsDir, id, 'config.json'));
-}
-
-/** The absolute adapter folder of a fine-tuned model row (stored relative to the data dir; never outside it). */
-export function adapterDirOf(ctx: AppContext, row: FineTunedModelRow): string {
-  const root = resolve(ctx.config.dataDir);
-  const dir = resolve(root, row.adapter_dir);
-  if (!dir.startsWith(root + sep)) throw new Error(`fine-tuned model ${row.id}: adapter_dir ${row.adapter_dir} is outside the data directory`);
-  return dir;
-}
 
 export interface ResolvedModel {
   served: ServedModel;
   adapter: PreparedAdapter | null;
 }
 
-/** Resolves `id` for `project`: a base model, or an `ft:` model / checkpoint of the project (its adapter loaded on first use). */
+/** Resolves `id` for `project`: a base model, an `ft:` model / checkpoint of the project (its adapter loaded on first use), or an alias of either. */
 export async function resolveModel(ctx: AppContext, project: string, id: string): Promise<ResolvedModel> {
-  if (isBaseModelId(ctx, id)) return { served: await ctx.models.model(id), adapter: null };
-  const row = fineTunedModelStore(ctx.db).get(project, id);
-  if (!row || !isBaseModelId(ctx, row.base_model)) throw modelNotFound(id);
-  const served = await ctx.models.model(row.base_model);
-  return { served, adapter: ctx.models.adapter(row.id, adapterDirOf(ctx, row), served) };
+  const model = ctx.catalog.find(project, id);
+  if (!model) throw modelNotFound(id);
+  const served = await ctx.models.model(model.baseModel);
+  return { served, adapter: model.kind === 'fine-tuned' ? ctx.models.adapter(model.id, model.adapterDir, served) : null };
 }
 
 /** The request fields both endpoints read. */
@@ -107,7 +89,7 @@ export function disconnectSignal(req: Request, res: Response): AbortSignal {
 export const isAbort = (err: unknown) => (err as Error)?.name === 'AbortError';
 
 /** Server-sent events in the hosted format: `data: <json>\n\n` per event, `data: [DONE]` last. */
-export function openEventStream(res: Response) {
+export function openEventStream(log: (line: string) => void, res: Response) {
   res.status(200);
   res.setHeader('content-type', 'text/event-stream; charset=utf-8');
   res.setHeader('cache-control', 'no-cache');
@@ -115,8 +97,11 @@ export function openEventStream(res: Response) {
   res.flushHeaders();
   return {
     send: (data: unknown) => void res.write(`data: ${JSON.stringify(data)}\n\n`),
-    /** A failure after the headers went out: an `error` event the SDKs raise as APIError. */
-    fail: (err: unknown) => void res.write(`data: ${JSON.stringify(toApiError(err).toJSON())}\n\n`),
+    /** A failure after the headers went out: an `error` event the SDKs raise as APIError, and a log line (no status code will show it). */
+    fail: (err: unknown) => {
+      logRequestFailure(log, res.req, err);
+      res.write(`data: ${JSON.stringify(toApiError(err).toJSON())}\n\n`);
+    },
     done: () => res.end('data: [DONE]\n\n'),
   };
 }

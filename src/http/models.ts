@@ -1,11 +1,12 @@
-// /v1/models: base models (context length, device) and the project's fine-tuned models and checkpoints; retrieve; delete a fine-tuned model.
+// /v1/models: base models (context length, device), the project's fine-tuned models and checkpoints, and aliases; retrieve; delete a fine-tuned model.
 import { Router } from 'express';
-import { rmSync, statSync } from 'node:fs';
-import { listBaseModels, type BaseModelInfo } from '../engine/models/registry.ts';
+import { statSync } from 'node:fs';
+import type { BaseModelInfo } from '../engine/models/registry.ts';
+import type { CatalogModel } from '../jobs/model-catalog.ts';
 import { fineTunedModelStore, type FineTunedModelRow } from '../store/fine-tuned-models.ts';
 import type { AppContext } from './context.ts';
 import { badRequest } from './errors.ts';
-import { adapterDirOf, isBaseModelId, modelNotFound } from './generation.ts';
+import { modelNotFound } from './generation.ts';
 import { validate } from './validation.ts';
 import type { components } from './openapi-types.ts';
 
@@ -30,31 +31,41 @@ export function modelsRouter(ctx: AppContext): Router {
   const router = Router();
   const store = fineTunedModelStore(ctx.db);
 
+  function modelObject(model: CatalogModel): ModelObject | null {
+    if (model.kind === 'fine-tuned') return fineTunedModelObject(model.row);
+    const info = ctx.catalog.baseModels().find((b) => b.id === model.id);
+    return info ? baseModelObject(ctx, info) : null;
+  }
+
+  /** The object of what `id` names for `project`; an alias answers as its model under the alias's id, with `alias_for`. */
+  function objectOf(project: string, id: string): ModelObject | null {
+    const model = ctx.catalog.find(project, id);
+    const object = model && modelObject(model);
+    if (!object) return null;
+    return ctx.catalog.aliases.has(id) ? { ...object, id, alias_for: object.id } : object;
+  }
+
   router.get('/models', validate('listModels'), (req, res) => {
-    const base = listBaseModels(ctx.config.modelsDir).models.map((m) => baseModelObject(ctx, m));
-    res.json({ object: 'list', data: [...base, ...store.list(req.project).map(fineTunedModelObject)] });
+    const base = ctx.catalog.baseModels().map((m) => baseModelObject(ctx, m));
+    const tuned = store.list(req.project).map(fineTunedModelObject);
+    const aliases = [...ctx.catalog.aliases.keys()].flatMap((alias) => objectOf(req.project, alias) ?? []);
+    res.json({ object: 'list', data: [...base, ...tuned, ...aliases] });
   });
 
   router.get('/models/:model', validate('retrieveModel'), (req, res) => {
     const id = req.params.model as string;
-    if (isBaseModelId(ctx, id)) {
-      const m = listBaseModels(ctx.config.modelsDir).models.find((b) => b.id === id);
-      if (m) return void res.json(baseModelObject(ctx, m));
-    }
-    const row = store.get(req.project, id);
-    if (!row) throw modelNotFound(id);
-    res.json(fineTunedModelObject(row));
+    const object = objectOf(req.project, id);
+    if (!object) throw modelNotFound(id);
+    res.json(object);
   });
 
   router.delete('/models/:model', validate('deleteModel'), (req, res) => {
     const id = req.params.model as string;
-    if (isBaseModelId(ctx, id)) throw badRequest(`Base model \`${id}\` cannot be deleted through the API; only fine-tuned models can.`, 'model');
-    const row = store.get(req.project, id);
-    if (!row) throw modelNotFound(id);
-    store.delete(req.project, id);
+    const target = ctx.catalog.aliases.get(id);
+    if (target !== undefined) throw badRequest(`\`${id}\` is an alias of \`${target}\` (set by --model-aliases) and cannot be deleted; delete \`${target}\` itself if it is a fine-tuned model.`, 'model');
+    if (ctx.catalog.isBaseModel(id)) throw badRequest(`Base model \`${id}\` cannot be deleted through the API; only fine-tuned models can.`, 'model');
+    if (!ctx.catalog.deleteFineTuned(req.project, id)) throw modelNotFound(id);
     ctx.models.evictAdapter(id);
-    // Another of the project's models (e.g. the final model and its last checkpoint) may share the files.
-    if (!store.list(req.project).some((other) => other.adapter_dir === row.adapter_dir)) rmSync(adapterDirOf(ctx, row), { recursive: true, force: true });
     res.json({ id, object: 'model', deleted: true });
   });
 

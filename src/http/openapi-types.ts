@@ -58,6 +58,80 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/uploads": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Start an Upload (a file of up to 8 GiB sent in parts); it expires an hour after creation. */
+        post: operations["createUpload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/uploads/{upload_id}/parts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Add a part (multipart field `data`, at most 64 MiB) to a pending Upload; parts may be sent in parallel. */
+        post: operations["addUploadPart"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/uploads/{upload_id}/complete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Assemble the named parts, in the given order, into a File (checked as POST /files checks it); the parts must add up to the Upload's `bytes`. */
+        post: operations["completeUpload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/uploads/{upload_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancel a pending Upload and discard its parts. */
+        post: operations["cancelUpload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/fine_tuning/jobs": {
         parameters: {
             query?: never;
@@ -197,7 +271,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Base models and the project's fine-tuned models and checkpoints (not paginated). */
+        /** Base models, the project's fine-tuned models and checkpoints, then the configured aliases whose model exists (not paginated). */
         get: operations["listModels"];
         put?: never;
         post?: never;
@@ -217,11 +291,11 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** Retrieve a model. */
+        /** Retrieve a model (an alias answers as the model it stands for, with `alias_for`). */
         get: operations["retrieveModel"];
         put?: never;
         post?: never;
-        /** Delete a fine-tuned model (base models cannot be deleted). */
+        /** Delete a fine-tuned model (base models and aliases cannot be deleted). */
         delete: operations["deleteModel"];
         options?: never;
         head?: never;
@@ -281,8 +355,7 @@ export interface components {
              * @description The file contents (a file part
              */
             file: string;
-            /** @enum {string} */
-            purpose: "assistants" | "batch" | "fine-tune" | "vision" | "user_data" | "evals";
+            purpose: components["schemas"]["UploadFilePurpose"];
             expires_after?: components["schemas"]["FileExpirationAfter"];
         };
         FileExpirationAfter: {
@@ -290,6 +363,11 @@ export interface components {
             anchor: "created_at";
             seconds: number;
         };
+        /**
+         * @description The purposes a client may upload a file for (the others are files the server makes).
+         * @enum {string}
+         */
+        UploadFilePurpose: "assistants" | "batch" | "fine-tune" | "vision" | "user_data" | "evals";
         /** @enum {string} */
         FilePurpose: "assistants" | "assistants_output" | "batch" | "batch_output" | "fine-tune" | "fine-tune-results" | "vision" | "user_data" | "evals";
         OpenAIFile: {
@@ -325,6 +403,56 @@ export interface components {
             /** @enum {string} */
             object: "file";
             deleted: boolean;
+        };
+        CreateUploadRequest: {
+            /** @description The size of the whole file; at most 8 GiB. */
+            bytes: number;
+            /** @description The File's name (a fine-tune file must end in .jsonl); never used as a path. */
+            filename: string;
+            /** @description Stored as sent; localtune does not restrict it by purpose. */
+            mime_type: string;
+            purpose: components["schemas"]["UploadFilePurpose"];
+            expires_after?: components["schemas"]["FileExpirationAfter"];
+        };
+        AddUploadPartRequest: {
+            /**
+             * Format: binary
+             * @description The part's bytes (a file part of at most 64 MiB).
+             */
+            data: string;
+        };
+        CompleteUploadRequest: {
+            /** @description The parts in file order; each at most once. */
+            part_ids: string[];
+            /** @description Hex MD5 of the whole file; completion fails if the assembled bytes differ. */
+            md5?: string;
+        };
+        /** @enum {string} */
+        UploadStatus: "pending" | "completed" | "cancelled" | "expired";
+        Upload: {
+            /** @description `upload_` followed by 24 letters and digits. */
+            id: string;
+            /** @enum {string} */
+            object: "upload";
+            bytes: number;
+            /** @description Unix seconds. */
+            created_at: number;
+            /** @description Unix seconds; an hour after creation. */
+            expires_at: number;
+            filename: string;
+            purpose: components["schemas"]["UploadFilePurpose"];
+            status: components["schemas"]["UploadStatus"];
+            /** @description The File the Upload became, once completed; null before. */
+            file: components["schemas"]["OpenAIFile"] | null;
+        };
+        UploadPart: {
+            /** @description `part_` followed by 24 letters and digits. */
+            id: string;
+            /** @enum {string} */
+            object: "upload.part";
+            /** @description Unix seconds. */
+            created_at: number;
+            upload_id: string;
         };
         /** @description Up to 16 string pairs; keys up to 64 characters, values up to 512. */
         Metadata: {
@@ -514,6 +642,8 @@ export interface components {
             device?: "cpu" | "cuda";
             /** @description Fine-tuned models and checkpoints: the base model id. */
             parent?: string;
+            /** @description Aliases (`--model-aliases`, e.g. `gpt-4o-mini`): the model id the alias stands for. An alias is listed and retrieved as that model's object under the alias's id, and is accepted wherever a model id is. */
+            alias_for?: string;
         };
         ListModelsResponse: {
             /** @enum {string} */
@@ -851,6 +981,15 @@ export interface components {
                 "application/json": components["schemas"]["OpenAIFile"];
             };
         };
+        /** @description An Upload object. */
+        Upload: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Upload"];
+            };
+        };
     };
     parameters: never;
     requestBodies: never;
@@ -960,6 +1099,84 @@ export interface operations {
                     "application/octet-stream": string;
                 };
             };
+            default: components["responses"]["Error"];
+        };
+    };
+    createUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateUploadRequest"];
+            };
+        };
+        responses: {
+            200: components["responses"]["Upload"];
+            default: components["responses"]["Error"];
+        };
+    };
+    addUploadPart: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["AddUploadPartRequest"];
+            };
+        };
+        responses: {
+            /** @description The stored part. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UploadPart"];
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    completeUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CompleteUploadRequest"];
+            };
+        };
+        responses: {
+            200: components["responses"]["Upload"];
+            default: components["responses"]["Error"];
+        };
+    };
+    cancelUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["Upload"];
             default: components["responses"]["Error"];
         };
     };

@@ -1,4 +1,4 @@
-// File contents on disk: `<data>/files/<id>`, written through a temp file + fsync + rename so a crash never leaves half a blob.
+// File contents on disk: `<data>/files/<id>` (and upload parts in `<data>/upload-parts/<id>`), written through a temp file + fsync + rename so a crash never leaves half a blob.
 import { createReadStream, mkdirSync, readdirSync, rmSync, type ReadStream } from 'node:fs';
 import { open, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -31,9 +31,9 @@ async function fsyncPath(path: string): Promise<void> {
   }
 }
 
-/** Blobs under `<dataDir>/files`, temp files under `<dataDir>/tmp/uploads`. Ids are ours, never user input. */
-export function blobStore(dataDir: string): BlobStore {
-  const dir = join(dataDir, 'files');
+/** Blobs under `<dataDir>/<folder>`, temp files under `<dataDir>/tmp/uploads`. Ids are ours, never user input. */
+export function blobStore(dataDir: string, folder: 'files' | 'upload-parts' = 'files'): BlobStore {
+  const dir = join(dataDir, folder);
   const tmp = join(dataDir, 'tmp', 'uploads');
   mkdirSync(dir, { recursive: true });
   mkdirSync(tmp, { recursive: true });

@@ -34,6 +34,7 @@ export interface JobRow {
   total_steps: number | null;
   estimated_finish: number | null;
   result_file: string | null;
+  /** Unix seconds when the job last entered `queued` (the scheduler starts queued jobs oldest first). */
   queued_at: number | null;
 }
 

@@ -25,6 +25,8 @@ export interface TestServer {
   /** `http://127.0.0.1:PORT/v1`, what the SDK's baseURL takes. */
   readonly baseURL: string;
   readonly dataDir: string;
+  /** The server process's id (changes on restart()), e.g. to read its memory use from /proc. */
+  readonly pid: number;
   /** An `openai` client pointed at the server (no retries, so tests see first answers). */
   client(apiKey?: string, options?: ConstructorParameters<typeof OpenAI>[0]): OpenAI;
   /** Everything the server printed (stdout and stderr), for assertions and failure messages. */
@@ -89,6 +91,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     get url() { return url; },
     get baseURL() { return `${url}/v1`; },
     dataDir,
+    get pid() { return child.pid!; },
     client: (apiKey = 'sk-test', clientOptions = {}) => new OpenAI({ apiKey, baseURL: `${url}/v1`, maxRetries: 0, ...clientOptions }),
     output: () => log.join(''),
     async kill(signal = 'SIGKILL') {

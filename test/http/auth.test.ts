@@ -67,3 +67,29 @@ test('keys given in LOCALTUNE_API_KEYS work like created ones', async () => {
     await s.stop();
   }
 });
+
+test('a server listening beyond loopback never runs open: revoking its last key leaves it refusing every request, and it says so', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'localtune-auth-'));
+  const key = await createKey(dataDir, 'alpha');
+  const s = await startTestServer({ dataDir, args: ['--host', '0.0.0.0'] });
+  try {
+    assert.equal(new URL(s.url).hostname, '0.0.0.0');
+    assert.deepEqual((await s.client(key).files.list()).data, []);
+    const keyId = (await runCli(['keys', 'list', '--data-dir', dataDir])).split('\n').find((l) => l.includes('\talpha\t'))!.split('\t')[0]!;
+    await runCli(['keys', 'revoke', keyId, '--data-dir', dataDir]);
+
+    for (const token of [key, 'anything-at-all']) {
+      await assert.rejects(s.client(token).files.list(), (err: unknown) => err instanceof OpenAI.AuthenticationError && /no active API keys/.test(err.message));
+    }
+    assert.equal((await fetch(`${s.baseURL}/models`)).status, 401);
+    assert.match(s.output(), /no active API keys left: refusing every \/v1 request/);
+
+    // A new key opens it again for that key only.
+    const next = await createKey(dataDir, 'beta');
+    assert.deepEqual((await s.client(next).files.list()).data, []);
+    await assert.rejects(s.client('anything-at-all').files.list(), OpenAI.AuthenticationError);
+  } finally {
+    await s.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});

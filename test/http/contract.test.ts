@@ -46,6 +46,17 @@ test('every operation in openapi.yaml has a compilable validator', () => {
   assert.throws(() => validate('noSuchOperation' as OperationId), /no operation 'noSuchOperation'/);
 });
 
+test('every operation in openapi.yaml is answered by a router', async () => {
+  for (const [path, item] of Object.entries(openapi.paths)) {
+    for (const method of Object.keys(item).filter((m) => ['get', 'post', 'put', 'patch', 'delete'].includes(m))) {
+      const url = `/v1${path.replace(/\{[^}]+\}/g, 'unknown-id')}`;
+      const r = await call(method.toUpperCase(), url, method === 'post' ? {} : undefined);
+      assert.notEqual(r.json?.error?.code, 'unknown_url', `${method.toUpperCase()} ${url} reached no router`);
+      assert.ok(r.status < 500, `${method.toUpperCase()} ${url} answered ${r.status}`);
+    }
+  }
+});
+
 test('input is validated before the handler, and every answer uses the envelope', async () => {
   // Valid by the schema, refused by the handler (no such model).
   const ok = await call('POST', '/v1/fine_tuning/jobs', { model: 'm', training_file: 'file-x' });

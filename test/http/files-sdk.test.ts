@@ -5,6 +5,7 @@ import { createReadStream, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
+import { DEFAULT_MAX_LINE_BYTES } from '../../src/datasets/jsonl-reader.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 const lines = (n: number) => Array.from({ length: n }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `q${i} ü` }, { role: 'assistant', content: `a${i}` }] })).join('\n') + '\n';
@@ -83,6 +84,20 @@ test('list pages with after/limit until has_more is false, newest first, filtere
   const all: string[] = [];
   for await (const f of client.files.list({ purpose: 'batch', limit: 3 })) all.push(f.id);
   assert.equal(all.length, 5);
+});
+
+test('fine-tune uploads follow the training reader: a BOM+CRLF file is accepted, an over-long or non-UTF-8 line is a 400 naming it', async () => {
+  const windows = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(lines(3).replace(/\n/g, '\r\n'))]);
+  const file = await client.files.create({ file: await toFile(windows, 'excel-export.jsonl'), purpose: 'fine-tune' });
+  assert.equal(file.bytes, windows.length);
+  assert.ok(Buffer.from(await (await client.files.content(file.id)).arrayBuffer()).equals(windows));
+
+  const long = Buffer.from(`{"a":1}\n{"b":"${'x'.repeat(DEFAULT_MAX_LINE_BYTES)}"}\n`);
+  await assert.rejects(client.files.create({ file: await toFile(long, 'long.jsonl'), purpose: 'fine-tune' }), (err: unknown) =>
+    err instanceof OpenAI.BadRequestError && err.param === 'file' && /line 2: line is longer than/.test(err.message));
+  const latin1 = Buffer.concat([Buffer.from('{"a":1}\n{"b":"caf'), Buffer.from([0xe9]), Buffer.from('"}\n')]);
+  await assert.rejects(client.files.create({ file: await toFile(latin1, 'latin1.jsonl'), purpose: 'fine-tune' }), (err: unknown) =>
+    err instanceof OpenAI.BadRequestError && /line 2: line is not valid UTF-8/.test(err.message));
 });
 
 test('bad purpose, malformed fine-tune JSONL and unknown ids map to the SDK error classes', async () => {

@@ -77,3 +77,17 @@ test('the real migrations apply to a fresh database with WAL, foreign keys and S
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('0004 stores queued_at in seconds: millisecond values are converted, second values left alone', () => {
+  const upTo3 = folder(Object.fromEntries(readMigrations().filter((m) => m.version <= 3).map((m) => [m.name, m.sql])));
+  const db = new Database(':memory:');
+  applyMigrations(db, upTo3);
+  const insert = db.prepare(`INSERT INTO fine_tuning_jobs (id, project, created_at, status, model, base_model, method, training_file, hyperparameters, lora, seed, queued_at)
+    VALUES (?, 'p', 1700000000, 'queued', 'm', 'm', 'supervised', 'file-a', '{}', '{}', 1, ?)`);
+  insert.run('ms', 1_700_000_123_456);
+  insert.run('s', 1_700_000_200);
+  insert.run('never', null);
+  applyMigrations(db);
+  const queuedAt = db.prepare('SELECT id, queued_at FROM fine_tuning_jobs ORDER BY id').all();
+  assert.deepEqual(queuedAt, [{ id: 'ms', queued_at: 1_700_000_123 }, { id: 'never', queued_at: null }, { id: 's', queued_at: 1_700_000_200 }]);
+});

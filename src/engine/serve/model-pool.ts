@@ -11,7 +11,7 @@ import { cudaProviderPath, requestedDevice, type Device, type DeviceRequest } fr
 import { createAdapterCache, type PreparedAdapter } from './adapter-cache.ts';
 import { createGrammarEngine, type GrammarEngine } from './grammar/grammar-engine.ts';
 import { createModelRunner, type ModelRunner } from './model-runner.ts';
-import { createScheduler, type Scheduler } from './scheduler.ts';
+import { createGenerationScheduler, type GenerationScheduler } from './scheduler.ts';
 
 export interface ServedModel {
   id: string;
@@ -20,7 +20,7 @@ export interface ServedModel {
   tokenizer: ModelTokenizer;
   template: ChatTemplate;
   device: Device;
-  scheduler: Scheduler;
+  scheduler: GenerationScheduler;
   /** Structured outputs: reply grammars compiled against this model's vocabulary. */
   grammars: GrammarEngine;
 }
@@ -68,7 +68,7 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       log: o.log,
     });
     const template = compileChatTemplate(tokenizer.chatTemplate, tokenizer);
-    const scheduler = createScheduler(runner, { decoder: tokenizer, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
+    const scheduler = createGenerationScheduler(runner, { modelId: id, log: o.log, decoder: tokenizer, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
     const served: ServedModel = {
       id,
       config: dir.config,

@@ -1,4 +1,5 @@
 // Continuous batching over one base model: new requests are prefilled and join the running batch at the next step; every row keeps its own adapter, sampler, stop conditions and KV positions.
+// A failed run fails no request outright that shared it: each of its rows is run again alone, and only one that fails alone is rejected.
 import type { ModelRunner, CacheRow } from './model-runner.ts';
 import type { PreparedAdapter } from './adapter-cache.ts';
 import type { TokenConstraint } from './grammar/grammar-engine.ts';
@@ -22,6 +23,8 @@ export interface GenerationRequest {
   onText?: (text: string, tokens: SampledToken[]) => void;
   /** Aborting frees the request's batch slot before the next step; the promise rejects with an AbortError. */
   signal?: AbortSignal;
+  /** Names the request in log lines (its HTTP request id). */
+  tag?: string;
   /**
    * A grammar the tokens must follow (structured outputs): each step samples among the tokens its mask allows. The
    * scheduler owns it from submit() on and releases it when the request ends in any way.
@@ -39,7 +42,10 @@ export interface GenerationResult {
   promptTokens: SampledToken[] | null;
 }
 
-export interface SchedulerOptions {
+export interface GenerationSchedulerOptions {
+  /** The base model's id, for log lines. */
+  modelId: string;
+  log?: (line: string) => void;
   decoder: Decoder;
   eosTokenIds: readonly number[];
   contextLength: number;
@@ -49,7 +55,7 @@ export interface SchedulerOptions {
   maxPrefillTokens?: number;
 }
 
-export interface Scheduler {
+export interface GenerationScheduler {
   submit(request: GenerationRequest): Promise<GenerationResult>;
   /** Requests decoding now and waiting for a slot. */
   load(): { active: number; waiting: number };
@@ -67,48 +73,49 @@ interface Sequence {
   pending: SampledToken[]; // sampled but not yet reported with text
   promptTokens: SampledToken[] | null;
   cancelled: boolean;
+  /** A run it shared failed: it now runs alone (prefill and decode) until it finishes, and a failure rejects it. */
+  alone: boolean;
   resolve(r: GenerationResult): void;
   reject(err: Error): void;
 }
 
 const abortError = () => Object.assign(new Error('generation aborted'), { name: 'AbortError' });
 
-export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Scheduler {
+export function createGenerationScheduler(runner: ModelRunner, o: GenerationSchedulerOptions): GenerationScheduler {
   const waiting: Sequence[] = [];
+  /** Rows of a failed run, each run alone in turn before new requests are admitted again. */
+  const retrying: Sequence[] = [];
   const byRow = new Map<CacheRow, Sequence>();
   const eos = new Set(o.eosTokenIds);
   const maxPrefillTokens = o.maxPrefillTokens ?? 4096;
   let running = false;
   let prefilledLast = false;
 
+  /** Frees the request's batch row, if it holds one. */
+  function detach(seq: Sequence): void {
+    if (!seq.row) return;
+    byRow.delete(seq.row);
+    runner.release(seq.row);
+    seq.row = null;
+  }
+
   function finish(seq: Sequence, reason: FinishReason, text: string): void {
     if (text || seq.pending.length) seq.request.onText?.(text, seq.pending);
     seq.pending = [];
-    seq.request.constraint?.release();
-    if (seq.row) {
-      byRow.delete(seq.row);
-      runner.release(seq.row);
-      seq.row = null;
-    }
+    detach(seq);
     seq.resolve({ text: seq.stream.text, finishReason: reason, tokens: seq.tokens, completionTokens: seq.generated, promptTokens: seq.promptTokens });
   }
 
-  /** Samples the row's next token from its logits (among those its grammar allows) and takes it. */
-  function sample(seq: Sequence, logits: Float32Array, mask: Int32Array | null): void {
+  /** Samples the row's next token from its logits, among those its grammar allows; throws if the grammar refuses it. */
+  function sample(seq: Sequence, logits: Float32Array, mask: Int32Array | null): SampledToken {
     const sampled = seq.sampler.next(logits, seq.counts, mask);
-    try {
-      seq.request.constraint?.accept(sampled.id);
-    } catch (err) {
-      // This row's grammar failed; the other rows go on.
-      seq.request.constraint?.release();
-      if (seq.row) {
-        byRow.delete(seq.row);
-        runner.release(seq.row);
-        seq.row = null;
-      }
-      return seq.reject(err as Error);
-    }
-    accept(seq, sampled);
+    seq.request.constraint?.accept(sampled.id);
+    return sampled;
+  }
+
+  /** Each row's grammar mask for its next token (null for free rows, and cancelled ones, whose matcher is freed). */
+  function nextMasks(seqs: Sequence[]): Promise<(Int32Array | null)[]> {
+    return Promise.all(seqs.map((s) => (s.cancelled ? null : (s.request.constraint?.nextMask() ?? null))));
   }
 
   /** Takes a sampled token: ends the row on an end-of-turn token, a stop string, max_tokens or a full context. */
@@ -128,18 +135,56 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
     seq.next = sampled.id;
   }
 
-  function dropCancelled(): void {
-    for (let i = waiting.length - 1; i >= 0; i--) if (waiting[i].cancelled) waiting.splice(i, 1)[0].request.constraint?.release();
-    for (const [row, seq] of byRow) {
-      if (!seq.cancelled) continue;
-      seq.request.constraint?.release();
-      byRow.delete(row);
-      runner.release(row);
-      seq.row = null;
+  /** Handles one row's output; a throw there (a caller's callback) fails that request only. */
+  function settle(seq: Sequence, handle: () => void): void {
+    if (seq.cancelled || !seq.row) return;
+    try {
+      handle();
+    } catch (err) {
+      detach(seq);
+      seq.reject(err as Error);
     }
   }
 
-  async function prefill(): Promise<void> {
+  function dropCancelled(): void {
+    for (const queue of [waiting, retrying]) for (let i = queue.length - 1; i >= 0; i--) if (queue[i].cancelled) queue.splice(i, 1);
+    for (const seq of byRow.values()) if (seq.cancelled) detach(seq);
+  }
+
+  /** The tokens a row's cache must hold: the prompt, plus what it generated before a failed run (a retry continues from there). */
+  const cachedTokens = (seq: Sequence) => (seq.generated === 0 ? seq.request.prompt : [...seq.request.prompt, ...seq.tokens.map((t) => t.id)]);
+
+  /** Adds `take` to the batch and takes each one's next token; throws only when the runner does. */
+  async function prefill(take: Sequence[]): Promise<() => void> {
+    // Grammar masks are fetched in the same await as the run (onnxruntime-node runs it on this thread, so they add to it).
+    const [{ rows, logits, promptLogits }, masks] = await Promise.all([
+      runner.prefill(take.map((s) => ({ tokens: cachedTokens(s), adapter: s.request.adapter, scored: (s.request.promptLogprobs ?? null) !== null && s.generated === 0 }))),
+      nextMasks(take),
+    ]);
+    return () => take.forEach((seq, i) => {
+      seq.row = rows[i];
+      byRow.set(rows[i], seq);
+      settle(seq, () => {
+        const scored = promptLogits[i];
+        const V = logits[i].length;
+        if (scored) seq.promptTokens = seq.request.prompt.slice(1).map((id, t) => tokenLogprobs(scored.subarray(t * V, (t + 1) * V), id, seq.request.promptLogprobs!));
+        if (seq.generated === 0) {
+          if (seq.promptTokens) seq.request.onPrompt?.(seq.promptTokens);
+          if (seq.request.maxTokens === 0) return finish(seq, 'length', '');
+        }
+        accept(seq, sample(seq, logits[i], masks[i]));
+      });
+    });
+  }
+
+  /** Feeds every row its last token and takes each one's next; throws only when the runner does. */
+  async function decode(seqs: Sequence[]): Promise<() => void> {
+    const [logits, masks] = await Promise.all([runner.decode(seqs.map((s) => s.next)), nextMasks(seqs)]);
+    return () => seqs.forEach((seq, i) => settle(seq, () => accept(seq, sample(seq, logits[i], masks[i]))));
+  }
+
+  /** New requests in arrival order, as many as the batch and the prefill budget take. */
+  function admit(): Sequence[] {
     const take: Sequence[] = [];
     let tokens = 0;
     while (waiting.length && byRow.size + take.length < o.maxBatch && (take.length === 0 || tokens + waiting[0].request.prompt.length <= maxPrefillTokens)) {
@@ -147,35 +192,36 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
       tokens += seq.request.prompt.length;
       take.push(seq);
     }
-    // Grammar masks are fetched in the same await as the run (onnxruntime-node runs it on this thread, so they add to it).
-    const [{ rows, logits, promptLogits }, masks] = await Promise.all([
-      runner.prefill(take.map((s) => ({ tokens: s.request.prompt, adapter: s.request.adapter, scored: (s.request.promptLogprobs ?? null) !== null }))),
-      nextMasks(take),
-    ]);
-    take.forEach((seq, i) => {
-      seq.row = rows[i];
-      byRow.set(rows[i], seq);
-      const scored = promptLogits[i];
-      const V = logits[i].length;
-      if (scored) seq.promptTokens = seq.request.prompt.slice(1).map((id, t) => tokenLogprobs(scored.subarray(t * V, (t + 1) * V), id, seq.request.promptLogprobs!));
-    });
-    take.forEach((seq, i) => {
-      if (seq.cancelled) return;
-      if (seq.promptTokens) seq.request.onPrompt?.(seq.promptTokens);
-      if (seq.request.maxTokens === 0) return finish(seq, 'length', '');
-      sample(seq, logits[i], masks[i]);
-    });
+    return take;
   }
 
-  async function decode(): Promise<void> {
-    const seqs = runner.rows.map((r) => byRow.get(r)!);
-    const [logits, masks] = await Promise.all([runner.decode(seqs.map((s) => s.next)), nextMasks(seqs)]);
-    seqs.forEach((seq, i) => (seq.cancelled || !seq.row ? undefined : sample(seq, logits[i], masks[i])));
+  /** What to prefill now: a retried row once the batch has drained (it runs alone), else new requests unless a row runs alone. */
+  function nextPrefill(): Sequence[] {
+    if (retrying.length) return byRow.size === 0 ? [retrying.shift()!] : [];
+    if ([...byRow.values()].some((s) => s.alone)) return [];
+    return byRow.size < o.maxBatch ? admit() : [];
   }
 
-  /** Each row's grammar mask for its next token (null for free rows). */
-  function nextMasks(seqs: Sequence[]): Promise<(Int32Array | null)[]> {
-    return Promise.all(seqs.map((s) => s.request.constraint?.nextMask() ?? null));
+  /**
+   * A run of `seqs` threw. The runner changed nothing (rows are added only after a prefill succeeds, the cache only after a
+   * decode does), so a row that shared the run is released and queued to run again alone from where it was; one that
+   * ran alone is rejected. A broken adapter or prompt then fails only its own request.
+   */
+  function failed(seqs: Sequence[], phase: 'prefill' | 'decode', err: Error): void {
+    const live = seqs.filter((s) => !s.cancelled);
+    const rejected = live.filter((s) => s.alone || seqs.length === 1);
+    const retried = live.filter((s) => !rejected.includes(s));
+    const tags = (list: Sequence[]) => list.map((s) => s.request.tag ?? '-').join(', ');
+    o.log?.(
+      `generation on ${o.modelId}: ${phase} of ${seqs.length} row(s) failed` +
+        (rejected.length ? `; failing request(s) ${tags(rejected)}` : '') +
+        (retried.length ? `; running request(s) ${tags(retried)} again, each alone` : '') +
+        `: ${err.stack ?? err}`,
+    );
+    seqs.forEach(detach);
+    for (const seq of rejected) seq.reject(err);
+    for (const seq of retried) seq.alone = true;
+    retrying.push(...retried);
   }
 
   /** One prefill or decode run per tick, alternating when both have work, yielding to the event loop in between. */
@@ -183,24 +229,24 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
     try {
       for (;;) {
         dropCancelled();
-        const canPrefill = waiting.length > 0 && byRow.size < o.maxBatch;
-        if (!canPrefill && byRow.size === 0) break;
-        if (canPrefill && !(prefilledLast && byRow.size > 0)) {
-          prefilledLast = true;
-          await prefill();
-        } else {
-          prefilledLast = false;
-          await decode();
-        }
+        const take = prefilledLast && byRow.size > 0 ? [] : nextPrefill();
+        if (take.length === 0 && byRow.size === 0) break;
+        prefilledLast = take.length > 0;
+        const seqs = take.length ? take : runner.rows.map((r) => byRow.get(r)!);
+        const apply = await (take.length ? prefill(take) : decode(seqs)).catch((err: Error) => {
+          failed(seqs, take.length ? 'prefill' : 'decode', err);
+          return () => {};
+        });
+        apply();
         await new Promise((r) => setImmediate(r));
       }
     } catch (err) {
-      for (const seq of [...byRow.values(), ...waiting.splice(0)]) {
-        if (seq.row) runner.release(seq.row);
-        seq.request.constraint?.release();
+      // A bug of the scheduler itself: fail what it holds rather than leave requests hanging.
+      o.log?.(`generation on ${o.modelId}: scheduler failed: ${(err as Error).stack ?? err}`);
+      for (const seq of [...byRow.values(), ...waiting.splice(0), ...retrying.splice(0)]) {
+        detach(seq);
         seq.reject(err as Error);
       }
-      byRow.clear();
     } finally {
       running = false;
     }
@@ -209,12 +255,13 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
   return {
     submit(request) {
       return new Promise<GenerationResult>((resolve, reject) => {
-        const refuse = (err: Error) => {
+        // However the request ends, its grammar matcher is freed.
+        const end = <T>(settle: (value: T) => void) => (value: T) => {
           request.constraint?.release();
-          reject(err);
+          settle(value);
         };
-        if (request.signal?.aborted) return refuse(abortError());
-        if (request.prompt.length === 0) return refuse(new Error('the prompt has no tokens'));
+        if (request.signal?.aborted) return end(reject)(abortError());
+        if (request.prompt.length === 0) return end(reject)(new Error('the prompt has no tokens'));
         const seq: Sequence = {
           request,
           sampler: createSampler(request.sampling),
@@ -227,14 +274,15 @@ export function createScheduler(runner: ModelRunner, o: SchedulerOptions): Sched
           pending: [],
           promptTokens: null,
           cancelled: false,
-          resolve,
-          reject,
+          alone: false,
+          resolve: end(resolve),
+          reject: end(reject),
         };
         request.signal?.addEventListener(
           'abort',
           () => {
             seq.cancelled = true;
-            reject(abortError());
+            seq.reject(abortError());
           },
           { once: true },
         );

@@ -349,10 +349,13 @@ async function refreshModels() {
   const select = $('chat-model');
   // The choice lives in state, not in the element: a refresh that started before a "Chat" click must not undo it.
   const chosen = state.chatModel || select.value;
-  select.replaceChildren(...models.map((m) => el('option', { value: m.id }, m.owned_by === 'system' ? `${m.id} (base)` : m.id)));
+  const label = (m) => (m.alias_for ? `${m.id} → ${m.alias_for}` : m.owned_by === 'system' ? `${m.id} (base)` : m.id);
+  select.replaceChildren(...models.map((m) => el('option', { value: m.id }, label(m))));
   if (models.some((m) => m.id === chosen)) select.value = chosen;
-  const base = models.filter((m) => m.owned_by === 'system');
-  $('server-info').textContent = `${base.length} base model${base.length === 1 ? '' : 's'}${base[0]?.device ? ` · ${base[0].device}` : ''} · ${models.length - base.length} tuned`;
+  // Aliases are other names for these models, not models of their own.
+  const own = models.filter((m) => !m.alias_for);
+  const base = own.filter((m) => m.owned_by === 'system');
+  $('server-info').textContent = `${base.length} base model${base.length === 1 ? '' : 's'}${base[0]?.device ? ` · ${base[0].device}` : ''} · ${own.length - base.length} tuned`;
 }
 
 async function chooseChatModel(id) {

@@ -9,7 +9,7 @@ import { resolveLoraConfig } from '../../../src/engine/lora/config.ts';
 import { loraSpecs } from '../../../src/engine/train/graphs.ts';
 import { createModelRunner } from '../../../src/engine/serve/model-runner.ts';
 import { prepareAdapter, type PreparedAdapter } from '../../../src/engine/serve/adapter-cache.ts';
-import { createScheduler, type GenerationRequest } from '../../../src/engine/serve/scheduler.ts';
+import { createGenerationScheduler, type GenerationRequest } from '../../../src/engine/serve/scheduler.ts';
 import { createGrammarEngine, type TokenConstraint } from '../../../src/engine/serve/grammar/grammar-engine.ts';
 import type { ModelTokenizer } from '../../../src/engine/models/tokenizer.ts';
 import { randomTensors, TINY_CONFIG_JSON, writeTinyModelDir } from '../fixtures.ts';
@@ -22,7 +22,8 @@ const runner = await createModelRunner({ modelDir, cacheDir: join(dir, 'cache'),
 after(() => runner.close());
 /** Token id i is the letter 'a' + i; id 10 ends the turn. */
 const decoder = { decode: (ids: ArrayLike<number>) => Array.from(ids, (i) => String.fromCharCode(97 + i)).join('') };
-const scheduler = createScheduler(runner, { decoder, eosTokenIds: [10], contextLength: 64, maxBatch: 4 });
+const options = { modelId: 'tiny', decoder, eosTokenIds: [10], contextLength: 64, maxBatch: 4 };
+const scheduler = createGenerationScheduler(runner, options);
 
 function adapter(name: string, r: number, targets: string[], seed: number): PreparedAdapter {
   const lora = resolveLoraConfig({ r, alpha: 2 * r, dropout: 0, targetModules: targets as never });
@@ -88,7 +89,7 @@ test('rows with a grammar share the batch with free rows: they follow it, the fr
     live++;
     return { ...c, release: () => (live--, c.release()) };
   };
-  const jsonScheduler = createScheduler(runner, { decoder: { decode: (ids) => Array.from(ids, (i) => chars[i] ?? '').join('') }, eosTokenIds: [10], contextLength: 64, maxBatch: 4 });
+  const jsonScheduler = createGenerationScheduler(runner, { ...options, decoder: { decode: (ids) => Array.from(ids, (i) => chars[i] ?? '').join('') }, eosTokenIds: [10] });
   const free = [request(5), request(6)];
   const solo = await Promise.all(free.map(async (r) => (await jsonScheduler.submit(r)).text));
   const rows = await Promise.all([
@@ -105,5 +106,54 @@ test('rows with a grammar share the batch with free rows: they follow it, the fr
   await assert.rejects(aborted, { name: 'AbortError' });
   await jsonScheduler.submit(request(2)); // the next step drops the aborted row
   assert.equal(live, 0);
+  assert.equal(runner.rows.length, 0);
+});
+
+/** An adapter with one B matrix far larger than its shape, as a damaged file could give: every run with it in the batch throws. */
+function damaged(good: PreparedAdapter): PreparedAdapter {
+  const [first] = good.b.keys();
+  const b = new Map(good.b);
+  b.set(first!, new Float32Array(100_000));
+  return { ...good, key: `${good.key}-damaged`, b };
+}
+
+test('a run that fails fails only the request at fault: the other rows run again alone and equal their solo runs, and the log names the model and requests', async () => {
+  const log: string[] = [];
+  const guarded = createGenerationScheduler(runner, { ...options, log: (line) => log.push(line) });
+  const good = [0, 1, 2].map((i) => ({ ...request(i), tag: `req_good${i}` }));
+  const solo: Awaited<ReturnType<typeof outcome>>[] = [];
+  for (const r of good) solo.push(await outcome(r));
+  // The first request starts the loop alone; the next three share one prefill, which throws on the damaged adapter.
+  const first = guarded.submit(good[0]!);
+  const bad = guarded.submit({ ...request(4), adapter: damaged(adapters[1]!), tag: 'req_bad' });
+  const others = [first, ...good.slice(1).map((r) => guarded.submit(r))].map((p) =>
+    p.then((res) => ({ text: res.text, finish: res.finishReason, ids: res.tokens.map((t) => t.id), n: res.completionTokens })));
+  await assert.rejects(bad, RangeError);
+  assert.deepEqual(await Promise.all(others), solo);
+  assert.equal(runner.rows.length, 0);
+  assert.match(log[0]!, /^generation on tiny: prefill of 3 row\(s\) failed; running request\(s\) req_bad, req_good1, req_good2 again, each alone: RangeError/);
+  assert.match(log[1]!, /^generation on tiny: prefill of 1 row\(s\) failed; failing request\(s\) req_bad: RangeError/);
+  assert.equal(log.length, 2);
+});
+
+test('a decode step that throws is retried: each row continues alone from where it was and ends as its solo run', async () => {
+  let failures = 1;
+  // The real runner with one transient fault injected into the first batched decode.
+  const flaky = Object.create(runner, {
+    decode: { value: (tokens: number[]) => (tokens.length > 1 && failures-- > 0 ? Promise.reject(new Error('device lost')) : runner.decode(tokens)) },
+  }) as typeof runner;
+  const log: string[] = [];
+  const retried = createGenerationScheduler(flaky, { ...options, log: (line) => log.push(line) });
+  const reqs = [5, 6, 7].map((i) => ({ ...request(i), maxTokens: 12, stop: [] }));
+  const solo: Awaited<ReturnType<typeof outcome>>[] = [];
+  for (const r of reqs) solo.push(await outcome(r));
+  const streamed = reqs.map(() => '');
+  const results = await Promise.all(reqs.map((r, i) => retried.submit({ ...r, onText: (text) => (streamed[i] += text) })));
+  results.forEach((res, i) => {
+    assert.deepEqual({ text: res.text, finish: res.finishReason, ids: res.tokens.map((t) => t.id), n: res.completionTokens }, solo[i], `request ${i}`);
+    assert.equal(streamed[i], res.text, 'streamed text is neither repeated nor lost');
+  });
+  assert.equal(failures, 0, 'one batched decode failed, and the retried rows then ran alone');
+  assert.match(log.join('\n'), /^generation on tiny: decode of 3 row\(s\) failed; running request\(s\) -, -, - again, each alone: Error: device lost/);
   assert.equal(runner.rows.length, 0);
 });
