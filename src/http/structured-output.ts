@@ -1,6 +1,6 @@
 // Structured outputs of a chat request: response_format (json_schema, json_object) and tool_choice (required, a named function) as the grammar the reply must follow.
 import type { ToolCallFormat } from '../engine/models/reply-format.ts';
-import { GrammarError, type CallsGrammar, type GrammarEngine, type JsonGrammar, type ReplyGrammar } from '../engine/serve/grammar/grammar-engine.ts';
+import { callsHaveMarkup, GrammarError, type CallsGrammar, type GrammarEngine, type JsonGrammar, type ReplyGrammar } from '../engine/serve/grammar/grammar-engine.ts';
 import type { CompiledGrammar } from '../engine/serve/grammar/xgrammar.ts';
 import { badRequest } from './errors.ts';
 import { checkRefs, checkStrictSchema, type SchemaSource } from './strict-schema.ts';
@@ -57,17 +57,21 @@ function forcedCalls(body: ChatRequest, format: ToolCallFormat): CallsGrammar | 
 
 /**
  * The grammar a request's reply must follow, or null when it is free: forced calls; else the response_format JSON,
- * or (tools on offer with tool_choice auto) that JSON or calls. Strict tools are checked whatever tool_choice says.
+ * or (tools on offer, tool_choice auto) that JSON or calls; else, with a strict tool on offer, free text whose calls
+ * follow the grammar once they start (as the hosted API holds strict tools to their schemas). Strict tools are
+ * checked whatever tool_choice says.
  */
 export function replyGrammarOf(body: ChatRequest, format: ToolCallFormat): ReplyGrammar | null {
   const tools = functionTools(body);
   const parameters = tools.map(toolParameters);
-  const calls = forcedCalls(body, format);
-  if (calls) return { calls };
+  const forced = forcedCalls(body, format);
+  if (forced) return { calls: forced };
+  const offered = tools.length > 0 && body.tool_choice !== 'none';
+  const calls = { format, tools: tools.map((t, i) => ({ name: t.fn.name, parameters: parameters[i] })), parallel: body.parallel_tool_calls !== false && format.parallel };
   const json = responseFormatGrammar(body.response_format);
-  if (!json) return null;
-  if (tools.length === 0 || body.tool_choice === 'none') return { json };
-  return { json, calls: { format, tools: tools.map((t, i) => ({ name: t.fn.name, parameters: parameters[i] })), parallel: body.parallel_tool_calls !== false && format.parallel } };
+  if (json) return offered ? { json, calls } : { json };
+  if (offered && tools.some((t) => t.fn.strict === true) && callsHaveMarkup(format)) return { calls, textAround: true };
+  return null;
 }
 
 /** Compiles (or finds cached) a reply grammar; a schema the engine rejects is a 400 naming it. */

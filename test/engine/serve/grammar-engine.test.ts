@@ -144,3 +144,25 @@ test('a marker that is a special token (Mistral [TOOL_CALLS]) may be written as 
     constraint.release();
   }
 });
+
+test('tool_choice auto: free text, but a call, once its markup starts, names a tool and has valid arguments', async () => {
+  const weather = { schema: { type: 'object', properties: { city: { type: 'string', enum: ['Oslo', 'Rome'] } }, required: ['city'], additionalProperties: false }, strict: true };
+  const tools = [{ name: 'get_weather', parameters: weather }, { name: 'get_time', parameters: { schema: { type: 'object' }, strict: false } }];
+  const constraint = await engine.constraint(await engine.compile({ calls: { format: HERMES, tools, parallel: false }, textAround: true }));
+  const allowedAfter = async (text: string) => {
+    for (const id of tokenizer.encode(text)) constraint.accept(id);
+    const mask = await constraint.nextMask();
+    return (c: string) => ((mask[c.charCodeAt(0) >> 5] >>> (c.charCodeAt(0) & 31)) & 1) === 1;
+  };
+  let allowed = await allowedAfter('');
+  assert.ok(allowed('S') && allowed('<') && allowed('{'), 'any text first');
+  allowed = await allowedAfter('Sure, <tool_call>');
+  assert.ok(allowed('\n') && !allowed('x'), 'the call markup, once begun, goes on');
+  allowed = await allowedAfter('\n{"name": "get_');
+  assert.ok(allowed('w') && allowed('t') && !allowed('x'), 'only the tools offered');
+  allowed = await allowedAfter('weather", "arguments": {"city": "');
+  assert.ok(allowed('O') && allowed('R') && !allowed('P'), 'arguments follow the schema');
+  allowed = await allowedAfter('Rome"}}\n</tool_call>');
+  assert.ok((await constraint.nextMask())[EOS >> 5] & (1 << (EOS & 31)), 'the reply may end after the call');
+  constraint.release();
+});

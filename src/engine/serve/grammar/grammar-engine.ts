@@ -1,7 +1,7 @@
 // Grammar-constrained decoding for one base model: reply grammars (a JSON schema, tool calls in the template's format)
 // compiled once against the model's vocabulary and kept in an LRU cache, and per-row matchers giving each step's token bitmask.
 import type { ModelTokenizer } from '../../models/tokenizer.ts';
-import { discardXgrammar, xgrammar, type CompiledGrammar, type GrammarCompiler, type XGrammar } from './xgrammar.ts';
+import { discardXgrammar, xgrammar, type CompiledGrammar, type GrammarCompiler, type StructuralTagFormat, type XGrammar } from './xgrammar.ts';
 
 // Dims: V vocab (the model's logits width), W = ceil(V / 32) bitmask words.
 
@@ -31,8 +31,14 @@ export interface CallsGrammar {
   parallel: boolean;
 }
 
-/** What a reply must be: JSON, tool calls, or (both given) either of them. */
-export type ReplyGrammar = { json: JsonGrammar; calls?: CallsGrammar } | { json?: JsonGrammar; calls: CallsGrammar };
+/**
+ * What a reply must be: JSON, tool calls, or (both given) either of them; or, with `textAround`, any text in which a
+ * call, once its markup begins (`callOpen` without trailing whitespace), follows `calls` (tool_choice auto).
+ */
+export type ReplyGrammar = { json: JsonGrammar; calls?: CallsGrammar; textAround?: undefined } | { json?: undefined; calls: CallsGrammar; textAround?: boolean };
+
+/** Whether calls in `format` can be told apart inside free text (they open with markup of their own, one by one). */
+export const callsHaveMarkup = (format: CallFormat) => format.callOpen.trim() !== '' && format.open === '' && format.close === '';
 
 /** A grammar that cannot be compiled (a schema xgrammar rejects): the message says why, `param` names the part of the grammar. */
 export class GrammarError extends Error {
@@ -140,11 +146,28 @@ export function createGrammarEngine(tokenizer: ModelTokenizer, o: GrammarEngineO
     return [`root ::= ${roots.join(' | ')}`, ...rules].join('\n');
   }
 
+  /** Free text with calls held to the grammar once they start: xgrammar's triggered tags, one tag per tool. */
+  async function callsInText(calls: CallsGrammar): Promise<StructuralTagFormat> {
+    if (!callsHaveMarkup(calls.format)) throw new Error(`calls written as ${JSON.stringify(calls.format.callOpen)} cannot be told apart from text`);
+    const { format, tools, parallel } = calls;
+    const tags = [];
+    for (const tool of tools) {
+      tags.push({
+        type: 'tag' as const,
+        begin: `${format.callOpen}{"name": ${JSON.stringify(tool.name)}, ${JSON.stringify(format.argumentsKey)}: `,
+        content: { type: 'grammar' as const, grammar: await jsonRules(tool.parameters, '', { tool: tool.name }) },
+        end: `}${format.callClose}`,
+      });
+    }
+    return { type: 'triggered_tags', triggers: [format.callOpen.trimEnd()], tags, at_least_one: false, stop_after_first: !parallel };
+  }
+
   async function build(grammar: ReplyGrammar): Promise<CompiledGrammar> {
-    const ebnf = await replyEbnf(grammar);
+    const source = grammar.textAround ? await callsInText(grammar.calls) : await replyEbnf(grammar);
     const compiling = currentCompiler();
     try {
-      return await (await compiling).compileGrammar(ebnf);
+      const compiler = await compiling;
+      return await (typeof source === 'string' ? compiler.compileGrammar(source) : compiler.compileStructuralTag({ type: 'structural_tag', format: source }));
     } catch (err) {
       throw compileError(err, grammar.json ? 'json' : { tool: grammar.calls!.tools[0]?.name ?? '' });
     }

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type * as XGrammarModule from '@mlc-ai/web-xgrammar';
 
-export type { CompiledGrammar, GrammarCompiler, GrammarMatcher, TokenizerInfo } from '@mlc-ai/web-xgrammar';
+export type { CompiledGrammar, GrammarCompiler, GrammarMatcher, StructuralTagFormat, TokenizerInfo } from '@mlc-ai/web-xgrammar';
 export type XGrammar = typeof XGrammarModule;
 
 let loaded: XGrammar | null = null;
