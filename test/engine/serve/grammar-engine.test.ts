@@ -156,6 +156,7 @@ test('tool_choice auto: free text, but a call, once its markup starts, names a t
   };
   let allowed = await allowedAfter('');
   assert.ok(allowed('S') && allowed('<') && allowed('{'), 'any text first');
+  assert.ok(((await constraint.nextMask())[EOS >> 5] >>> (EOS & 31)) & 1, 'a reply without calls may end');
   allowed = await allowedAfter('Sure, <tool_call>');
   assert.ok(allowed('\n') && !allowed('x'), 'the call markup, once begun, goes on');
   allowed = await allowedAfter('\n{"name": "get_');
