@@ -44,33 +44,30 @@ function responseFormatGrammar(format: ChatRequest['response_format']): JsonGram
   return jsonGrammar(spec.schema as Schema | undefined, spec.strict === true, { what: `response_format '${spec.name}'`, param: 'response_format.json_schema.schema' });
 }
 
-/** The calls tool_choice forces ('required' or a named function), or null when the model may answer in text. */
-function forcedCalls(body: ChatRequest, format: ToolCallFormat): CallsGrammar | null {
-  const choice = body.tool_choice;
-  if (choice === undefined || choice === 'none' || choice === 'auto') return null;
-  const tools = functionTools(body);
-  if (tools.length === 0) throw badRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.", 'tool_choice');
-  const chosen = typeof choice === 'string' ? tools : tools.filter((t) => t.fn.name === choice.function.name);
-  if (chosen.length === 0) throw badRequest(`Invalid value for 'tool_choice': no function named '${(choice as Exclude<typeof choice, string>).function.name}' in 'tools'.`, 'tool_choice.function.name');
-  return { format, tools: chosen.map((t) => ({ name: t.fn.name, parameters: toolParameters(t) })), parallel: body.parallel_tool_calls !== false && format.parallel };
-}
-
 /**
- * The grammar a request's reply must follow, or null when it is free: forced calls; else the response_format JSON,
- * or (tools on offer, tool_choice auto) that JSON or calls; else, with a strict tool on offer, free text whose calls
- * follow the grammar once they start (as the hosted API holds strict tools to their schemas). Strict tools are
- * checked whatever tool_choice says.
+ * The grammar a request's reply must follow, or null when it is free: calls when tool_choice is 'required' or names a
+ * function; else the response_format JSON, or (tools on offer, tool_choice auto) that JSON or calls; else, with a
+ * strict tool on offer, free text whose calls follow the grammar once they start (as the hosted API holds strict
+ * tools to their schemas). Every strict tool's schema is checked, whatever tool_choice says.
  */
 export function replyGrammarOf(body: ChatRequest, format: ToolCallFormat): ReplyGrammar | null {
-  const tools = functionTools(body);
-  const parameters = tools.map(toolParameters);
-  const forced = forcedCalls(body, format);
-  if (forced) return { calls: forced };
-  const offered = tools.length > 0 && body.tool_choice !== 'none';
-  const calls = { format, tools: tools.map((t, i) => ({ name: t.fn.name, parameters: parameters[i] })), parallel: body.parallel_tool_calls !== false && format.parallel };
+  const tools = functionTools(body).map((t) => ({ name: t.fn.name, strict: t.fn.strict === true, parameters: toolParameters(t) }));
+  const callsTo = (chosen: typeof tools): CallsGrammar => ({
+    format,
+    tools: chosen.map(({ name, parameters }) => ({ name, parameters })),
+    parallel: body.parallel_tool_calls !== false && format.parallel,
+  });
+  const choice = body.tool_choice;
+  if (choice === 'required' || typeof choice === 'object') {
+    if (tools.length === 0) throw badRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.", 'tool_choice');
+    const chosen = choice === 'required' ? tools : tools.filter((t) => t.name === choice.function.name);
+    if (chosen.length === 0) throw badRequest(`Invalid value for 'tool_choice': no function named '${(choice as Exclude<typeof choice, string>).function.name}' in 'tools'.`, 'tool_choice.function.name');
+    return { calls: callsTo(chosen) };
+  }
+  const offered = tools.length > 0 && choice !== 'none';
   const json = responseFormatGrammar(body.response_format);
-  if (json) return offered ? { json, calls } : { json };
-  if (offered && tools.some((t) => t.fn.strict === true) && callsHaveMarkup(format)) return { calls, textAround: true };
+  if (json) return offered ? { json, calls: callsTo(tools) } : { json };
+  if (offered && tools.some((t) => t.strict) && callsHaveMarkup(format)) return { calls: callsTo(tools), textAround: true };
   return null;
 }
 
