@@ -11,7 +11,8 @@ import { createTokenizer, type ModelTokenizer } from '../src/engine/models/token
 import { createRng, fillNormal, type Rng } from '../src/engine/random.ts';
 import { createGrammarEngine, type GrammarEngine, type TokenConstraint } from '../src/engine/serve/grammar/grammar-engine.ts';
 import type { CompiledGrammar } from '../src/engine/serve/grammar/xgrammar.ts';
-import { createModelRunner, type ModelRunner } from '../src/engine/serve/model-runner.ts';
+import type { ModelRunner } from '../src/engine/serve/model-runner.ts';
+import { startThreadedModelRunner } from '../src/engine/serve/threaded-runner.ts';
 import { createSampler } from '../src/engine/serve/sampler.ts';
 
 const STEPS = 48;
@@ -97,13 +98,14 @@ async function buildModel(vocabSize: number): Promise<{ runner: ModelRunner; tok
   writeSafetensors(join(modelDir, 'model.safetensors'), weights);
   writeFileSync(join(modelDir, 'config.json'), JSON.stringify(configJson));
   const tokenizer = createTokenizer(tokenizerJson(vocabSize, rng), { eos_token: '<|im_end|>' });
-  const runner = await createModelRunner({ modelDir, cacheDir: join(dir, `cache${vocabSize}`), config, contextLength: 2048, device: 'cpu', threads });
+  // The runner thread the server uses: masks are computed on this thread while it decodes.
+  const runner = await startThreadedModelRunner({ modelDir, cacheDir: join(dir, `cache${vocabSize}`), config, contextLength: 2048, device: 'cpu', threads });
   return { runner, tokenizer };
 }
 
 /**
  * Decode tokens/s of `B` rows over STEPS steps, sampled at temperature 0.8, each row under the grammar when one is given:
- * masks fetched with the model run, applied in the sampler, the token accepted, as the scheduler does. A row whose
+ * masks computed while the runner thread decodes, applied in the sampler, the token accepted, as the scheduler does. A row whose
  * JSON is complete starts a fresh matcher, so every step is a full step. The median step counts.
  */
 let grammarMs = 0; // time in accept + nextMask, summed over constrained steps
@@ -129,7 +131,7 @@ async function decodeRate(m: { runner: ModelRunner; tokenizer: ModelTokenizer },
         constraints[i] = await fresh();
       }
     }
-    // Masks are fetched with the model run, as in the scheduler; their time is taken when the last one is done.
+    // Masks are computed while the runner thread decodes, as in the scheduler; their time is taken when the last one is done.
     const masking = Promise.all(constraints.map((c) => c?.nextMask() ?? null)).then((masks) => {
       if (grammar) {
         grammarMs += performance.now() - tg;

@@ -1,9 +1,10 @@
-// localtune command line: `localtune [serve]`, `demo`, `keys …`, `models …`, `jobs …`, `engine …`. The only place that sets an exit code.
+// localtune command line: `localtune [serve]`, `demo`, `keys …`, `models …`, `jobs …`, `export …`, `engine …`. The only place that sets an exit code.
 import { ConfigError, configFlags, loadConfig } from './config.ts';
 import { startServer } from './server.ts';
 import { MigrationError } from './store/migrations.ts';
 import { ApiRequestError } from './cli/api-client.ts';
 import { DEMO_USAGE, demoCommand } from './cli/demo.ts';
+import { EXPORT_USAGE, exportCommand } from './cli/export.ts';
 import { JOBS_USAGE, jobsCommand } from './cli/jobs.ts';
 import { KEYS_USAGE, keysCommand } from './cli/keys.ts';
 import { MODELS_USAGE, modelsCommand } from './cli/models.ts';
@@ -18,6 +19,8 @@ const USAGE = `usage: localtune [serve] [options]           start the API server
        localtune demo [options]              tune the built-in model on a customer-support set and compare answers (localtune demo --help)
        localtune keys create|list|revoke     API keys (localtune keys --help)
        localtune models list                 base models found in the models directory, and skipped folders (localtune models --help)
+       localtune models import DIR --base-model M   register a PEFT adapter trained elsewhere as an ft: model (on a running server)
+       localtune export MODEL --format F     download a model as PEFT, merged, GGUF or GGUF LoRA (localtune export --help)
        localtune jobs list|show|events|cancel|pause|resume   fine-tuning jobs on a running server (localtune jobs --help)
        localtune engine …                    engine verification commands (localtune engine --help)
        localtune --help`;
@@ -47,6 +50,8 @@ async function main(argv: string[]): Promise<void> {
       return help ? console.log(MODELS_USAGE) : modelsCommand(rest);
     case 'jobs':
       return help ? console.log(JOBS_USAGE) : jobsCommand(rest);
+    case 'export':
+      return help ? console.log(EXPORT_USAGE) : exportCommand(rest);
     case 'engine': {
       process.exitCode = await (await import('./engine/train/verify-command.ts')).runEngineCommand(rest);
       return;

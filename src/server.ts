@@ -8,6 +8,8 @@ import { keysConfigured } from './http/auth.ts';
 import type { AppContext } from './http/context.ts';
 import { ensureDefaultModel } from './engine/models/default-model.ts';
 import { createModelPool } from './engine/serve/model-pool.ts';
+import { createMetrics } from './http/metrics.ts';
+import { fineTuningJobStore } from './store/fine-tuning-jobs.ts';
 import { apiKeyStore } from './store/api-keys.ts';
 import { blobStore } from './store/blobs.ts';
 import { openDatabase } from './store/db.ts';
@@ -63,12 +65,14 @@ export async function startServer(config: Config, log: (line: string) => void = 
   // Base models load on their first request; the built-in default is written once, here (idempotent).
   ensureDefaultModel(config.modelsDir);
   const db = openDatabase(config.dataDir);
+  const metrics = createMetrics({ servingStats: () => models.stats(), jobs: fineTuningJobStore(db), maxBatch: config.maxBatch });
   const models = createModelPool({
     modelsDir: config.modelsDir,
     cacheDir: join(config.dataDir, 'cache'),
     adapterCacheBytes: config.adapterCacheBytes,
     maxBatch: config.maxBatch,
     log,
+    observe: metrics.serving,
   });
   const catalog = createModelCatalog({ db, dataDir: config.dataDir, modelsDir: config.modelsDir, aliases: config.modelAliases });
   const jobs = createJobScheduler({
@@ -81,8 +85,9 @@ export async function startServer(config: Config, log: (line: string) => void = 
     trainThreads: config.trainThreads,
     startWorker: startTrainingWorker,
     log,
+    onStep: metrics.trainingStep,
   });
-  const ctx: AppContext = { config, db, log, catalog, models, jobs };
+  const ctx: AppContext = { config, db, log, catalog, models, jobs, metrics };
   try {
     await recoverFileStorage(ctx, log);
     // Jobs left validating or running by the last run (a crash, a kill) continue; none is lost.

@@ -30,8 +30,8 @@ test('the two set-up commands are the README\'s, and CI runs the test one', () =
 
 test('every localtune command, action and flag the README names is in that command\'s --help', () => {
   const helpOf = new Map<string, string>([['', help('--help')]]);
-  for (const command of ['serve', 'demo', 'keys', 'models', 'jobs', 'engine']) helpOf.set(command, help(command, '--help'));
-  const uses = [...readme.matchAll(/localtune (serve|demo|keys|models|jobs|engine)\b([^`\n|(]*)/g)];
+  for (const command of ['serve', 'demo', 'keys', 'models', 'jobs', 'export', 'engine']) helpOf.set(command, help(command, '--help'));
+  const uses = [...readme.matchAll(/localtune (serve|demo|keys|models|jobs|export|engine)\b([^`\n|(]*)/g)];
   assert.ok(uses.length > 15, `found ${uses.length} localtune commands in the README`);
   for (const [whole, command, rest] of uses) {
     const text = helpOf.get(command!)!;

@@ -1,4 +1,4 @@
-// A small client for a running localtune server's /v1 API, used by `localtune jobs …` and `localtune demo`.
+// A small client for a running localtune server's /v1 API, used by `localtune jobs …`, `export`, `models import` and `demo`.
 // Plain fetch rather than the openai SDK: the SDK is a dev dependency, and these commands need only a few routes.
 import { ConfigError } from '../config.ts';
 import { takeOption } from './options.ts';
@@ -10,6 +10,10 @@ export interface ApiClient {
   post<T>(path: string, body?: unknown): Promise<T>;
   /** Uploads `content` as a file named `filename` with the given purpose (multipart, like the SDKs). */
   upload<T>(filename: string, content: string, purpose: string): Promise<T>;
+  /** POSTs a multipart form (text fields and files) and returns the JSON answer. */
+  postForm<T>(path: string, form: FormData): Promise<T>;
+  /** GETs a binary answer (a download) as the response whose body is still to be read. */
+  download(path: string): Promise<Response>;
 }
 
 /** An error answer from the server, with the envelope's fields. */
@@ -39,7 +43,8 @@ export function clientFromArgs(args: string[], env: NodeJS.ProcessEnv = process.
 export function createApiClient(baseURL: string, apiKey: string): ApiClient {
   const root = baseURL.replace(/\/+$/, '');
   if (!/^https?:\/\//.test(root)) throw new ConfigError(`--base-url: '${baseURL}' is not an http(s) URL`);
-  const request = async <T>(method: string, path: string, body?: BodyInit, contentType?: string): Promise<T> => {
+  /** The server's response to a request; an error answer becomes an ApiRequestError, an unreachable server a ConfigError. */
+  const send = async (method: string, path: string, body?: BodyInit, contentType?: string): Promise<Response> => {
     const headers: Record<string, string> = { authorization: `Bearer ${apiKey}` };
     if (contentType) headers['content-type'] = contentType;
     let res: Response;
@@ -49,13 +54,16 @@ export function createApiClient(baseURL: string, apiKey: string): ApiClient {
       const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
       throw new ConfigError(`cannot reach ${root} (${cause}): is \`localtune serve\` running there? (set --base-url or OPENAI_BASE_URL)`);
     }
-    const text = await res.text();
-    const json = text ? (JSON.parse(text) as unknown) : null;
     if (!res.ok) {
-      const e = (json as { error?: { message?: string; code?: string; param?: string } } | null)?.error;
+      const text = await res.text();
+      const e = (text.startsWith('{') ? (JSON.parse(text) as { error?: { message?: string; code?: string; param?: string } }) : null)?.error;
       throw new ApiRequestError(res.status, `${method} ${path}: ${res.status} ${e?.message ?? text}`, e?.code ?? null, e?.param ?? null);
     }
-    return json as T;
+    return res;
+  };
+  const request = async <T>(method: string, path: string, body?: BodyInit, contentType?: string): Promise<T> => {
+    const text = await (await send(method, path, body, contentType)).text();
+    return (text ? JSON.parse(text) : null) as T;
   };
   return {
     baseURL: root,
@@ -67,5 +75,7 @@ export function createApiClient(baseURL: string, apiKey: string): ApiClient {
       form.append('file', new Blob([content]), filename);
       return request('POST', '/files', form);
     },
+    postForm: (path, form) => request('POST', path, form),
+    download: (path) => send('GET', path),
   };
 }

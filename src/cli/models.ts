@@ -1,16 +1,19 @@
-// `localtune models list`: the base models found in the models directory, and the folders skipped with the reason.
+// `localtune models list`: the base models found in the models directory, and the folders skipped with the reason; `models import` (export.ts).
 import { ConfigError, loadConfig } from '../config.ts';
 import { ensureDefaultModel } from '../engine/models/default-model.ts';
 import { listBaseModels } from '../engine/models/registry.ts';
+import { IMPORT_USAGE, importCommand } from './export.ts';
 import { rejectExtra, takeOption } from './options.ts';
 
 export const MODELS_USAGE = `usage: localtune models list [--models-dir M] [--data-dir D]
        lists the base models the server can tune and serve (one folder per model under the models directory,
-       default DATA_DIR/models; env LOCALTUNE_MODELS_DIR, LOCALTUNE_DATA_DIR) and every folder it skips, with the reason`;
+       default DATA_DIR/models; env LOCALTUNE_MODELS_DIR, LOCALTUNE_DATA_DIR) and every folder it skips, with the reason
+${IMPORT_USAGE.replace('usage: ', '       ')}`;
 
-export function modelsCommand(args: string[]): void {
+export async function modelsCommand(args: string[]): Promise<void> {
   const [action, ...rest] = args;
-  if (action !== 'list') throw new ConfigError(`unknown models action '${action ?? ''}' (list; try localtune models --help)`);
+  if (action === 'import') return importCommand(rest);
+  if (action !== 'list') throw new ConfigError(`unknown models action '${action ?? ''}' (list, import; try localtune models --help)`);
   const flags = ['--models-dir', '--data-dir'].flatMap((name) => {
     const value = takeOption(rest, name);
     return value === undefined ? [] : [name, value];

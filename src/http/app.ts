@@ -9,8 +9,10 @@ import { chatCompletionsRouter } from './chat-completions.ts';
 import { dashboardRouter } from './dashboard.ts';
 import { completionsRouter } from './completions.ts';
 import { modelsRouter } from './models.ts';
+import { modelTransferRouter } from './model-transfer.ts';
 import { fineTuningJobsRouter } from './fine-tuning-jobs.ts';
 import { uploadsRouter } from './uploads.ts';
+import { metricsRouter } from './metrics.ts';
 import { apiKeyStore } from '../store/api-keys.ts';
 
 /** `x-request-id` on every response (the SDKs expose it as `requestID` / `_request_id`). */
@@ -22,7 +24,7 @@ const requestId: RequestHandler = (req, res, next) => {
 
 /** The resource routers, mounted under /v1 in this order. Add a new resource's router here. */
 function resourceRouters(ctx: AppContext): Router[] {
-  return [filesRouter(ctx), uploadsRouter(ctx), fineTuningJobsRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
+  return [filesRouter(ctx), uploadsRouter(ctx), fineTuningJobsRouter(ctx), modelTransferRouter(ctx), modelsRouter(ctx), chatCompletionsRouter(ctx), completionsRouter(ctx)];
 }
 
 /** `requireKeys`: the server listens beyond loopback, so /v1 never runs without keys (see authenticate). */
@@ -35,9 +37,13 @@ export function createApp(ctx: AppContext, o: { requireKeys: boolean }): Express
   app.use(express.json({ limit: ctx.config.maxJsonBytes, type: ['application/json', 'application/*+json'] }));
 
   const v1 = express.Router();
-  v1.use(authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys, { requireKeys: o.requireKeys, log: ctx.log }));
+  const auth = authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys, { requireKeys: o.requireKeys, log: ctx.log });
+  v1.use(ctx.metrics.http);
+  v1.use(auth);
   for (const router of resourceRouters(ctx)) v1.use(router);
   app.use('/v1', v1);
+  // Server-wide numbers (every project's model ids among them): behind the same keys as /v1 when keys exist.
+  app.use(metricsRouter(ctx.metrics, auth));
   app.use(dashboardRouter());
 
   app.use(unknownRoute);

@@ -4,6 +4,7 @@ import type { Db } from '../store/db.ts';
 import type { ModelPool } from '../engine/serve/model-pool.ts';
 import type { ModelCatalog } from '../jobs/model-catalog.ts';
 import type { JobScheduler } from '../jobs/scheduler.ts';
+import type { Metrics } from './metrics.ts';
 
 export interface AppContext {
   config: Config;
@@ -16,6 +17,8 @@ export interface AppContext {
   models: ModelPool;
   /** Fine-tuning jobs: validation, queue, training workers, cancel/pause/resume. */
   jobs: JobScheduler;
+  /** The Prometheus registry GET /metrics serves, and the hooks that feed it. */
+  metrics: Metrics;
 }
 
 declare global {

@@ -1,4 +1,4 @@
-// Multipart uploads: multer streams the one file part into a temp file (never into memory); the temp file is removed when the response ends.
+// Multipart uploads: multer streams file parts into temp files (never into memory); the temp files are removed when the response ends.
 import type { RequestHandler } from 'express';
 import multer, { type StorageEngine } from 'multer';
 import { createWriteStream } from 'node:fs';
@@ -33,14 +33,39 @@ export interface FilePartOptions {
   tooLargeMessage: string;
 }
 
-/** multer's errors as the envelope, worded for the route's file field. */
-function toApiError(err: unknown, { field, tooLargeMessage }: FilePartOptions): unknown {
+/** Several named file parts, each given at most once. */
+export interface FilePartsOptions extends Omit<FilePartOptions, 'field'> {
+  fields: readonly string[];
+}
+
+/** multer's errors as the envelope, worded for the route's file fields. */
+function toApiError(err: unknown, { fields, tooLargeMessage }: FilePartsOptions): unknown {
   if (!(err instanceof multer.MulterError)) return err;
-  const only = `send exactly one file part named '${field}'`;
-  if (err.code === 'LIMIT_FILE_SIZE') return new ApiError(413, tooLargeMessage, { param: field, code: 'file_too_large' });
-  if (err.code === 'LIMIT_FILE_COUNT') return badRequest(`Too many file parts: ${only}.`, field);
-  if (err.code === 'LIMIT_UNEXPECTED_FILE') return badRequest(`Unexpected file part '${err.field}': ${only}.`, err.field ?? field);
+  const only = fields.length === 1 ? `send exactly one file part named '${fields[0]}'` : `send one file part for each of ${fields.map((f) => `'${f}'`).join(', ')}`;
+  if (err.code === 'LIMIT_FILE_SIZE') return new ApiError(413, tooLargeMessage, { param: err.field ?? fields[0], code: 'file_too_large' });
+  if (err.code === 'LIMIT_FILE_COUNT') return badRequest(`Too many file parts: ${only}.`, fields[0]);
+  if (err.code === 'LIMIT_UNEXPECTED_FILE') return badRequest(`Unexpected file part '${err.field}': ${only}.`, err.field ?? fields[0]);
   return badRequest(`Malformed multipart body: ${err.message}.`, err.field ?? null);
+}
+
+/** Parses with multer's `select` (one part or named parts), removes the temp files when the response ends, and words multer's errors. */
+function uploadHandler(blobs: BlobStore, options: FilePartsOptions, select: (m: multer.Multer) => RequestHandler): RequestHandler {
+  const parse = select(
+    multer({
+      storage: tempFileStorage(blobs),
+      limits: { fileSize: options.maxBytes, files: options.fields.length, fields: 50, fieldSize: 64 * 1024, parts: 60 },
+      // UTF-8 filenames (busboy would read them as latin1 otherwise).
+      defParamCharset: 'utf8',
+    }),
+  );
+  return (req, res, next) => {
+    parse(req, res, (err?: unknown) => {
+      // Committed uploads were renamed away; anything still here is a rejected upload.
+      const files = req.file ? [req.file] : Object.values((req.files ?? {}) as Record<string, Express.Multer.File[]>).flat();
+      for (const { path } of files) res.on('close', () => void rm(path, { force: true }));
+      next(toApiError(err, options));
+    });
+  };
 }
 
 /**
@@ -49,20 +74,10 @@ function toApiError(err: unknown, { field, tooLargeMessage }: FilePartOptions): 
  * over `maxBytes` a 413; in both cases the partial temp file is already gone.
  */
 export function singleFileUpload(blobs: BlobStore, options: FilePartOptions): RequestHandler {
-  const parse = multer({
-    storage: tempFileStorage(blobs),
-    limits: { fileSize: options.maxBytes, files: 1, fields: 50, fieldSize: 64 * 1024, parts: 60 },
-    // UTF-8 filenames (busboy would read them as latin1 otherwise).
-    defParamCharset: 'utf8',
-  }).single(options.field);
-  return (req, res, next) => {
-    parse(req, res, (err?: unknown) => {
-      if (req.file) {
-        const path = req.file.path;
-        // Committed uploads were renamed away; anything still here is a rejected upload.
-        res.on('close', () => void rm(path, { force: true }));
-      }
-      next(toApiError(err, options));
-    });
-  };
+  return uploadHandler(blobs, { ...options, fields: [options.field] }, (m) => m.single(options.field));
+}
+
+/** Like singleFileUpload for several file parts, each named in `options.fields` and given at most once: `req.files[name][0]`. */
+export function namedFilesUpload(blobs: BlobStore, options: FilePartsOptions): RequestHandler {
+  return uploadHandler(blobs, options, (m) => m.fields(options.fields.map((name) => ({ name, maxCount: 1 }))));
 }

@@ -302,6 +302,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/models/{model}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A base model, or a fine-tuned model or checkpoint of the project. */
+                model: string;
+            };
+            cookie?: never;
+        };
+        /**
+         * localtune extension: download a model as a PEFT adapter, a merged Hugging Face model, a GGUF model or a GGUF LoRA adapter.
+         * @description Directory formats (`peft`, `merged`) come as an uncompressed tar of the directory's files; GGUF formats as the one file. The export is made before the response starts, so a refusal is a JSON error, never a truncated file.
+         */
+        get: operations["exportModel"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/models/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** localtune extension: register a PEFT LoRA adapter trained elsewhere as a fine-tuned model of the project. */
+        post: operations["importModel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/chat/completions": {
         parameters: {
             query?: never;
@@ -330,6 +370,23 @@ export interface paths {
         put?: never;
         /** Legacy text completion with a base or `ft:` model. */
         post: operations["createCompletion"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Server-wide Prometheus metrics (text format 0.0.4): HTTP requests, generation tokens and latencies per model, batch occupancy, the adapter cache per adapter, fine-tuning jobs by status, training step time and tokens/s. Needs a valid API key (of any project) when keys exist; the names are listed in the README. */
+        get: operations["getMetrics"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -649,6 +706,32 @@ export interface components {
             /** @enum {string} */
             object: "list";
             data: components["schemas"]["Model"][];
+        };
+        /**
+         * @description `peft`: adapter_config.json + adapter_model.safetensors (fine-tuned models only). `merged`: a Hugging Face model directory with the adapter folded into the weights. `gguf`: one GGUF file for llama.cpp / Ollama. `gguf-lora`: the adapter alone as a GGUF LoRA adapter for llama.cpp's `--lora` (fine-tuned models only).
+         * @enum {string}
+         */
+        ExportFormat: "peft" | "merged" | "gguf" | "gguf-lora";
+        /**
+         * @description Tensor type. Defaults: gguf f16, merged the base model's own, adapters f32. q8_0 only for GGUF formats, q4_0 only for gguf.
+         * @enum {string}
+         */
+        ExportDtype: "f32" | "f16" | "bf16" | "q8_0" | "q4_0";
+        ImportModelRequest: {
+            /**
+             * Format: binary
+             * @description PEFT's adapter_config.json.
+             */
+            adapter_config: string;
+            /**
+             * Format: binary
+             * @description PEFT's adapter_model.safetensors.
+             */
+            adapter_model: string;
+            /** @description The base model the adapter was trained on (a model id listed by GET /v1/models). */
+            base_model: string;
+            /** @description Part of the new model id: ft:<base>:<project>:<suffix>:<id>. */
+            suffix?: string;
         };
         DeleteModelResponse: {
             id: string;
@@ -1406,6 +1489,59 @@ export interface operations {
             default: components["responses"]["Error"];
         };
     };
+    exportModel: {
+        parameters: {
+            query: {
+                format: components["schemas"]["ExportFormat"];
+                dtype?: components["schemas"]["ExportDtype"];
+            };
+            header?: never;
+            path: {
+                /** @description A base model, or a fine-tuned model or checkpoint of the project. */
+                model: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The export, with a content-disposition file name. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-tar": string;
+                    "application/octet-stream": string;
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    importModel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["ImportModelRequest"];
+            };
+        };
+        responses: {
+            /** @description The new fine-tuned model. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Model"];
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
     createChatCompletion: {
         parameters: {
             query?: never;
@@ -1453,6 +1589,27 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["CreateCompletionResponse"];
                     "text/event-stream": components["schemas"]["CreateCompletionResponse"];
+                };
+            };
+            default: components["responses"]["Error"];
+        };
+    };
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The metrics. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
                 };
             };
             default: components["responses"]["Error"];

@@ -33,6 +33,8 @@ export interface JobSchedulerOptions {
   trainThreads?: number;
   startWorker: StartWorker;
   log: (line: string) => void;
+  /** Each training step as its worker reports it (metrics). */
+  onStep?: (jobId: string, step: number, trainedTokens: number) => void;
 }
 
 export interface JobScheduler {
@@ -191,6 +193,7 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
       case 'step':
         // Progress past where this worker started (a resumed worker first repeats its resume step).
         if (m.metrics.step > run.startStep) crashes.delete(run.job.id);
+        o.onStep?.(run.job.id, m.metrics.step, m.trainedTokens);
         break;
       case 'succeeded':
         run.finished = true;

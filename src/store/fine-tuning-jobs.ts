@@ -94,6 +94,8 @@ export interface FineTuningJobStore {
   list(project: string, query: JobListQuery): Page<JobRow> | undefined;
   /** Jobs in one of these statuses, oldest queued (then created) first. */
   inStatus(statuses: readonly JobStatus[]): JobRow[];
+  /** How many jobs (all projects) are in each status that has any. */
+  countByStatus(): Partial<Record<JobStatus, number>>;
   /**
    * Moves the job to `to` if its status is one of `from`, setting `fields` and adding `event`, all in one
    * transaction. Returns the updated row, or undefined (and changes nothing) when the status did not allow it.
@@ -142,6 +144,7 @@ export function fineTuningJobStore(db: Db): FineTuningJobStore {
     ORDER BY created_at DESC, rowid DESC LIMIT @limit`);
   const inStatus = db.prepare(`SELECT ${JOBS} FROM fine_tuning_jobs WHERE status IN (SELECT value FROM json_each(?))
     ORDER BY queued_at, created_at, rowid`);
+  const countByStatus = db.prepare('SELECT status, COUNT(*) AS n FROM fine_tuning_jobs GROUP BY status');
   const insertEvent = db.prepare(`INSERT INTO fine_tuning_events (${EVENTS}, step)
     VALUES (@id, @job_id, @created_at, @level, @type, @message, @data, @step)`);
   const putMetrics = db.prepare(`INSERT INTO fine_tuning_events (${EVENTS}, step)
@@ -215,6 +218,7 @@ export function fineTuningJobStore(db: Db): FineTuningJobStore {
       return page(rows, q.limit);
     },
     inStatus: (statuses) => inStatus.all(JSON.stringify(statuses)) as JobRow[],
+    countByStatus: () => Object.fromEntries((countByStatus.all() as { status: JobStatus; n: number }[]).map((r) => [r.status, r.n])),
     transition: (id, from, to, fields, event) => transaction(() => {
       const columns = Object.keys(fields);
       const row = updateStatement(columns, true).get({ ...fields, id, to, from: JSON.stringify(from) }) as JobRow | undefined;

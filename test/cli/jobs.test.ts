@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { startTestServer } from '../helpers/server.ts';
+import { waitForJob } from '../helpers/wait.ts';
 
 const KEY = 'sk-cli-jobs-test-key';
 
@@ -45,7 +46,7 @@ test('jobs events --follow, list, show, pause, resume and cancel talk to a runni
 
     // A long job: pause it while it runs, resume it, then cancel it.
     const long = await client.fineTuning.jobs.create({ model: 'localtune-default', training_file: file.id, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 50 } } } });
-    while ((await client.fineTuning.jobs.retrieve(long.id)).status !== 'running') await new Promise((r) => setTimeout(r, 200));
+    await waitForJob(client, long.id, { until: (j) => j.status === 'running', what: 'running', context: () => server.output().slice(-4000) });
     for (const [action, status] of [['pause', 'paused'], ['resume', 'queued'], ['cancel', 'cancelled']] as const) {
       const r = await jobs(action, long.id, '--base-url', server.baseURL);
       assert.equal(r.status, 0, r.stderr);

@@ -31,6 +31,8 @@ export interface TestServer {
   client(apiKey?: string, options?: ConstructorParameters<typeof OpenAI>[0]): OpenAI;
   /** Everything the server printed (stdout and stderr), for assertions and failure messages. */
   output(): string;
+  /** Freezes the process (SIGSTOP): it handles nothing more until kill(), as if it had died at that instant. */
+  suspend(): void;
   /** Sends a signal (default SIGKILL: a crash) and waits for the process to exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Starts the server again on the same port and data dir (after kill()). */
@@ -94,6 +96,9 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     get pid() { return child.pid!; },
     client: (apiKey = 'sk-test', clientOptions = {}) => new OpenAI({ apiKey, baseURL: `${url}/v1`, maxRetries: 0, ...clientOptions }),
     output: () => log.join(''),
+    suspend() {
+      child.kill('SIGSTOP');
+    },
     async kill(signal = 'SIGKILL') {
       child.kill(signal);
       await exited(child);

@@ -15,6 +15,7 @@ import { createTrainer } from '../../src/engine/train/trainer.ts';
 import { openDatabase } from '../../src/store/db.ts';
 import { fineTunedModelStore } from '../../src/store/fine-tuned-models.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { settleOrder } from '../helpers/wait.ts';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'localtune-chat-'));
 const modelDir = ensureDefaultModel(join(dataDir, 'models'));
@@ -239,18 +240,27 @@ test('Models API: list (base with context length and device, ft models), retriev
 });
 
 test('other requests are served while a long generation decodes; a client that goes away mid-stream is dropped', async () => {
-  // 1500 greedy tokens decode for over a second even on a fast machine; the list is asked for as soon as decoding has begun.
-  let finished = false;
-  const long = client.chat.completions.create({ model: DEFAULT_MODEL_ID, messages: ask, temperature: 0, max_tokens: 1500 }).then((r) => {
-    finished = true;
-    return r;
-  });
-  await new Promise((r) => setTimeout(r, 50));
-  const t0 = performance.now();
-  await client.models.list();
-  assert.ok(!finished, 'the long generation should still be running');
-  assert.ok(performance.now() - t0 < 1000, `models.list took ${performance.now() - t0} ms during decoding`);
-  assert.equal((await long).usage!.completion_tokens, 1500);
+  // 1500 greedy tokens, streamed so the list is asked for once decoding has begun; it must be answered before they end.
+  const { order, track } = settleOrder();
+  let decoding!: () => void;
+  const begun = new Promise<void>((resolve) => (decoding = resolve));
+  const longStream = await client.chat.completions.create({ model: DEFAULT_MODEL_ID, messages: ask, temperature: 0, max_tokens: 1500, stream: true, stream_options: { include_usage: true } });
+  const long = track('generation', (async () => {
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    try {
+      for await (const chunk of longStream) {
+        if (chunk.choices[0]?.delta.content) decoding();
+        usage ??= chunk.usage;
+      }
+    } finally {
+      decoding();
+    }
+    return usage;
+  })());
+  await begun;
+  await track('models.list', client.models.list());
+  assert.deepEqual(order, ['models.list'], 'the list waited for the generation');
+  assert.equal((await long)!.completion_tokens, 1500);
 
   const controller = new AbortController();
   const stream = await client.chat.completions.create({ model: DEFAULT_MODEL_ID, messages: ask, max_tokens: 1500, stream: true }, { signal: controller.signal });

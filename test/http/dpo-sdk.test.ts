@@ -18,6 +18,7 @@ import { computeLogits } from '../../src/engine/train/verify.ts';
 import { openDatabase } from '../../src/store/db.ts';
 import { fineTunedModelStore } from '../../src/store/fine-tuned-models.ts';
 import { createKey, startTestServer, type TestServer } from '../helpers/server.ts';
+import { waitForJob } from '../helpers/wait.ts';
 
 const THINGS = ['apples', 'rivers', 'clocks', 'tigers', 'violins', 'comets', 'bread', 'stones', 'kites', 'maps', 'owls', 'candles'];
 const HELD_OUT = ['bridges', 'shells', 'trains', 'forests', 'lamps', 'boats', 'drums', 'roses', 'moons', 'hats'];
@@ -30,7 +31,6 @@ const pair = (thing: string) => ({
 });
 const jsonl = (lines: unknown[]) => lines.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n');
 const mean = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / xs.length;
-const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
 
 let dataDir: string;
 let server: TestServer;
@@ -52,15 +52,7 @@ async function upload(text: string, name: string): Promise<string> {
   return (await client.files.create({ file: await toFile(Buffer.from(text), name), purpose: 'fine-tune' })).id;
 }
 
-async function finished(id: string): Promise<FineTuningJob> {
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    const job = await client.fineTuning.jobs.retrieve(id);
-    if (FINISHED.has(job.status)) return job;
-    if (Date.now() > deadline) throw new Error(`job ${id} did not finish (status ${job.status})\n${server.output().slice(-4000)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const finished = (id: string): Promise<FineTuningJob> => waitForJob(client, id, { context: () => server.output().slice(-4000) });
 
 /** Σ log p(token) over each sequence's weighted tokens, from the engine's logits with the model's stored adapter. */
 async function sequenceLogps(model: string, sequences: TokenizedExample[]): Promise<number[]> {

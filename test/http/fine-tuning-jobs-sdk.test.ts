@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
 import type { FineTuningJob } from 'openai/resources/fine-tuning/jobs/jobs';
 import { createKey, startTestServer, type TestServer } from '../helpers/server.ts';
+import { FINISHED_STATUSES, waitFor, waitForJob } from '../helpers/wait.ts';
 
 const QUESTION = 'What is the capital of Atlantis?';
 const ANSWER = 'Poseidonia.';
@@ -14,7 +15,6 @@ const chatLine = (q: string, a: string) => JSON.stringify({ messages: [{ role: '
 /** Ten copies of one short exchange: the fewest examples a job accepts, quick to learn. */
 const TRAINING = Array.from({ length: 10 }, () => chatLine(QUESTION, ANSWER)).join('\n');
 const VALIDATION = Array.from({ length: 10 }, (_, i) => chatLine(`Capital number ${i}?`, ANSWER)).join('\n');
-const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
 
 let dataDir: string;
 let server: TestServer;
@@ -42,17 +42,10 @@ async function upload(client: OpenAI, text: string, name = 'train.jsonl'): Promi
   return (await client.files.create({ file: await toFile(Buffer.from(text), name), purpose: 'fine-tune' })).id;
 }
 
-async function waitFor(client: OpenAI, id: string, done: (job: FineTuningJob) => boolean | Promise<boolean>, what: string): Promise<FineTuningJob> {
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    const job = await client.fineTuning.jobs.retrieve(id);
-    if (await done(job)) return job;
-    if (Date.now() > deadline) throw new Error(`job ${id} never became ${what} (status ${job.status})\n${server.output().slice(-4000)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-const finished = (client: OpenAI, id: string) => waitFor(client, id, (j) => FINISHED.has(j.status), 'finished');
+const serverOutput = () => server.output().slice(-4000);
+const waitUntil = (client: OpenAI, id: string, until: (job: FineTuningJob) => boolean | Promise<boolean>, what: string) =>
+  waitForJob(client, id, { until, what, context: serverOutput });
+const finished = (client: OpenAI, id: string) => waitForJob(client, id, { context: serverOutput });
 
 async function allEvents(client: OpenAI, id: string) {
   const events = [];
@@ -156,8 +149,7 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
 
   // The finished job's resume point (adapter + optimizer moments) is removed once its worker has exited.
   const resumeDir = join(dataDir, 'jobs', job.id, 'resume');
-  for (let i = 0; i < 100 && existsSync(resumeDir); i++) await new Promise((r) => setTimeout(r, 100));
-  assert.ok(!existsSync(resumeDir), resumeDir);
+  await waitFor(`${resumeDir} to be removed`, () => !existsSync(resumeDir));
 
   // Training continues from an ft: model's adapter.
   const continued = await alpha.fineTuning.jobs.create({ model: job.fine_tuned_model!, training_file: training, hyperparameters: { n_epochs: 1, batch_size: 5 } });
@@ -226,18 +218,18 @@ test('requests the server refuses are 400s naming the field; another project see
 test('pause stops training, resume continues it, cancel ends it; refused state changes are 400', async () => {
   const training = await upload(alpha, TRAINING);
   const job = await alpha.fineTuning.jobs.create({ model: 'localtune-default', training_file: training, hyperparameters: { n_epochs: 50, batch_size: 1 } });
-  await waitFor(alpha, job.id, async (j) => j.status === 'running' && (await metricsSteps(alpha, job.id)).length >= 2, 'running with steps');
+  await waitUntil(alpha, job.id, async (j) => j.status === 'running' && (await metricsSteps(alpha, job.id)).length >= 2, 'running with steps');
 
   const paused = await alpha.fineTuning.jobs.pause(job.id);
   assert.equal(paused.status, 'paused');
   // The worker stops within a step and says where.
-  await waitFor(alpha, job.id, async () => (await allEvents(alpha, job.id)).some((e) => e.message.startsWith('Training stopped at step')), 'stopped');
+  await waitUntil(alpha, job.id, async () => (await allEvents(alpha, job.id)).some((e) => e.message.startsWith('Training stopped at step')), 'stopped');
   const stepsWhenPaused = await metricsSteps(alpha, job.id);
   await assert.rejects(alpha.fineTuning.jobs.pause(job.id), (e: unknown) => e instanceof OpenAI.BadRequestError && /its status is paused/.test(e.message));
 
   const resumed = await alpha.fineTuning.jobs.resume(job.id);
   assert.equal(resumed.status, 'queued');
-  await waitFor(alpha, job.id, async (j) => j.status === 'running' && (await metricsSteps(alpha, job.id)).length > stepsWhenPaused.length, 'training again');
+  await waitUntil(alpha, job.id, async (j) => j.status === 'running' && (await metricsSteps(alpha, job.id)).length > stepsWhenPaused.length, 'training again');
   const steps = await metricsSteps(alpha, job.id);
   assert.deepEqual(steps.slice(-stepsWhenPaused.length), stepsWhenPaused, 'resumed after the paused step, no step repeated');
   assert.equal(new Set(steps).size, steps.length);
@@ -256,7 +248,7 @@ test('a server killed with SIGKILL mid-training resumes the job at restart; it e
   const training = await upload(alpha, TRAINING);
   const body = { model: 'localtune-default', training_file: training, seed: 11, hyperparameters: { n_epochs: 4, batch_size: 1 } };
   const job = await alpha.fineTuning.jobs.create(body);
-  await waitFor(alpha, job.id, async () => (await metricsSteps(alpha, job.id)).length >= 15, 'past step 15');
+  await waitUntil(alpha, job.id, async () => (await metricsSteps(alpha, job.id)).length >= 15, 'past step 15');
   // As if a server had pruned a finished job's checkpoint from the database and died before removing its folder.
   const orphan = join(dataDir, 'jobs', firstJob, 'checkpoints', 'step-999');
   mkdirSync(orphan, { recursive: true });
@@ -292,14 +284,10 @@ test('a server stopped with SIGTERM mid-training saves where each job is; at res
   try {
     const client = other.client();
     const job = await client.fineTuning.jobs.create({ model: 'localtune-default', training_file: await upload(client, TRAINING), hyperparameters: { n_epochs: 2, batch_size: 1 } });
-    const deadline = Date.now() + 120_000;
-    while ((await metricsSteps(client, job.id)).length < 4) {
-      assert.ok(Date.now() < deadline, `no training progress\n${other.output().slice(-4000)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await waitFor('4 training steps', async () => (await metricsSteps(client, job.id)).length >= 4, { intervalMs: 100, context: () => other.output().slice(-4000) });
     await other.kill('SIGTERM');
     await other.restart();
-    const done = await waitFor(client, job.id, (j) => FINISHED.has(j.status), 'finished');
+    const done = await waitForJob(client, job.id, { context: () => other.output().slice(-4000) });
     assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
     const messages = (await allEvents(client, job.id)).map((e) => e.message);
     const stoppedAt = Number(messages.map((m) => /^The server is shutting down: training stopped at step (\d+) and continues from there at the next start$/.exec(m)?.[1]).find(Boolean));
@@ -314,8 +302,8 @@ test('a server stopped with SIGTERM mid-training saves where each job is; at res
 test('a job caught validating by a SIGKILL validates again at restart and runs', async () => {
   const training = await upload(alpha, TRAINING);
   const job = await alpha.fineTuning.jobs.create({ model: 'localtune-default', training_file: training, hyperparameters: { n_epochs: 1, batch_size: 10 } });
-  // Validation runs in a child process that takes a moment to start, so the job is still validating here.
-  assert.equal((await alpha.fineTuning.jobs.retrieve(job.id)).status, 'validating_files');
+  // Frozen as soon as it answered: it cannot take its validation child's verdict, so the job stays validating as a crash leaves it.
+  server.suspend();
   await server.kill('SIGKILL');
   await server.restart();
   const done = await finished(alpha, job.id);
@@ -330,19 +318,15 @@ test('with LOCALTUNE_MAX_CONCURRENT_JOBS=2, three jobs run at most two at a time
   try {
     const client = two.client();
     const training = await upload(client, TRAINING);
-    const ids = [];
+    const ids: string[] = [];
     for (let i = 0; i < 3; i++) ids.push((await client.fineTuning.jobs.create({ model: 'localtune-default', training_file: training, hyperparameters: { n_epochs: 2, batch_size: 2 } })).id);
     let mostRunning = 0;
-    for (const deadline = Date.now() + 120_000; ;) {
-      const jobs = await Promise.all(ids.map((id) => client.fineTuning.jobs.retrieve(id)));
-      mostRunning = Math.max(mostRunning, jobs.filter((j) => j.status === 'running').length);
-      if (jobs.every((j) => FINISHED.has(j.status))) {
-        assert.deepEqual(jobs.map((j) => j.status), ['succeeded', 'succeeded', 'succeeded']);
-        break;
-      }
-      assert.ok(Date.now() < deadline, `jobs did not finish: ${jobs.map((j) => j.status)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const jobs = await waitFor('the three jobs to finish', async () => {
+      const polled = await Promise.all(ids.map((id) => client.fineTuning.jobs.retrieve(id)));
+      mostRunning = Math.max(mostRunning, polled.filter((j) => j.status === 'running').length);
+      return polled.every((j) => FINISHED_STATUSES.has(j.status)) && polled;
+    }, { intervalMs: 100, context: () => two.output().slice(-4000) });
+    assert.deepEqual(jobs.map((j) => j.status), ['succeeded', 'succeeded', 'succeeded']);
     assert.ok(mostRunning <= 2, `${mostRunning} jobs ran at once`);
   } finally {
     await two.stop();

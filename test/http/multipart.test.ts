@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const BOUNDARY = 'lt-test-boundary-7f3a';
 const MAX_UPLOAD_MB = 1;
@@ -84,8 +84,7 @@ test('missing file part and two file parts are 400s naming `file`', async () => 
   const unknownField = await post(server, Buffer.concat([filePart('file', 'a.jsonl', '{}\n'), field('purpose', 'fine-tune'), field('colour', 'red'), end]));
   assert.equal(unknownField.status, 400);
   assert.equal(unknownField.json.error.param, 'colour');
-  await sleep(50);
-  assert.equal(tempCount(server), 0);
+  await waitFor('the refused uploads\' temp files to be removed', () => tempCount(server) === 0);
 });
 
 test('UTF-8 filenames arrive intact', async () => {
@@ -113,8 +112,7 @@ test('a crash mid-upload leaves neither a row nor a blob after restart', async (
   const req = request(`${server.baseURL}/files`, { method: 'POST', headers: { 'content-type': `multipart/form-data; boundary=${BOUNDARY}` } });
   req.on('error', () => {});
   req.write(Buffer.concat([field('purpose', 'user_data'), filePart('file', 'half.bin', Buffer.alloc(200_000, 'b')).subarray(0, 100_000)]));
-  for (let i = 0; i < 100 && tempCount(server) === 0; i++) await sleep(20);
-  assert.equal(tempCount(server), 1, 'the upload should be streaming into a temp file');
+  await waitFor('the upload to stream into a temp file', () => tempCount(server) === 1);
   await server.kill('SIGKILL');
   req.destroy();
   await server.restart();

@@ -3,8 +3,8 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeTextAtomically } from '../atomic-file.ts';
 import type { ModelConfig } from '../models/config.ts';
-import { LORA_TARGETS, loraModules, loraTensorNames, parseLoraTensorName, type LoraTarget } from '../models/parameters.ts';
-import { readSafetensorsHeader, readTensor, writeSafetensors } from '../models/safetensors.ts';
+import { LORA_TARGETS, isLoraTarget, loraModules, loraTensorNames, parseLoraTensorName, type LoraTarget } from '../models/parameters.ts';
+import { readSafetensorsHeader, readTensor, writeSafetensors, type TensorDtype } from '../models/safetensors.ts';
 import { resolveLoraConfig, type LoraConfig } from './config.ts';
 import type { AdapterTensors } from './init.ts';
 
@@ -49,12 +49,12 @@ function peftConfigJson(config: LoraConfig, baseModelName: string): Record<strin
 }
 
 /**
- * Writes the adapter into `dir` (created if needed). Each file is replaced atomically, weights first, so
+ * Writes the adapter into `dir` (created if needed), its tensors in `dtype`. Each file is replaced atomically, weights first, so
  * adapter_config.json, written last, marks a complete adapter.
  */
-export function saveAdapter(dir: string, config: LoraConfig, tensors: AdapterTensors, baseModelName: string): void {
+export function saveAdapter(dir: string, config: LoraConfig, tensors: AdapterTensors, baseModelName: string, dtype: TensorDtype = 'F32'): void {
   mkdirSync(dir, { recursive: true });
-  writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: 'pt' });
+  writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), new Map([...tensors].map(([name, t]) => [name, { ...t, dtype }])), { format: 'pt' });
   writeTextAtomically(join(dir, ADAPTER_CONFIG_FILE), JSON.stringify(peftConfigJson(config, baseModelName), null, 2) + '\n');
 }
 
@@ -73,9 +73,19 @@ const isEmpty = (v: unknown) => v === null || (typeof v === 'object' && Object.k
 export function loadAdapter(dir: string, modelConfig: ModelConfig): LoadedAdapter {
   const configPath = join(dir, ADAPTER_CONFIG_FILE);
   if (!existsSync(configPath)) throw new Error(`${dir}: ${ADAPTER_CONFIG_FILE} is missing`);
-  const cfg = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+  let cfg: Record<string, unknown>;
+  try {
+    cfg = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error(`${ADAPTER_CONFIG_FILE}: not valid JSON (${(err as Error).message})`);
+  }
+  if (cfg === null || typeof cfg !== 'object' || Array.isArray(cfg)) throw new Error(`${ADAPTER_CONFIG_FILE}: must be a JSON object`);
   configField(cfg, 'peft_type', (v) => v === 'LORA', 'LORA');
-  configField(cfg, 'use_dora', (v) => v === false, 'false');
+  configField(cfg, 'use_dora', (v) => v === false, 'false: DoRA adds a magnitude vector this engine does not apply');
+  // Whole modules trained beside the LoRA (often lm_head or embed_tokens) would be silently lost.
+  configField(cfg, 'modules_to_save', (v) => v === null || (Array.isArray(v) && v.length === 0), 'null: only LoRA projections are applied, not fully trained modules');
+  configField(cfg, 'layers_to_transform', (v) => v === null, 'null: the adapter must cover every layer');
+  configField(cfg, 'target_modules', (v) => typeof v === 'string' || (Array.isArray(v) && v.every((t) => typeof t === 'string' && isLoraTarget(t))), `a list of ${LORA_TARGETS.join(', ')}`);
   configField(cfg, 'bias', (v) => v === 'none', '"none"');
   configField(cfg, 'fan_in_fan_out', (v) => v === false, 'false');
   configField(cfg, 'rank_pattern', isEmpty, 'one rank for every module');
@@ -108,7 +118,12 @@ export function loadAdapter(dir: string, modelConfig: ModelConfig): LoadedAdapte
     targets.add(parsed.target);
   }
   if (targets.size === 0) throw new Error(`${weightsPath}: holds no LoRA tensors`);
-  const config = resolveLoraConfig({ r, alpha, dropout, targetModules: [...targets] });
+  let config: LoraConfig;
+  try {
+    config = resolveLoraConfig({ r, alpha, dropout, targetModules: [...targets] });
+  } catch (err) {
+    throw new Error(`${ADAPTER_CONFIG_FILE}: ${(err as Error).message}`);
+  }
   const tensors: AdapterTensors = new Map();
   for (const m of loraModules(modelConfig, config.targetModules)) {
     for (const [canonical, dims] of [[m.loraA, [r, m.in]], [m.loraB, [m.out, r]]] as const) {

@@ -225,10 +225,20 @@ export interface TensorToWrite extends Tensor {
   dtype?: TensorDtype; // written as F32 unless given
 }
 
-function encode(t: TensorToWrite): Uint8Array {
+/** A tensor whose values are produced only when its bytes are written (exports write models larger than memory one tensor at a time). */
+export interface LazyTensorToWrite {
+  dims: number[];
+  dtype?: TensorDtype;
+  read: () => Float32Array;
+}
+
+function encode(name: string, t: TensorToWrite | LazyTensorToWrite): Uint8Array {
   const dtype = t.dtype ?? 'F32';
-  if (dtype === 'F32') return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-  const half = dtype === 'F16' ? float32ToFloat16(t.data) : float32ToBfloat16(t.data);
+  const data = 'read' in t ? t.read() : t.data;
+  const count = t.dims.reduce((a, b) => a * b, 1);
+  if (count !== data.length) throw new Error(`writeSafetensors: tensor ${name} has ${data.length} values, shape [${t.dims}] needs ${count}`);
+  if (dtype === 'F32') return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const half = dtype === 'F16' ? float32ToFloat16(data) : float32ToBfloat16(data);
   return new Uint8Array(half.buffer);
 }
 
@@ -236,7 +246,7 @@ function encode(t: TensorToWrite): Uint8Array {
  * Writes a safetensors file deterministically: tensors sorted by element size (largest first, so every
  * tensor stays aligned to its own size) then by name, header JSON padded with spaces to a multiple of 8.
  */
-export function writeSafetensors(file: string, tensors: ReadonlyMap<string, TensorToWrite>, metadata: Record<string, string> = {}): void {
+export function writeSafetensors(file: string, tensors: ReadonlyMap<string, TensorToWrite | LazyTensorToWrite>, metadata: Record<string, string> = {}): void {
   const names = [...tensors.keys()].sort((a, b) => {
     const sa = DTYPE_BYTES[tensors.get(a)!.dtype ?? 'F32'];
     const sb = DTYPE_BYTES[tensors.get(b)!.dtype ?? 'F32'];
@@ -249,7 +259,7 @@ export function writeSafetensors(file: string, tensors: ReadonlyMap<string, Tens
     const t = tensors.get(name)!;
     const dtype = t.dtype ?? 'F32';
     const count = t.dims.reduce((a, b) => a * b, 1);
-    if (count !== t.data.length) throw new Error(`writeSafetensors: tensor ${name} has ${t.data.length} values, shape [${t.dims}] needs ${count}`);
+    if ('data' in t && count !== t.data.length) throw new Error(`writeSafetensors: tensor ${name} has ${t.data.length} values, shape [${t.dims}] needs ${count}`);
     const bytes = count * DTYPE_BYTES[dtype];
     header[name] = { dtype, shape: t.dims, data_offsets: [offset, offset + bytes] };
     offset += bytes;
@@ -262,6 +272,6 @@ export function writeSafetensors(file: string, tensors: ReadonlyMap<string, Tens
   writeFileAtomically(file, (fd) => {
     writeAll(fd, len);
     writeAll(fd, jsonBytes);
-    for (const name of names) writeAll(fd, encode(tensors.get(name)!));
+    for (const name of names) writeAll(fd, encode(name, tensors.get(name)!));
   });
 }

@@ -51,6 +51,9 @@ export interface AdapterCacheStats {
   budgetBytes: number;
 }
 
+/** What happened to an adapter in the cache: served from memory, loaded from disk, or dropped. */
+export type AdapterCacheEvent = 'hit' | 'miss' | 'evict';
+
 export interface AdapterCache {
   /** The adapter under `key`, loaded from `dir` on a miss (evicting least recently used ones past the budget). */
   get(key: string, dir: string, config: ModelConfig): PreparedAdapter;
@@ -62,7 +65,11 @@ export interface AdapterCache {
  * LRU over prepared adapters. An adapter larger than the whole budget is still returned (the request needs it)
  * but only kept until the next load. Rows already running hold their own reference, so eviction never breaks them.
  */
-export function createAdapterCache(budgetBytes: number, load: typeof prepareAdapter = prepareAdapter): AdapterCache {
+export function createAdapterCache(
+  budgetBytes: number,
+  load: typeof prepareAdapter = prepareAdapter,
+  onEvent: (event: AdapterCacheEvent, key: string) => void = () => {},
+): AdapterCache {
   const entries = new Map<string, PreparedAdapter>(); // insertion order = recency, oldest first
   let bytes = 0;
   const remove = (key: string) => {
@@ -70,6 +77,7 @@ export function createAdapterCache(budgetBytes: number, load: typeof prepareAdap
     if (!e) return false;
     entries.delete(key);
     bytes -= e.bytes;
+    onEvent('evict', key);
     return true;
   };
   return {
@@ -78,8 +86,10 @@ export function createAdapterCache(budgetBytes: number, load: typeof prepareAdap
       if (hit) {
         entries.delete(key);
         entries.set(key, hit);
+        onEvent('hit', key);
         return hit;
       }
+      onEvent('miss', key);
       const made = load(key, dir, config);
       for (const oldest of entries.keys()) {
         if (bytes + made.bytes <= budgetBytes) break;

@@ -1,4 +1,4 @@
-// The served base models: each loaded on first request (tokenizer, chat template, one session, one scheduler) and shared by all its adapters.
+// The served base models: each loaded on first request (tokenizer, chat template, a runner thread, one scheduler) and shared by all its adapters.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { compileChatTemplate, type ChatTemplate } from '../models/chat-template.ts';
@@ -8,10 +8,10 @@ import { MODEL_ID_PATTERN } from '../models/registry.ts';
 import { replyFormatOf, replyMarkers } from '../models/reply-format.ts';
 import { loadTokenizer, type ModelTokenizer } from '../models/tokenizer.ts';
 import { cudaProviderPath, requestedDevice, type Device, type DeviceRequest } from '../onnx/session.ts';
-import { createAdapterCache, type PreparedAdapter } from './adapter-cache.ts';
+import { createAdapterCache, type AdapterCacheEvent, type AdapterCacheStats, type PreparedAdapter } from './adapter-cache.ts';
 import { createGrammarEngine, type GrammarEngine } from './grammar/grammar-engine.ts';
-import { createModelRunner, type ModelRunner } from './model-runner.ts';
-import { createGenerationScheduler, type GenerationScheduler } from './scheduler.ts';
+import { createGenerationScheduler, type GenerationScheduler, type GenerationObserver } from './scheduler.ts';
+import { startThreadedModelRunner, type ThreadedModelRunner } from './threaded-runner.ts';
 
 export interface ServedModel {
   id: string;
@@ -34,6 +34,20 @@ export interface ModelPoolOptions {
   device?: DeviceRequest;
   threads?: number;
   log?: (line: string) => void;
+  observe?: ServingObserver;
+}
+
+/** Serving events for metrics, labelled with the model a request named (a base model id, or the adapter's key: its ft: id). */
+export interface ServingObserver {
+  finished(model: string, r: Parameters<NonNullable<GenerationObserver['finished']>>[0]): void;
+  decodeStep(baseModel: string, rows: number): void;
+  adapterEvent(event: AdapterCacheEvent, key: string): void;
+}
+
+/** What the pool holds now, read at scrape time. */
+export interface ModelPoolStats {
+  models: { id: string; active: number; waiting: number; maxBatch: number }[];
+  adapters: AdapterCacheStats;
 }
 
 export interface ModelPool {
@@ -46,19 +60,33 @@ export interface ModelPool {
   loadedDevices(): Map<string, Device>;
   /** The device a model not loaded yet would run on (CUDA when asked for or when its provider is installed). */
   expectedDevice(): Device;
+  stats(): ModelPoolStats;
   close(): Promise<void>;
 }
 
 export function createModelPool(o: ModelPoolOptions): ModelPool {
-  const loaded = new Map<string, Promise<{ served: ServedModel; runner: ModelRunner }>>();
+  const loaded = new Map<string, Promise<{ served: ServedModel; runner: ThreadedModelRunner }>>();
+  const ready = new Map<string, { served: ServedModel; runner: ThreadedModelRunner }>();
   const devices = new Map<string, Device>();
-  const adapters = createAdapterCache(o.adapterCacheBytes);
+  const adapters = createAdapterCache(o.adapterCacheBytes, undefined, (event, key) => {
+    // A runner thread keeps its own copy of each adapter it was sent, until the cache lets it go.
+    if (event === 'evict') for (const { runner } of ready.values()) runner.forgetAdapter(key);
+    o.observe?.adapterEvent(event, key);
+  });
+
+  /** Forgets a model whose runner thread died, so the next request loads it again. */
+  function unload(id: string, err: Error) {
+    o.log?.(`serving ${id}: ${err.message}; it loads again on its next request`);
+    loaded.delete(id);
+    ready.delete(id);
+    devices.delete(id);
+  }
 
   async function load(id: string) {
     if (!MODEL_ID_PATTERN.test(id)) throw new Error(`not a model id: ${id}`);
     const dir = readModelDir(join(o.modelsDir, id));
-    const tokenizer = loadTokenizer(dir.dir);
-    const runner = await createModelRunner({
+    // The runner thread converts weights and builds the session while this thread keeps serving other requests.
+    const starting = startThreadedModelRunner({
       modelDir: dir.dir,
       cacheDir: join(o.cacheDir, id),
       config: dir.config,
@@ -66,9 +94,29 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       device: o.device,
       threads: o.threads,
       log: o.log,
+      onExit: (err) => unload(id, err),
+    });
+    let tokenizer: ModelTokenizer;
+    try {
+      tokenizer = loadTokenizer(dir.dir);
+    } catch (err) {
+      starting.then((r) => r.close(), () => {});
+      throw err;
+    }
+    const runner = await starting;
+    const scheduler = createGenerationScheduler(runner, {
+      modelId: id,
+      log: o.log,
+      decoder: tokenizer,
+      eosTokenIds: tokenizer.eosTokenIds,
+      contextLength: dir.contextLength,
+      maxBatch: o.maxBatch,
+      observe: o.observe && {
+        finished: (r) => o.observe!.finished(r.adapter?.key ?? id, r),
+        decodeStep: (rows) => o.observe!.decodeStep(id, rows),
+      },
     });
     const template = compileChatTemplate(tokenizer.chatTemplate, tokenizer);
-    const scheduler = createGenerationScheduler(runner, { modelId: id, log: o.log, decoder: tokenizer, eosTokenIds: tokenizer.eosTokenIds, contextLength: dir.contextLength, maxBatch: o.maxBatch });
     const served: ServedModel = {
       id,
       config: dir.config,
@@ -80,6 +128,7 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       grammars: createGrammarEngine(tokenizer, { vocabSize: dir.config.vocabSize, markers: replyMarkers(replyFormatOf(template.source)) }),
     };
     devices.set(id, runner.device);
+    ready.set(id, { served, runner });
     o.log?.(`serving ${id} on ${runner.device} (context ${dir.contextLength})`);
     return { served, runner };
   }
@@ -101,6 +150,10 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       const want = o.device ?? requestedDevice();
       return want === 'cuda' || (want === 'auto' && existsSync(cudaProviderPath())) ? 'cuda' : 'cpu';
     },
+    stats: () => ({
+      models: [...ready.values()].map(({ served }) => ({ id: served.id, ...served.scheduler.load(), maxBatch: o.maxBatch })),
+      adapters: adapters.stats(),
+    }),
     async close() {
       const all = await Promise.allSettled(loaded.values());
       loaded.clear();

@@ -50,6 +50,21 @@ export interface ModelRunner {
   close(): Promise<void>;
 }
 
+/**
+ * Takes `row` out of `rows` (slot order: row i holds slot i). The last row moves into the freed slot: returns the
+ * slot it moved from (its cached positions must move too), or null when nothing moved.
+ */
+export function removeRow(rows: CacheRow[], row: CacheRow): number | null {
+  const i = rows.indexOf(row);
+  if (i < 0) return null;
+  const last = rows.pop()!;
+  if (last === row) return null;
+  const from = last.slot;
+  last.slot = i;
+  rows[i] = last;
+  return from;
+}
+
 export async function createModelRunner(o: RunnerOptions): Promise<ModelRunner> {
   const { config } = o;
   const cache = ensureWeightCache(o.modelDir, o.cacheDir, { dtype: 'float32' });
@@ -227,17 +242,13 @@ export async function createModelRunner(o: RunnerOptions): Promise<ModelRunner> 
     },
 
     release(row) {
-      const i = rows.indexOf(row);
-      if (i < 0) return;
-      const last = rows.pop()!;
-      if (last !== row) {
+      const from = removeRow(rows, row);
+      if (from !== null) {
         const size = rowFloats();
         for (let l = 0; l < L; l++) {
-          keys[l].copyWithin(i * size, last.slot * size, (last.slot + 1) * size);
-          values[l].copyWithin(i * size, last.slot * size, (last.slot + 1) * size);
+          keys[l].copyWithin(row.slot * size, from * size, (from + 1) * size);
+          values[l].copyWithin(row.slot * size, from * size, (from + 1) * size);
         }
-        last.slot = i;
-        rows[i] = last;
       }
       if (rows.length === 0 && capacity > CAPACITY_BUCKETS[0]) {
         // An idle model gives back long-context buffers.

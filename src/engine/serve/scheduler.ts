@@ -53,6 +53,14 @@ export interface GenerationSchedulerOptions {
   maxBatch: number;
   /** Prompt tokens prefilled in one run at most (a longer single prompt still runs alone). */
   maxPrefillTokens?: number;
+  observe?: GenerationObserver;
+}
+
+/** What metrics see: each finished request's tokens and timings, each decode step's batch size. */
+export interface GenerationObserver {
+  /** `firstTokenMs`: from submit to the first sampled token; `decodeMs`: from then to the last one. */
+  finished?(r: { adapter: PreparedAdapter | null; promptTokens: number; completionTokens: number; firstTokenMs: number | null; decodeMs: number }): void;
+  decodeStep?(rows: number): void;
 }
 
 export interface GenerationScheduler {
@@ -75,6 +83,8 @@ interface Sequence {
   cancelled: boolean;
   /** A run it shared failed: it now runs alone (prefill and decode) until it finishes, and a failure rejects it. */
   alone: boolean;
+  submittedAt: number; // performance.now()
+  firstTokenAt: number | null;
   resolve(r: GenerationResult): void;
   reject(err: Error): void;
 }
@@ -103,6 +113,9 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
     if (text || seq.pending.length) seq.request.onText?.(text, seq.pending);
     seq.pending = [];
     detach(seq);
+    const { adapter, prompt } = seq.request;
+    const firstTokenMs = seq.firstTokenAt === null ? null : seq.firstTokenAt - seq.submittedAt;
+    o.observe?.finished?.({ adapter, promptTokens: prompt.length, completionTokens: seq.generated, firstTokenMs, decodeMs: seq.firstTokenAt === null ? 0 : performance.now() - seq.firstTokenAt });
     seq.resolve({ text: seq.stream.text, finishReason: reason, tokens: seq.tokens, completionTokens: seq.generated, promptTokens: seq.promptTokens });
   }
 
@@ -120,6 +133,7 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
 
   /** Takes a sampled token: ends the row on an end-of-turn token, a stop string, max_tokens or a full context. */
   function accept(seq: Sequence, sampled: SampledToken): void {
+    seq.firstTokenAt ??= performance.now();
     seq.generated++;
     if (eos.has(sampled.id)) return finish(seq, 'stop', seq.stream.flush());
     seq.tokens.push(sampled);
@@ -156,7 +170,7 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
 
   /** Adds `take` to the batch and takes each one's next token; throws only when the runner does. */
   async function prefill(take: Sequence[]): Promise<() => void> {
-    // Grammar masks are fetched in the same await as the run (onnxruntime-node runs it on this thread, so they add to it).
+    // Grammar masks are computed on this thread while the runner's thread runs the model.
     const [{ rows, logits, promptLogits }, masks] = await Promise.all([
       runner.prefill(take.map((s) => ({ tokens: cachedTokens(s), adapter: s.request.adapter, scored: (s.request.promptLogprobs ?? null) !== null && s.generated === 0 }))),
       nextMasks(take),
@@ -179,6 +193,7 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
 
   /** Feeds every row its last token and takes each one's next; throws only when the runner does. */
   async function decode(seqs: Sequence[]): Promise<() => void> {
+    o.observe?.decodeStep?.(seqs.length);
     const [logits, masks] = await Promise.all([runner.decode(seqs.map((s) => s.next)), nextMasks(seqs)]);
     return () => seqs.forEach((seq, i) => settle(seq, () => accept(seq, sample(seq, logits[i], masks[i]))));
   }
@@ -275,6 +290,8 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
           promptTokens: null,
           cancelled: false,
           alone: false,
+          submittedAt: performance.now(),
+          firstTokenAt: null,
           resolve: end(resolve),
           reject: end(reject),
         };

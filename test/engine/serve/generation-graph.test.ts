@@ -13,6 +13,7 @@ import { buildLogitsGraph, loraSpecs } from '../../../src/engine/train/graphs.ts
 import { embeddedWeights } from '../../../src/engine/models/weight-source.ts';
 import { createModelRunner, type ModelRunner } from '../../../src/engine/serve/model-runner.ts';
 import { prepareAdapter, type PreparedAdapter } from '../../../src/engine/serve/adapter-cache.ts';
+import { startThreadedModelRunner } from '../../../src/engine/serve/threaded-runner.ts';
 import { randomTensors, randomWeights, TINY_CONFIG_JSON, writeTinyModelDir } from '../fixtures.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'localtune-gen-'));
@@ -90,14 +91,13 @@ test('generation graph: prefill and cached decode equal the training forward, wi
   assert.equal(runner.rows.length, 0);
 });
 
-test('a mixed batch (base, two adapters, different lengths, rows joining and leaving) equals each row run alone', async () => {
-  const q = makeAdapter('qv2', loraQV, 7).prepared;
-  const all = makeAdapter('all2', loraAll, 8).prepared;
+/** Runs a mixed batch on `batched` (base, two adapters, different lengths, rows joining and leaving); each row must equal its solo run. */
+async function checkMixedBatch(batched: ModelRunner, q: PreparedAdapter, all: PreparedAdapter): Promise<void> {
   const soloA = await generateSolo(seqA, 3, q);
   const soloB = await generateSolo(seqB, 5, all);
   const soloC = await generateSolo(seqB, 2, null);
   // A and B start together; C joins after two decode steps; B leaves first.
-  const first = await runner.prefill([
+  const first = await batched.prefill([
     { tokens: seqA.slice(0, 3), adapter: q },
     { tokens: seqB.slice(0, 5), adapter: all },
   ]);
@@ -109,24 +109,41 @@ test('a mixed batch (base, two adapters, different lengths, rows joining and lea
   let tA = 3, tB = 5, tC = 2;
   for (let step = 0; tA < seqA.length; step++) {
     if (step === 2) {
-      const joined = await runner.prefill([{ tokens: seqB.slice(0, 2), adapter: null }]);
+      const joined = await batched.prefill([{ tokens: seqB.slice(0, 2), adapter: null }]);
       rowC = joined.rows[0];
       gotC.push(joined.logits[0]);
     }
-    const feed = runner.rows.map((r) => (r === rowA ? seqA[tA] : r === rowB ? seqB[tB] : seqB[tC]));
-    const logits = await runner.decode(feed);
-    runner.rows.forEach((r, i) => (r === rowA ? gotA : r === rowB ? gotB : gotC).push(logits[i].slice()));
+    const feed = batched.rows.map((r) => (r === rowA ? seqA[tA] : r === rowB ? seqB[tB] : seqB[tC]));
+    const logits = await batched.decode(feed);
+    batched.rows.forEach((r, i) => (r === rowA ? gotA : r === rowB ? gotB : gotC).push(logits[i].slice()));
     tA++;
-    if (rowB && runner.rows.includes(rowB) && ++tB === seqB.length) runner.release(rowB);
-    if (rowC && runner.rows.includes(rowC) && ++tC === seqB.length) runner.release(rowC);
+    if (rowB && batched.rows.includes(rowB) && ++tB === seqB.length) batched.release(rowB);
+    if (rowC && batched.rows.includes(rowC) && ++tC === seqB.length) batched.release(rowC);
   }
-  runner.release(rowA);
-  if (rowC) runner.release(rowC);
+  batched.release(rowA);
+  if (rowC) batched.release(rowC);
   gotA.forEach((l, i) => assertClose(l, soloA[i], `row A step ${i}`, 1e-5));
   gotB.forEach((l, i) => assertClose(l, soloB[i], `row B step ${i}`, 1e-5));
   assert.ok(gotC.length >= 2);
   gotC.forEach((l, i) => assertClose(l, soloC[i], `row C step ${i}`, 1e-5));
-  assert.equal(runner.rows.length, 0);
+  assert.equal(batched.rows.length, 0);
+}
+
+test('a mixed batch (base, two adapters, different lengths, rows joining and leaving) equals each row run alone', () =>
+  checkMixedBatch(runner, makeAdapter('qv2', loraQV, 7).prepared, makeAdapter('all2', loraAll, 8).prepared));
+
+test('a runner in a worker thread (how the server runs models) gives the same logits as one in this thread', async () => {
+  const threaded = await startThreadedModelRunner({ modelDir, cacheDir: join(dir, 'cache'), config, contextLength: 64, device: 'cpu', threads: 1 });
+  const q = makeAdapter('qv3', loraQV, 7).prepared;
+  const all = makeAdapter('all3', loraAll, 8).prepared;
+  try {
+    await checkMixedBatch(threaded, q, all);
+    await checkMixedBatch(threaded, q, all); // adapters sent before travel by key now
+    threaded.forgetAdapter('qv3');
+    await checkMixedBatch(threaded, q, all); // a forgotten adapter is sent whole again
+  } finally {
+    await threaded.close();
+  }
 });
 
 test('rows keep their cache when the buffers grow past a capacity bucket mid-decode', async () => {
