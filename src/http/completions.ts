@@ -6,7 +6,7 @@ import type { SampledToken } from '../engine/serve/sampler.ts';
 import { newId, nowSeconds } from '../store/ids.ts';
 import type { AppContext } from './context.ts';
 import { badRequest } from './errors.ts';
-import { checkContext, disconnectSignal, finishEventStream, isAbort, maxNewTokens, openEventStream, resolveModel, samplingParams, stopStrings, tokenText } from './generation.ts';
+import { checkContext, collectResults, disconnectSignal, finishEventStream, maxNewTokens, openEventStream, resolveModel, samplingParams, stopStrings, tokenText } from './generation.ts';
 import { validate, type BodyOf } from './validation.ts';
 
 type CompletionRequest = BodyOf<'createCompletion'>;
@@ -91,13 +91,8 @@ export function completionsRouter(ctx: AppContext): Router {
     }
 
     if (!body.stream) {
-      let results: GenerationResult[];
-      try {
-        results = await Promise.all(jobs.map((j) => submit(j)));
-      } catch (err) {
-        if (isAbort(err)) return;
-        throw err;
-      }
+      const results = await collectResults(jobs.map((j) => submit(j)));
+      if (!results) return;
       res.json({
         ...head,
         object: 'text_completion',

@@ -20,7 +20,7 @@ export function toJobObject(row: JobRow): JobObject {
   const requested = JSON.parse(row.hyperparameters) as RequestedHyperparameters;
   const resolved = row.resolved_hyperparameters === null ? null : (JSON.parse(row.resolved_hyperparameters) as RequestedHyperparameters);
   // "auto" until the files are validated, then the numbers used, as the hosted service shows them.
-  const { beta, ...hyperparameters } = resolved ?? requested;
+  const { beta, rpo_alpha, ...hyperparameters } = resolved ?? requested;
   return {
     id: row.id,
     object: 'fine_tuning.job',
@@ -41,7 +41,7 @@ export function toJobObject(row: JobRow): JobObject {
     estimated_finish: row.estimated_finish,
     integrations: [],
     method: row.method === 'dpo'
-      ? { type: 'dpo', dpo: { hyperparameters: { ...hyperparameters, beta } as never } }
+      ? { type: 'dpo', dpo: { hyperparameters: { ...hyperparameters, beta, rpo_alpha } as never } }
       : { type: 'supervised', supervised: { hyperparameters: hyperparameters as JobObject['hyperparameters'] } },
     metadata: row.metadata === null ? null : (JSON.parse(row.metadata) as Record<string, string>),
     user_provided_suffix: row.suffix,
@@ -82,7 +82,7 @@ function requestedHyperparameters(body: CreateBody, method: 'supervised' | 'dpo'
     throw badRequest(`Give hyperparameters either in 'method.${method}.hyperparameters' or in the deprecated top-level 'hyperparameters', not both.`, 'hyperparameters');
   }
   const given = (inMethod ?? body.hyperparameters ?? {}) as RequestedHyperparameters;
-  const auto: RequestedHyperparameters = { n_epochs: 'auto', batch_size: 'auto', learning_rate_multiplier: 'auto', ...(method === 'dpo' ? { beta: 'auto' as const } : {}) };
+  const auto: RequestedHyperparameters = { n_epochs: 'auto', batch_size: 'auto', learning_rate_multiplier: 'auto', ...(method === 'dpo' ? { beta: 'auto' as const, rpo_alpha: 'auto' as const } : {}) };
   return { ...auto, ...given };
 }
 

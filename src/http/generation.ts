@@ -88,6 +88,16 @@ export function disconnectSignal(req: Request, res: Response): AbortSignal {
 
 export const isAbort = (err: unknown) => (err as Error)?.name === 'AbortError';
 
+/** The results of a non-streamed request's generations; null when the client went away (nobody is left to answer). */
+export async function collectResults<T>(generations: Promise<T>[]): Promise<T[] | null> {
+  try {
+    return await Promise.all(generations);
+  } catch (err) {
+    if (isAbort(err)) return null;
+    throw err;
+  }
+}
+
 /** Server-sent events in the hosted format: `data: <json>\n\n` per event, `data: [DONE]` last. */
 export function openEventStream(log: (line: string) => void, res: Response) {
   res.status(200);

@@ -528,6 +528,8 @@ export interface components {
             learning_rate_multiplier?: components["schemas"]["AutoOrLearningRateMultiplier"];
             n_epochs?: components["schemas"]["AutoOrEpochs"];
             beta?: "auto" | number;
+            /** @description localtune extension: weight of a negative log-likelihood term on the preferred outputs (mean per token) added to the DPO loss, as in RPO (TRL's `rpo_alpha`); it keeps the preferred answers likely while DPO separates the pair. `auto` is 1; 0 is plain DPO. */
+            rpo_alpha?: "auto" | number;
         };
         FineTuneMethod: {
             /** @enum {string} */
@@ -620,6 +622,8 @@ export interface components {
                 dpo?: {
                     hyperparameters?: {
                         beta?: "auto" | number;
+                        /** @description localtune extension: the NLL weight on the preferred outputs (see FineTuneDPOHyperparameters). */
+                        rpo_alpha?: "auto" | number;
                     } & components["schemas"]["FineTuningJobHyperparameters"];
                 };
             };
@@ -645,7 +649,7 @@ export interface components {
             message: string;
             /** @enum {string} */
             type?: "message" | "metrics";
-            /** @description Metrics events: `{step, train_loss, train_mean_token_accuracy, total_steps, valid_loss?, …}`; otherwise null or {}. */
+            /** @description Metrics events: `{step, train_loss, train_mean_token_accuracy, total_steps, valid_loss?, …}`, at epoch ends with a validation file also the generation-based `valid_exact_match`, `valid_answer_similarity`, `valid_closer_to_preferred` (DPO) and `valid_samples` (see FineTuningJobCheckpointMetrics); otherwise null or {}. */
             data?: Record<string, never> | null;
         };
         ListFineTuningJobEventsResponse: {
@@ -662,6 +666,18 @@ export interface components {
             valid_mean_token_accuracy?: number;
             full_valid_loss?: number;
             full_valid_mean_token_accuracy?: number;
+            /** @description localtune extension (jobs with a validation file): share of greedy answers to validation prompts equal to the reference (DPO: the preferred output) after whitespace normalisation. */
+            valid_exact_match?: number;
+            /** @description localtune extension: mean chrF (character n-gram F-score, n ≤ 6, β = 2) of those answers against the reference, in [0, 1]. */
+            valid_answer_similarity?: number;
+            /** @description localtune extension, DPO: share of those answers with a higher chrF against the preferred than against the non-preferred output. */
+            valid_closer_to_preferred?: number;
+            /** @description localtune extension: the first three of those validation prompts with the reference and the generated answer. */
+            valid_samples?: {
+                prompt: string;
+                reference: string;
+                answer: string;
+            }[];
         };
         FineTuningJobCheckpoint: {
             /** @description `ftckpt_` followed by 24 letters and digits. */
@@ -764,6 +780,8 @@ export interface components {
             tool_calls?: components["schemas"]["ChatMessageToolCall"][] | null;
             tool_call_id?: string;
             function_call?: Record<string, never> | null;
+            /** @description A reply's reasoning sent back as history; templates that render past reasoning (Qwen3's) read it. */
+            reasoning_content?: string | null;
             audio?: Record<string, never> | null;
             /** @description A response message's field, accepted (and ignored) when a reply is sent back as history. */
             annotations?: unknown[] | null;
@@ -844,10 +862,18 @@ export interface components {
             /** @description Accepted and ignored. */
             verbosity?: string | null;
             modalities?: "text"[] | null;
-            /** @description Deprecated: accepted and ignored. */
-            function_call?: unknown;
-            /** @description Deprecated: accepted and ignored. */
-            functions?: unknown[];
+            /** @description Deprecated: served as `tool_choice` (`none`, `auto`, or `{"name"}` for that function); the reply then carries `message.function_call` (one call) and finish_reason `function_call`. */
+            function_call?: ("none" | "auto") | {
+                name: string;
+            };
+            /** @description Deprecated: served as `tools` of type function. Not together with `tools`. */
+            functions?: {
+                name: string;
+                description?: string;
+                parameters?: Record<string, never>;
+            }[];
+            /** @description Variables for the model's chat template, as vLLM accepts them (e.g. `{"enable_thinking": false}` for Qwen3). They cannot replace messages, tools or add_generation_prompt. */
+            chat_template_kwargs?: Record<string, never> | null;
         };
         CompletionUsage: {
             prompt_tokens: number;
@@ -857,6 +883,7 @@ export interface components {
                 cached_tokens?: number;
             };
             completion_tokens_details?: {
+                /** @description Generated tokens of the template's think block (`reasoning_content`). */
                 reasoning_tokens?: number;
             };
         };
@@ -882,6 +909,13 @@ export interface components {
             content: string | null;
             refusal: string | null;
             tool_calls?: components["schemas"]["ChatMessageToolCall"][];
+            /** @description Only for requests that used the deprecated `functions`: the call, instead of `tool_calls`. */
+            function_call?: {
+                name: string;
+                arguments: string;
+            };
+            /** @description For models whose chat template thinks first (`<think>…</think>`: Qwen3, DeepSeek-R1 distills): the think block, which never reaches `content` (vLLM's and DeepSeek's field). */
+            reasoning_content?: string | null;
             annotations?: Record<string, never>[];
         };
         CreateChatCompletionResponse: {
@@ -916,7 +950,24 @@ export interface components {
                     role?: "assistant";
                     content?: string | null;
                     refusal?: string | null;
-                    tool_calls?: Record<string, never>[];
+                    /** @description A piece of the think block (reasoning models). */
+                    reasoning_content?: string;
+                    /** @description Call fragments: `index`, `id`, `type` and `function.name` first, then `function.arguments` in pieces. */
+                    tool_calls?: {
+                        index: number;
+                        id?: string;
+                        /** @enum {string} */
+                        type?: "function";
+                        function?: {
+                            name?: string;
+                            arguments?: string;
+                        };
+                    }[];
+                    /** @description Legacy `functions` requests: the name first, then `arguments` in pieces. */
+                    function_call?: {
+                        name?: string;
+                        arguments?: string;
+                    };
                 };
                 logprobs?: components["schemas"]["ChatCompletionLogprobs"];
                 finish_reason: components["schemas"]["FinishReason"] | null;

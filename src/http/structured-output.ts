@@ -7,6 +7,8 @@ import { checkRefs, checkStrictSchema, type SchemaSource } from './strict-schema
 import type { BodyOf } from './validation.ts';
 
 type ChatRequest = BodyOf<'createChatCompletion'>;
+/** The request fields structured outputs read (tools and tool_choice as chat-reply.ts reads them, legacy functions included). */
+export type StructuredRequest = Pick<ChatRequest, 'response_format' | 'tools' | 'tool_choice' | 'parallel_tool_calls'>;
 type Schema = Record<string, unknown>;
 
 /** JSON mode, and a non-strict schema or function without one: any JSON object. */
@@ -25,8 +27,8 @@ function jsonGrammar(schema: Schema | undefined, strict: boolean, source: Schema
 }
 
 /** The function tools of a request with their index in `tools` (for error params). */
-function functionTools(body: ChatRequest) {
-  return (body.tools ?? []).flatMap((t, index) => (t.type === 'function' && t.function ? [{ index, fn: t.function }] : []));
+function functionTools(tools: ChatRequest['tools']) {
+  return (tools ?? []).flatMap((t, index) => (t.type === 'function' && t.function ? [{ index, fn: t.function }] : []));
 }
 
 function toolParameters(tool: ReturnType<typeof functionTools>[number]): JsonGrammar {
@@ -50,8 +52,8 @@ function responseFormatGrammar(format: ChatRequest['response_format']): JsonGram
  * strict tool on offer, free text whose calls follow the grammar once they start (as the hosted API holds strict
  * tools to their schemas). Every strict tool's schema is checked, whatever tool_choice says.
  */
-export function replyGrammarOf(body: ChatRequest, format: ToolCallFormat): ReplyGrammar | null {
-  const tools = functionTools(body).map((t) => ({ name: t.fn.name, strict: t.fn.strict === true, parameters: toolParameters(t) }));
+export function replyGrammarOf(body: StructuredRequest, format: ToolCallFormat): ReplyGrammar | null {
+  const tools = functionTools(body.tools).map((t) => ({ name: t.fn.name, strict: t.fn.strict === true, parameters: toolParameters(t) }));
   const callsTo = (chosen: typeof tools): CallsGrammar => ({
     format,
     tools: chosen.map(({ name, parameters }) => ({ name, parameters })),
@@ -72,12 +74,12 @@ export function replyGrammarOf(body: ChatRequest, format: ToolCallFormat): Reply
 }
 
 /** Compiles (or finds cached) a reply grammar; a schema the engine rejects is a 400 naming it. */
-export async function compileReplyGrammar(engine: GrammarEngine, grammar: ReplyGrammar, body: ChatRequest): Promise<CompiledGrammar> {
+export async function compileReplyGrammar(engine: GrammarEngine, grammar: ReplyGrammar, tools: ChatRequest['tools']): Promise<CompiledGrammar> {
   try {
     return await engine.compile(grammar);
   } catch (err) {
     if (!(err instanceof GrammarError)) throw err;
-    const param = err.part === 'json' ? 'response_format.json_schema.schema' : `tools[${functionTools(body).find((t) => t.fn.name === (err.part as { tool: string }).tool)?.index ?? 0}].function.parameters`;
+    const param = err.part === 'json' ? 'response_format.json_schema.schema' : `tools[${functionTools(tools).find((t) => t.fn.name === (err.part as { tool: string }).tool)?.index ?? 0}].function.parameters`;
     throw badRequest(`Invalid schema at '${param}': ${err.message}.`, param, 'invalid_json_schema');
   }
 }

@@ -166,6 +166,9 @@ export function createJobResults(o: { db: Db; dataDir: string; catalog: ModelCat
           if (m.reason === 'pause') jobs.addEvent(id, { message: `Training stopped at step ${m.step}; resuming continues from there` });
           if (m.reason === 'shutdown' && serverClosing) jobs.addEvent(id, { message: `The server is shutting down: training stopped at step ${m.step} and continues from there at the next start` });
           return;
+        case 'warning':
+          jobs.addEvent(id, { level: 'warn', message: m.message });
+          return;
         case 'failed':
           return fail(id, { code: m.code, message: m.message, param: m.param ?? null });
       }

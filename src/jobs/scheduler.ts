@@ -13,6 +13,7 @@ import type { LoraConfig } from '../engine/lora/config.ts';
 import { requestedDevice } from '../engine/onnx/session.ts';
 import { createJobResults, type RunProgress } from './job-results.ts';
 import { applyTransition, tryTransition } from './lifecycle.ts';
+import { methodLearningRate } from './methods.ts';
 import type { ModelCatalog } from './model-catalog.ts';
 import { RESUME_DIR } from './worker/resume-point.ts';
 import type { JobHyperparameters, RequestedHyperparameters } from './validate-files.ts';
@@ -125,7 +126,9 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
       startAdapterDir,
       trainingFile: blobs.pathOf(job.training_file),
       validationFile: job.validation_file === null ? null : blobs.pathOf(job.validation_file),
-      hyperparameters: { nEpochs: hp.n_epochs, batchSize: hp.batch_size, learningRate: hp.learning_rate_multiplier * o.baseLearningRate, beta: hp.beta },
+      hyperparameters: {
+        nEpochs: hp.n_epochs, batchSize: hp.batch_size, learningRate: hp.learning_rate_multiplier * methodLearningRate(job.method, o.baseLearningRate), beta: hp.beta, rpoAlpha: hp.rpo_alpha,
+      },
       lora: JSON.parse(job.lora) as LoraConfig,
       seed: job.seed,
       jobDir: results.jobDirOf(job.id),

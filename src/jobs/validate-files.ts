@@ -7,17 +7,24 @@ import { validateTrainingFile, type TrainingFileError, type TrainingFormat } fro
 import { readModelDir } from '../engine/models/model-dir.ts';
 import { loadTokenizer } from '../engine/models/tokenizer.ts';
 
-/** What a job asks for, as stored: numbers or "auto" (DPO adds `beta`). */
+/** What a job asks for, as stored: numbers or "auto" (DPO adds `beta` and localtune's `rpo_alpha`). */
 export interface RequestedHyperparameters extends HyperparametersRequest {
   beta?: 'auto' | number;
+  rpo_alpha?: 'auto' | number;
 }
 
 export interface JobHyperparameters extends ResolvedHyperparameters {
   beta?: number;
+  rpo_alpha?: number;
 }
 
 /** DPO's usual default strength of the pull towards the reference model. */
 export const DEFAULT_DPO_BETA = 0.1;
+/**
+ * DPO's default weight of the NLL term on the preferred outputs (RPO). Measured on the built-in model (README, "DPO
+ * defaults"): without it the preferred answers' content decays into noise while the reward margin grows.
+ */
+export const DEFAULT_RPO_ALPHA = 1;
 
 export interface FilesToValidate {
   method: 'supervised' | 'dpo';
@@ -51,6 +58,9 @@ export async function validateJobFiles(f: FilesToValidate): Promise<FilesValidat
     hyperparameters: f.hyperparameters,
   });
   const hyperparameters: JobHyperparameters = { ...analysis.hyperparameters };
-  if (f.method === 'dpo') hyperparameters.beta = typeof f.hyperparameters.beta === 'number' ? f.hyperparameters.beta : DEFAULT_DPO_BETA;
+  if (f.method === 'dpo') {
+    hyperparameters.beta = typeof f.hyperparameters.beta === 'number' ? f.hyperparameters.beta : DEFAULT_DPO_BETA;
+    hyperparameters.rpo_alpha = typeof f.hyperparameters.rpo_alpha === 'number' ? f.hyperparameters.rpo_alpha : DEFAULT_RPO_ALPHA;
+  }
   return { ok: true, hyperparameters, statistics: analysis.statistics, estimatedTrainedTokens: analysis.estimatedTrainedTokens };
 }

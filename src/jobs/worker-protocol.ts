@@ -23,7 +23,8 @@ export interface TrainingSpec {
   trainingFile: string;
   validationFile: string | null;
   /** Resolved numbers; `auto` was decided by the scheduler from the file statistics. */
-  hyperparameters: { nEpochs: number; batchSize: number; learningRate: number; beta?: number };
+  /** rpoAlpha: DPO's weight of the preferred outputs' NLL term (absent: 0, as for jobs created before it existed). */
+  hyperparameters: { nEpochs: number; batchSize: number; learningRate: number; beta?: number; rpoAlpha?: number };
   lora: LoraConfig;
   seed: number;
   /** The job's own folder: the worker writes checkpoints/, resume/ and final/ under it, each atomically. */
@@ -48,6 +49,24 @@ export interface StepMetrics {
   train_reward_margin?: number;
   valid_reward_accuracy?: number;
   valid_reward_margin?: number;
+  /** DPO only: mean per-token log-probability of the step's preferred outputs under the policy minus the reference's. */
+  train_preferred_logp_shift?: number;
+  /**
+   * Epoch ends with a validation file: greedy answers to validation prompts, scored against the reference (DPO: the
+   * preferred output): share equal after whitespace normalisation, mean chrF in [0, 1], and (DPO) share closer to the
+   * preferred than to the non-preferred output; plus the first few prompts with both answers.
+   */
+  valid_exact_match?: number;
+  valid_answer_similarity?: number;
+  valid_closer_to_preferred?: number;
+  valid_samples?: AnswerSample[];
+}
+
+/** A validation prompt (its rendered text, special tokens left out), the answer it should get and the one the model gave. */
+export interface AnswerSample {
+  prompt: string;
+  reference: string;
+  answer: string;
 }
 
 /** Worker → scheduler. */
@@ -60,6 +79,8 @@ export type WorkerMessage =
   | { type: 'succeeded'; dir: string; trainedTokens: number; metrics: StepMetrics }
   /** Stopped on request after writing a resume point (pause, shutdown) or not (cancel). */
   | { type: 'stopped'; reason: WorkerCommand['type']; step: number }
+  /** Something the user should look at while training goes on (becomes a `warn` event). */
+  | { type: 'warning'; message: string }
   /** A problem the user can act on (code and message go into the job's `error`). */
   | { type: 'failed'; code: string; message: string; param?: string | null };
 

@@ -1,5 +1,6 @@
 // Drives the dashboard in headless Chromium (Debian's, installed by scripts/ensure-chromium.mjs) while a real job
-// trains: the key form, the job list, the loss curve growing step by step, and the playground answering like the API.
+// trains: the key form, the job list, the loss curve growing step by step, the answer scores and samples of its
+// generation-based validation, and the playground answering like the API.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -70,6 +71,19 @@ test('the dashboard shows a training job live and chats with its tuned model', {
     assert.equal(trainPath.match(/L/g)?.length, 89, 'the training loss is one line through every step');
     assert.ok(await page.$('#loss-chart path.series-valid'), 'the validation loss is drawn too');
     assert.ok(await page.$('#accuracy-chart path.series-train'), 'the accuracy chart is drawn');
+    // The job has a validation file: its answers were scored at epoch ends (every few, within their time share, and
+    // the last), and each kept checkpoint that answered shows three validation prompts with reference and answer.
+    const answered = [];
+    for await (const e of client.fineTuning.jobs.listEvents(job.id, { limit: 100 })) if (e.type === 'metrics' && typeof (e.data as Record<string, unknown>).valid_exact_match === 'number') answered.push(e);
+    assert.ok(answered.length >= 2, `answers scored at ${answered.length} epoch ends`);
+    assert.equal(await page.$eval('#answers-chart path.series-exact', (p) => Number(p.getAttribute('data-points'))), answered.length);
+    assert.equal(await page.$eval('#answers-chart path.series-similar', (p) => Number(p.getAttribute('data-points'))), answered.length);
+    const withSamples = (await client.fineTuning.jobs.checkpoints.list(job.id)).data.filter((c) => 'valid_samples' in c.metrics).length;
+    assert.ok(withSamples >= 1, 'the final checkpoint answered');
+    assert.equal(await page.$$eval('#answer-samples details', (d) => d.length), withSamples);
+    const sample = await page.$$eval('#answer-samples details[open] tbody tr', (rows) => rows.map((r) => [...r.children].map((td) => td.textContent ?? '')));
+    assert.equal(sample.length, 3);
+    for (const [prompt, reference] of sample) assert.ok(prompt!.length > 0 && reference!.length > 0, JSON.stringify(sample));
 
     // The playground asks the tuned model; at temperature 0 it answers what the API answers.
     const question = 'How long is the warranty?';

@@ -12,6 +12,7 @@ import { preferenceSequence } from '../../src/datasets/batches.ts';
 import { createChatTokenizer, tokenizePreferenceExample, type TokenizedExample } from '../../src/datasets/tokenize-example.ts';
 import { DEFAULT_MODEL_ID } from '../../src/engine/models/default-model.ts';
 import { loadTokenizer } from '../../src/engine/models/tokenizer.ts';
+import { DPO_LEARNING_RATE_SCALE } from '../../src/jobs/methods.ts';
 import { loadAdapter } from '../../src/engine/lora/peft.ts';
 import { readModelDir } from '../../src/engine/models/model-dir.ts';
 import { computeLogits } from '../../src/engine/train/verify.ts';
@@ -107,12 +108,14 @@ test('supervised job, then a DPO job from its ft: model: succeeds, reports rewar
     validation_file: await upload(jsonl(HELD_OUT.map(pair)), 'held-out.jsonl'),
     suffix: 'friendly',
     seed: 5,
-    method: { type: 'dpo', dpo: { hyperparameters: { beta: 0.1, n_epochs: 2, batch_size: 4, learning_rate_multiplier: 1 } } },
+    // The supervised base rate and no NLL term (DPO's defaults are gentler; dpo-defaults-sdk.test.ts tests them): the
+    // margin widens within these few steps.
+    method: { type: 'dpo', dpo: { hyperparameters: { beta: 0.1, n_epochs: 2, batch_size: 4, learning_rate_multiplier: 1 / DPO_LEARNING_RATE_SCALE, rpo_alpha: 0 } as never } },
   });
   const job = await finished(created.id);
   assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
   assert.equal(job.method!.type, 'dpo');
-  assert.deepEqual(job.method!.dpo!.hyperparameters, { beta: 0.1, n_epochs: 2, batch_size: 4, learning_rate_multiplier: 1 });
+  assert.deepEqual(job.method!.dpo!.hyperparameters, { beta: 0.1, n_epochs: 2, batch_size: 4, learning_rate_multiplier: 1 / DPO_LEARNING_RATE_SCALE, rpo_alpha: 0 });
   assert.match(job.fine_tuned_model!, /^ft:localtune-default:alpha:friendly:[A-Za-z0-9]{8}$/);
 
   // Metrics events carry the reward accuracy and margin; the result file has their columns.
@@ -124,7 +127,11 @@ test('supervised job, then a DPO job from its ft: model: succeeds, reports rewar
   const last = metrics.at(-1)!;
   assert.ok(last.train_reward_accuracy === 1 && last.train_reward_margin! > 0.5 && last.valid_reward_accuracy === 1, JSON.stringify(last));
   const csv = await (await client.files.content(job.result_files[0]!)).text();
-  assert.equal(csv.split('\n')[0], 'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,train_reward_accuracy,train_reward_margin,valid_reward_accuracy,valid_reward_margin');
+  assert.equal(
+    csv.split('\n')[0],
+    'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,train_reward_accuracy,train_reward_margin,valid_reward_accuracy,valid_reward_margin,' +
+      'train_preferred_logp_shift,valid_exact_match,valid_answer_similarity,valid_closer_to_preferred',
+  );
   assert.equal(csv.trim().split('\n').length, 7);
 
   // Held-out pairs: the margin log p(preferred) − log p(non-preferred), start model vs tuned model.

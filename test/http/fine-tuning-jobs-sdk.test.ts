@@ -98,7 +98,7 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
   assert.deepEqual(metrics.map((e) => (e.data as { step: number }).step), Array.from({ length: 30 }, (_, i) => i + 1));
   assert.match(metrics[0]!.message, /^Step 1\/30: training loss=\d+\.\d\d, validation loss=\d+\.\d\d$/);
   const last = metrics.at(-1)!.data as Record<string, number>;
-  for (const key of ['train_loss', 'train_mean_token_accuracy', 'valid_loss', 'valid_mean_token_accuracy', 'full_valid_loss', 'full_valid_mean_token_accuracy']) {
+  for (const key of ['train_loss', 'train_mean_token_accuracy', 'valid_loss', 'valid_mean_token_accuracy', 'full_valid_loss', 'full_valid_mean_token_accuracy', 'valid_exact_match', 'valid_answer_similarity']) {
     assert.equal(typeof last[key], 'number', key);
   }
   assert.equal(last.total_steps, 30);
@@ -113,6 +113,12 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
     assert.equal(c.metrics.step, c.step_number);
     assert.equal(typeof c.metrics.train_loss, 'number');
     assert.equal(typeof c.metrics.valid_loss, 'number');
+    // localtune's generation-based validation: the answer scores and the sample prompts of the epoch ends that answered
+    // (the first, the last, and others as their time share allows).
+    const m = c.metrics as typeof c.metrics & { valid_exact_match?: number; valid_samples?: { prompt: string; reference: string; answer: string }[] };
+    if (c.step_number === 10 || c.step_number === 30 || m.valid_exact_match !== undefined) {
+      assert.ok(m.valid_exact_match! >= 0 && m.valid_exact_match! <= 1 && m.valid_samples!.length > 0, JSON.stringify(m));
+    }
   }
   const secondPage = await alpha.fineTuning.jobs.checkpoints.list(job.id, { limit: 1, after: checkpoints.data[0]!.id });
   assert.deepEqual(secondPage.data.map((c) => c.step_number), [20]);
@@ -123,7 +129,7 @@ test('a supervised job with a validation file and a suffix runs to succeeded, an
   assert.equal(file.purpose, 'fine-tune-results');
   assert.equal(file.filename, 'step_metrics.csv');
   const csv = (await (await alpha.files.content(file.id)).text()).trim().split('\n');
-  assert.equal(csv[0], 'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy');
+  assert.equal(csv[0], 'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,valid_exact_match,valid_answer_similarity');
   assert.equal(csv.length, 31);
   const lastRow = csv[30]!.split(',');
   assert.equal(lastRow[0], '30');

@@ -43,6 +43,8 @@ export interface TemplateMessage {
   name?: string;
   tool_calls?: { id: string; type: 'function'; function: { name: string; arguments: unknown } }[];
   tool_call_id?: string;
+  /** A past reply's reasoning (templates that render it, such as Qwen3's, read this). */
+  reasoning_content?: string;
 }
 
 export interface RenderInput {
@@ -94,6 +96,7 @@ export function toTemplateMessages(messages: Record<string, any>[]): TemplateMes
     const out: TemplateMessage = { role: m.role, content: flattenContent(m.content) ?? '' };
     if (m.name !== undefined) out.name = m.name;
     if (m.tool_call_id !== undefined) out.tool_call_id = m.tool_call_id;
+    if (typeof m.reasoning_content === 'string') out.reasoning_content = m.reasoning_content;
     const calls = m.tool_calls ?? (m.function_call ? [{ id: 'call_0', type: 'function', function: m.function_call }] : undefined);
     if (calls) {
       out.tool_calls = calls.map((c: { id: string; function: { name: string; arguments: string } }) => ({

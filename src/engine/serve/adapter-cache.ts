@@ -2,7 +2,8 @@
 import type { ModelConfig } from '../models/config.ts';
 import { LORA_TARGETS, loraModules, type LoraTarget } from '../models/parameters.ts';
 import { loadAdapter } from '../lora/peft.ts';
-import { loraScaling } from '../lora/config.ts';
+import { loraScaling, type LoraConfig } from '../lora/config.ts';
+import type { AdapterTensors } from '../lora/init.ts';
 
 // Dims: R adapter rank, in/out a projection's features, L layers.
 
@@ -20,29 +21,34 @@ export interface PreparedAdapter {
 
 export const slotIndex = (layer: number, target: LoraTarget) => layer * LORA_TARGETS.length + LORA_TARGETS.indexOf(target);
 
-/**
- * Reads a PEFT adapter directory and converts it: A [R, in] → Aᵀ [in, R]; B [out, R] → (alpha/r)·Bᵀ [R, out],
- * so the graph needs no per-row scale and bare-base rows are plain zeros.
- */
+/** Reads a PEFT adapter directory and prepares it (prepareAdapterTensors). */
 export function prepareAdapter(key: string, dir: string, config: ModelConfig): PreparedAdapter {
   const loaded = loadAdapter(dir, config);
-  const R = loaded.config.r;
-  const scale = loraScaling(loaded.config);
+  return prepareAdapterTensors(key, loaded.config, loaded.tensors, config);
+}
+
+/**
+ * Converts adapter tensors (PEFT names and layout: from a file, or a trainer's in memory): A [R, in] → Aᵀ [in, R];
+ * B [out, R] → (alpha/r)·Bᵀ [R, out], so the graph needs no per-row scale and bare-base rows are plain zeros.
+ */
+export function prepareAdapterTensors(key: string, lora: LoraConfig, tensors: AdapterTensors, config: ModelConfig): PreparedAdapter {
+  const R = lora.r;
+  const scale = loraScaling(lora);
   const a = new Map<number, Float32Array>();
   const b = new Map<number, Float32Array>();
   let bytes = 0;
-  for (const m of loraModules(config, loaded.config.targetModules)) {
-    const src = loaded.tensors.get(m.loraA)!.data; // [R, in]
+  for (const m of loraModules(config, lora.targetModules)) {
+    const src = tensors.get(m.loraA)!.data; // [R, in]
     const at = new Float32Array(m.in * R); // [in, R]
     for (let r = 0; r < R; r++) for (let i = 0; i < m.in; i++) at[i * R + r] = src[r * m.in + i];
-    const srcB = loaded.tensors.get(m.loraB)!.data; // [out, R]
+    const srcB = tensors.get(m.loraB)!.data; // [out, R]
     const bt = new Float32Array(R * m.out); // [R, out]
     for (let o = 0; o < m.out; o++) for (let r = 0; r < R; r++) bt[r * m.out + o] = scale * srcB[o * R + r];
     a.set(slotIndex(m.layer, m.target), at);
     b.set(slotIndex(m.layer, m.target), bt);
     bytes += at.byteLength + bt.byteLength;
   }
-  return { key, rank: R, targets: new Set(loaded.config.targetModules), a, b, bytes };
+  return { key, rank: R, targets: new Set(lora.targetModules), a, b, bytes };
 }
 
 export interface AdapterCacheStats {

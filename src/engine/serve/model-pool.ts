@@ -5,12 +5,13 @@ import { compileChatTemplate, type ChatTemplate } from '../models/chat-template.
 import type { ModelConfig } from '../models/config.ts';
 import { readModelDir } from '../models/model-dir.ts';
 import { MODEL_ID_PATTERN } from '../models/registry.ts';
-import { replyFormatOf, replyMarkers } from '../models/reply-format.ts';
+import { replyFormatOf, replyMarkers, type ReplyFormat } from '../models/reply-format.ts';
 import { loadTokenizer, type ModelTokenizer } from '../models/tokenizer.ts';
 import { cudaProviderPath, requestedDevice, type Device, type DeviceRequest } from '../onnx/session.ts';
 import { createAdapterCache, type AdapterCacheEvent, type AdapterCacheStats, type PreparedAdapter } from './adapter-cache.ts';
 import { createGrammarEngine, type GrammarEngine } from './grammar/grammar-engine.ts';
 import { createGenerationScheduler, type GenerationScheduler, type GenerationObserver } from './scheduler.ts';
+import { keepingTokens } from './text-stream.ts';
 import { startThreadedModelRunner, type ThreadedModelRunner } from './threaded-runner.ts';
 
 export interface ServedModel {
@@ -19,6 +20,8 @@ export interface ServedModel {
   contextLength: number;
   tokenizer: ModelTokenizer;
   template: ChatTemplate;
+  /** How the template writes tool calls and reasoning, which generated text is parsed by. */
+  replyFormat: ReplyFormat;
   device: Device;
   scheduler: GenerationScheduler;
   /** Structured outputs: reply grammars compiled against this model's vocabulary. */
@@ -104,10 +107,12 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       throw err;
     }
     const runner = await starting;
+    const template = compileChatTemplate(tokenizer.chatTemplate, tokenizer);
+    const replyFormat = replyFormatOf(template.source);
     const scheduler = createGenerationScheduler(runner, {
       modelId: id,
       log: o.log,
-      decoder: tokenizer,
+      decoder: keepingTokens(tokenizer, specialMarkerIds(tokenizer, replyMarkers(replyFormat))),
       eosTokenIds: tokenizer.eosTokenIds,
       contextLength: dir.contextLength,
       maxBatch: o.maxBatch,
@@ -116,16 +121,16 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
         decodeStep: (rows) => o.observe!.decodeStep(id, rows),
       },
     });
-    const template = compileChatTemplate(tokenizer.chatTemplate, tokenizer);
     const served: ServedModel = {
       id,
       config: dir.config,
       contextLength: dir.contextLength,
       tokenizer,
       template,
+      replyFormat,
       device: runner.device,
       scheduler,
-      grammars: createGrammarEngine(tokenizer, { vocabSize: dir.config.vocabSize, markers: replyMarkers(replyFormatOf(template.source)) }),
+      grammars: createGrammarEngine(tokenizer, { vocabSize: dir.config.vocabSize, markers: replyMarkers(replyFormat) }),
     };
     devices.set(id, runner.device);
     ready.set(id, { served, runner });
@@ -160,4 +165,14 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       await Promise.all(all.flatMap((r) => (r.status === 'fulfilled' ? [r.value.runner.close()] : [])));
     },
   };
+}
+
+/** The markers that are single special tokens of this tokenizer (decoding would drop them), by id. */
+function specialMarkerIds(tokenizer: ModelTokenizer, markers: string[]): Map<number, string> {
+  const ids = new Map<number, string>();
+  for (const marker of markers) {
+    const encoded = tokenizer.encode(marker);
+    if (encoded.length === 1 && tokenizer.decode(encoded, { skipSpecialTokens: true }) === '') ids.set(encoded[0], marker);
+  }
+  return ids;
 }

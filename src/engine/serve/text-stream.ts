@@ -5,6 +5,29 @@ export interface Decoder {
   decode(ids: ArrayLike<number>, options?: { skipSpecialTokens?: boolean }): string;
 }
 
+/**
+ * A decoder that skips special tokens except `kept` ones (id → text): markers a reply is parsed by, such as Llama's
+ * `<|python_tag|>` or Mistral's `[TOOL_CALLS]`, which their tokenizers mark special.
+ */
+export function keepingTokens(decoder: Decoder, kept: ReadonlyMap<number, string>): Decoder {
+  if (kept.size === 0) return decoder;
+  return {
+    decode(ids, options) {
+      if (!options?.skipSpecialTokens) return decoder.decode(ids, options);
+      let text = '';
+      let from = 0;
+      const all = Array.from(ids);
+      all.forEach((id, i) => {
+        const marker = kept.get(id);
+        if (marker === undefined) return;
+        text += decoder.decode(all.slice(from, i), options) + marker;
+        from = i + 1;
+      });
+      return text + decoder.decode(all.slice(from), options);
+    },
+  };
+}
+
 export interface TextStream {
   /** Adds one generated id; returns the text that became final (possibly ''). */
   push(id: number): string;

@@ -9,6 +9,8 @@ import type { AdapterTensors } from '../lora/init.ts';
 export interface DpoTrainerOptions extends TrainerOptions {
   /** The reward scale β of the DPO loss, in (0, 2]. */
   beta: number;
+  /** Weight α ≥ 0 of the preferred outputs' mean per-token NLL added to the loss (RPO); default 0, plain DPO. */
+  rpoAlpha?: number;
   /**
    * The reference model's adapter, held fixed; default: the adapter training starts from (the bare base for a fresh
    * one, whose B is zero). A resumed run passes its checkpoint as `adapter` and the job's starting adapter here.
@@ -27,6 +29,13 @@ export interface DpoResult {
   rewardAccuracy: number; // share of pairs with z > 0 (the preferred output's implicit reward is higher)
   rewardMargin: number; // mean z: the chosen reward minus the rejected reward, β-scaled
   accuracy: number; // mean token accuracy on the preferred outputs
+  preferredNll: number; // mean over pairs of the preferred output's mean per-token NLL under the policy (RPO's term)
+  /**
+   * Mean over pairs of (π_c − ref_c)/n_c: how much more (> 0) or less (< 0) likely, in nats per token, the policy makes
+   * the preferred outputs than the reference does. DPO can widen the margin while pushing both outputs down; far below 0
+   * the preferred answers themselves are being lost.
+   */
+  preferredLogpShift: number;
   pairs: number;
   tokens: number; // weighted tokens, both outputs of every pair
 }
@@ -47,6 +56,8 @@ export interface DpoTrainer extends AdapterTrainer {
 
 export async function createDpoTrainer(o: DpoTrainerOptions): Promise<DpoTrainer> {
   if (!(o.beta > 0 && o.beta <= 2)) throw new Error(`DPO beta must be in (0, 2], got ${o.beta}`);
+  const rpoAlpha = o.rpoAlpha ?? 0;
+  if (!(rpoAlpha >= 0 && Number.isFinite(rpoAlpha))) throw new Error(`RPO alpha must be a finite number >= 0, got ${o.rpoAlpha}`);
   const core = await createTrainerCore(o);
   const { config } = core.trainer;
   const reference = o.referenceAdapter ? core.checkAdapter(copyTensors(o.referenceAdapter)) : core.trainer.getAdapter();
@@ -73,6 +84,7 @@ export async function createDpoTrainer(o: DpoTrainerOptions): Promise<DpoTrainer
       ...(kind === 'grad' ? core.dropoutFeeds(index, mb.batch.rows * mb.batch.seqLen) : {}),
       [IO.referenceLogps]: new ort.Tensor('float32', referenceRowLogps, [mb.batch.rows]),
       [IO.beta]: new ort.Tensor('float32', Float32Array.of(o.beta), []),
+      ...(kind === 'grad' ? { [IO.rpoAlpha]: new ort.Tensor('float32', Float32Array.of(rpoAlpha), []) } : {}),
     });
   }
 
@@ -80,30 +92,41 @@ export async function createDpoTrainer(o: DpoTrainerOptions): Promise<DpoTrainer
   async function run(kind: 'grad' | 'eval', microBatches: PreferenceBatch[], table: ReferenceLogps) {
     if (microBatches.length === 0) throw new Error(`${kind === 'grad' ? 'a DPO step' : 'evaluate'} needs at least one preference micro-batch`);
     const grads = core.zeros();
-    const sum = { loss: 0, rewardCorrect: 0, rewardMargin: 0, correct: 0, preferredTokens: 0, pairs: 0, tokens: 0 };
+    const sum = { loss: 0, rewardCorrect: 0, rewardMargin: 0, correct: 0, preferredTokens: 0, preferredNll: 0, preferredShift: 0, pairs: 0, tokens: 0 };
     for (const [index, mb] of microBatches.entries()) {
-      const out = await runGraph(kind, mb, index, referenceRows(mb, table));
+      const referenceRowLogps = referenceRows(mb, table);
+      const out = await runGraph(kind, mb, index, referenceRowLogps);
       if (kind === 'grad') core.addGradients(grads, out);
       const value = (name: string) => (out[name].data as Float32Array)[0];
       sum.loss += value(IO.lossSum);
       sum.rewardCorrect += value(IO.rewardCorrectSum);
       sum.rewardMargin += value(IO.rewardMarginSum);
       sum.correct += value(IO.correctSum);
+      sum.preferredNll += value(IO.preferredNllSum);
       sum.pairs += mb.pairs.length;
+      const logps = out[IO.sequenceLogps].data as Float32Array; // [B]
       const { rows, seqLen, lossWeights } = mb.batch;
-      for (let r = 0; r < rows; r++)
+      for (let r = 0; r < rows; r++) {
+        let rowWeight = 0;
         for (let t = 0; t < seqLen; t++) {
           const w = lossWeights[r * seqLen + t];
           if (w <= 0) continue;
           sum.tokens++;
-          if (r % 2 === 0) sum.preferredTokens += w;
+          rowWeight += w;
         }
+        if (r % 2 === 0) {
+          sum.preferredTokens += rowWeight;
+          sum.preferredShift += (logps[r] - referenceRowLogps[r]) / Math.max(rowWeight, 1);
+        }
+      }
     }
     const result: DpoResult = {
       loss: sum.loss / sum.pairs,
       rewardAccuracy: sum.rewardCorrect / sum.pairs,
       rewardMargin: sum.rewardMargin / sum.pairs,
       accuracy: sum.preferredTokens > 0 ? sum.correct / sum.preferredTokens : 0,
+      preferredNll: sum.preferredNll / sum.pairs,
+      preferredLogpShift: sum.preferredShift / sum.pairs,
       pairs: sum.pairs,
       tokens: sum.tokens,
     };

@@ -41,6 +41,8 @@ export const IO = {
   dropoutMask: (module: number) => `dropout_mask:${module}`, // [N, in] bool: LoRA module j's keep-mask (loraModules order); grad graphs with dropout only
   referenceLogps: 'reference_logps', // [B] DPO: each row's summed output log-probability under the reference model
   beta: 'beta', // [] DPO: the reward scale β
+  rpoAlpha: 'rpo_alpha', // [] DPO: weight α of the preferred outputs' NLL term (RPO) in the optimised objective
+  preferredNllSum: 'preferred_nll_sum', // [] DPO: Σ over pairs of the preferred output's mean per-token NLL
   sequenceLogps: 'sequence_logps', // [B] DPO: each row's summed output log-probability under base + adapter
   rewardCorrectSum: 'reward_correct_sum', // [] DPO: pairs whose chosen reward beats the rejected one
   rewardMarginSum: 'reward_margin_sum', // [] DPO: Σ (chosen reward − rejected reward)
@@ -101,7 +103,7 @@ function weightedRowsForward(g: Graph, config: ModelConfig, weights: WeightFacto
   const x = decoderStack(config, weight, { inputIds: ids, attentionBias: bias, rope: staticRopeTables(g, config, B, T), linear, attentionBlock: o.attentionBlock }); // [N, D]
   const h = finalNorm(config, weight, op.gather(x, rowIdx, 0)); // [K, D]
   const { rowLoss, rowCorrect } = lmHeadLoss(config, weight, h, labels, lossW); // [K], [K]
-  return { loraInputs, rowIdx, rowLoss, rowCorrect };
+  return { loraInputs, rowIdx, rowLoss, rowCorrect, lossW };
 }
 
 /** grad:<name> = ∂root/∂tensor for every LoRA tensor, as graph outputs. */
@@ -136,7 +138,9 @@ export function buildLossGraph(kind: 'grad' | 'eval', config: ModelConfig, weigh
  *   z_p = β·((π_c − ref_c) − (π_r − ref_r))    (the reward margin: chosen reward minus rejected reward)
  *   loss_sum = Σ_p −log σ(z_p)                 (as −logsoftmax([0, z])₁, which stays finite for any z)
  * Outputs loss_sum, reward_correct_sum = Σ [z > 0], reward_margin_sum = Σ z, correct_sum (Σ argmax hits on
- * the preferred outputs' tokens), sequence_logps [B] (π per row), and with kind 'grad' grad:<name> = ∂loss_sum/∂tensor.
+ * the preferred outputs' tokens), sequence_logps [B] (π per row), preferred_nll_sum = Σ_p −π_c/n_c (n_c the preferred
+ * output's trained tokens), and with kind 'grad' grad:<name> = ∂(loss_sum + α·preferred_nll_sum)/∂tensor: RPO's
+ * objective (Pang et al. 2024; TRL's rpo_alpha), whose NLL term keeps the preferred outputs likely while DPO separates them.
  * The eval graph (no dropout) fed the reference adapter gives the reference log-probabilities as its sequence_logps.
  */
 export function buildDpoGraph(kind: 'grad' | 'eval', config: ModelConfig, weights: WeightFactory, lora: LoraConfig, bucket: Bucket, o: GraphOptions = {}): Graph {
@@ -144,7 +148,7 @@ export function buildDpoGraph(kind: 'grad' | 'eval', config: ModelConfig, weight
   if (B % 2 !== 0) throw new Error(`a DPO micro-batch holds pairs of rows, got ${B} rows`);
   const P = B / 2;
   const g = new Graph(`localtune-dpo-${kind}`, o.dtype ?? 'float32');
-  const { loraInputs, rowIdx, rowLoss, rowCorrect } = weightedRowsForward(g, config, weights, lora, bucket, kind === 'grad', o);
+  const { loraInputs, rowIdx, rowLoss, rowCorrect, lossW } = weightedRowsForward(g, config, weights, lora, bucket, kind === 'grad', o);
   const reference = g.input(IO.referenceLogps, g.float, [B]); // [B]
   const beta = g.input(IO.beta, g.float, []); // []
   // Which sequence each head row belongs to: flat row b·T + t → b (padding rows carry weight 0, so their loss is 0).
@@ -156,8 +160,13 @@ export function buildDpoGraph(kind: 'grad' | 'eval', config: ModelConfig, weight
   const z = op.sub(chosen, rejected); // [P, 1]
   const logSigmoid = op.slice(op.logSoftmax(op.concat([op.zeros(g, [P, 1], g.float), z], 1), 1), [1], [2], [1]); // [P, 1] log σ(z)
   const lossSum = op.neg(op.reduceSum(logSigmoid, [0, 1])); // []
-  if (kind === 'grad') loraGradientOutputs(lossSum, loraInputs);
+  const tokens = op.reshape(op.matmul(op.unsqueeze(lossW, [0]), rowsOfSequence), [P, 2]); // [P, 2] n: trained tokens per sequence
+  const [chosenLogps] = op.split(op.reshape(logps, [P, 2]), [1, 1], 1); // [P, 1] π_c
+  const [chosenTokens] = op.split(tokens, [1, 1], 1); // [P, 1] n_c
+  const nllSum = op.neg(op.reduceSum(op.div(chosenLogps, op.max(chosenTokens, g.scalar(1))), [0, 1])); // [] Σ_p −π_c/n_c
+  if (kind === 'grad') loraGradientOutputs(op.add(lossSum, op.mul(g.input(IO.rpoAlpha, g.float, []), nllSum)), loraInputs); // α: [] input of the grad graph
   g.output(lossSum, IO.lossSum);
+  g.output(nllSum, IO.preferredNllSum);
   g.output(op.reduceSum(op.cast(op.greater(z, g.scalar(0)), g.float), [0, 1]), IO.rewardCorrectSum);
   g.output(op.reduceSum(z, [0, 1]), IO.rewardMarginSum);
   const correctPerSequence = op.reshape(op.matmul(op.unsqueeze(rowCorrect, [0]), rowsOfSequence), [B]); // [B]

@@ -17,6 +17,8 @@ const state = {
   chat: [],
   /** The playground's model, once the user picked one. */
   chatModel: null,
+  /** Checkpoints (by step) whose answer samples the user opened or closed; the others follow "newest open". */
+  answerToggles: new Map(),
 };
 
 class ApiError extends Error {
@@ -105,6 +107,7 @@ async function refreshJobs() {
 }
 
 function selectJob(id) {
+  if (id !== state.selectedJobId) state.answerToggles.clear();
   state.selectedJobId = id;
   history.replaceState(null, '', `#job=${encodeURIComponent(id)}`);
   for (const b of document.querySelectorAll('#job-list button')) b.setAttribute('aria-current', String(b.dataset.jobId === id));
@@ -199,6 +202,12 @@ function renderJob(job, events, checkpoints) {
     // DPO jobs also report how often the preferred output wins (absent from supervised jobs, so not drawn there).
     { name: 'reward accuracy', key: 'train_reward_accuracy', cls: 'reward' },
   ], { fixed: [0, 1] });
+  // Scored at epoch ends of jobs with a validation file (DPO adds how often the answer is nearer the preferred output).
+  drawChart($('answers-chart'), $('answers-legend'), metrics, total, [
+    { name: 'exact match', key: 'valid_exact_match', cls: 'exact' },
+    { name: 'similarity (chrF)', key: 'valid_answer_similarity', cls: 'similar' },
+    { name: 'closer to preferred', key: 'valid_closer_to_preferred', cls: 'reward' },
+  ], { fixed: [0, 1], dots: true, empty: job.validation_file ? 'answers are scored at each epoch end' : 'needs a validation file' });
 
   fillFields($('job-fields'), [
     ['base model', job.model],
@@ -223,6 +232,7 @@ function renderJob(job, events, checkpoints) {
   ]);
 
   renderModels(job, checkpoints);
+  renderAnswerSamples(checkpoints);
   $('event-list').replaceChildren(...events.filter((e) => e.type !== 'metrics').reverse().map((e) =>
     el('li', { class: `level-${e.level}` }, el('time', { text: time(e.created_at) }), el('span', { text: e.message }))));
 }
@@ -240,6 +250,28 @@ function renderModels(job, checkpoints) {
     el('td', {}, el('button', { type: 'button', onclick: () => chooseChatModel(r.model) }, 'Chat')))));
   $('result-files').replaceChildren(...job.result_files.map((fileId) =>
     el('button', { type: 'button', class: 'link-button', onclick: () => download(fileId) }, `download ${fileId} (step metrics CSV)`)));
+}
+
+/** Per checkpoint (newest first, the newest open): its answer scores and the sample prompts with reference and answer. */
+function renderAnswerSamples(checkpoints) {
+  const scored = checkpoints.filter((c) => Array.isArray(c.metrics.valid_samples)).sort((a, b) => b.step_number - a.step_number);
+  $('answers-section').hidden = scored.length === 0;
+  $('answer-samples').replaceChildren(...scored.map((c, i) => {
+    const m = c.metrics;
+    const scores = [`exact match ${num(m.valid_exact_match, 2)}`, `similarity ${num(m.valid_answer_similarity, 2)}`];
+    if (typeof m.valid_closer_to_preferred === 'number') scores.push(`closer to preferred ${num(m.valid_closer_to_preferred, 2)}`);
+    const step = c.step_number;
+    const details = el('details', { class: 'answer-checkpoint', 'data-step': String(step) },
+      el('summary', { text: `step ${step} · ${scores.join(' · ')}`, onclick: () => state.answerToggles.set(step, !details.open) }),
+      el('div', { class: 'table-wrap' }, el('table', { class: 'answer-samples' },
+        el('thead', {}, el('tr', {}, el('th', { text: 'prompt' }), el('th', { text: 'reference' }), el('th', { text: 'answer' }))),
+        el('tbody', {}, ...m.valid_samples.map((s) => el('tr', {},
+          el('td', { text: s.prompt }),
+          el('td', { text: s.reference }),
+          el('td', { class: s.answer.replace(/\s+/g, ' ').trim() === s.reference.replace(/\s+/g, ' ').trim() ? 'exact' : '', text: s.answer })))))));
+    details.open = state.answerToggles.has(step) ? state.answerToggles.get(step) : i === 0;
+    return details;
+  }));
 }
 
 async function download(fileId) {
@@ -300,7 +332,7 @@ function logScale(values, top, bottom) {
   return { y: (v) => top + (1 - (Math.log10(Math.max(floor, v)) - lo) / (hi - lo)) * (bottom - top), ticks };
 }
 
-function drawChart(chart, legend, metrics, totalSteps, series, { minZero = false, fixed = null, log = false } = {}) {
+function drawChart(chart, legend, metrics, totalSteps, series, { minZero = false, fixed = null, log = false, dots = false, empty = 'no training steps yet' } = {}) {
   // Drawn at the element's own width, so labels keep their size from phone to desktop.
   const W = Math.max(300, Math.round(chart.clientWidth || 640)), H = Math.round(Math.min(280, Math.max(190, W * 0.4))), L = 46, R = 14, T = 12, B = 34;
   chart.setAttribute('viewBox', `0 0 ${W} ${H}`);
@@ -310,7 +342,7 @@ function drawChart(chart, legend, metrics, totalSteps, series, { minZero = false
   chart.dataset.points = String(count);
   legend.replaceChildren(...lines.map((s) => el('span', {}, el('i', { class: `swatch-${s.cls}` }), s.name)));
   if (count === 0) {
-    chart.replaceChildren(svg('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty' }, 'no training steps yet'));
+    chart.replaceChildren(svg('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty' }, empty));
     return;
   }
   const xs = lines.flatMap((s) => s.points.map((p) => p[0]));
@@ -334,8 +366,8 @@ function drawChart(chart, legend, metrics, totalSteps, series, { minZero = false
   for (const s of lines) {
     const d = s.points.map((p, i) => `${i ? 'L' : 'M'}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join('');
     nodes.push(svg('path', { d, class: `series series-${s.cls}`, 'data-points': s.points.length }));
-    // Validation is measured every few steps: dots show where.
-    if (s.cls === 'valid' || s.points.length === 1) {
+    // Validation is measured every few steps (answers at epoch ends): dots show where.
+    if (dots || s.cls === 'valid' || s.points.length === 1) {
       for (const p of s.points) nodes.push(svg('circle', { cx: x(p[0]).toFixed(1), cy: y(p[1]).toFixed(1), r: 2.5, class: `dot-${s.cls}` }));
     }
   }

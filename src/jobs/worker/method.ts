@@ -1,4 +1,4 @@
-// What a training method (supervised, later DPO) gives the shared job loop: its steps, their metrics, its validation.
+// What a training method (supervised or DPO) gives the shared job loop: its steps, their metrics, its validation.
 import type { BatchPosition } from '../../datasets/batches.ts';
 import type { Device } from '../../engine/onnx/session.ts';
 import type { TrainerState } from '../../engine/train/trainer-state.ts';
@@ -26,8 +26,8 @@ export interface PlannedStep {
   step: number;
   /** Steps done before this one over the whole run. */
   globalStep: number;
-  /** Runs the optimizer step at learning rate `lr`. */
-  run(lr: number): Promise<{ metrics: PartialMetrics; trainedTokens: number }>;
+  /** Runs the optimizer step at learning rate `lr`; a `warning` is for the user (a warn event). */
+  run(lr: number): Promise<{ metrics: PartialMetrics; trainedTokens: number; warning?: string }>;
 }
 
 /** A method's training run over its loaded data and its trainer. */
@@ -39,8 +39,11 @@ export interface MethodRun {
   steps(from: BatchPosition): Iterable<PlannedStep>;
   /** Validation metrics on a sample, when due after `globalStep` steps are done; null when not due or no validation data. */
   sampleValidation(globalStep: number, totalSteps: number): Promise<ValidationMetrics | null>;
-  /** Validation metrics over the whole validation file (full_valid_*); null without validation data. */
-  fullValidation(): Promise<ValidationMetrics | null>;
+  /**
+   * Validation at the end of epoch `epoch` (1-based): loss over the whole validation file (full_valid_*) and, when due,
+   * scored greedy answers to validation prompts; null without validation data.
+   */
+  epochValidation(epoch: number): Promise<ValidationMetrics | null>;
   getState(): TrainerState;
   setState(state: TrainerState): void;
   close(): Promise<void>;

@@ -124,7 +124,8 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
         await io.send({ type: 'stopped', reason: command, step: globalStep });
         return 'stopped';
       }
-      const { metrics, trainedTokens: stepTokens } = await planned.run(learningRateAt(spec.hyperparameters.learningRate, planned.globalStep, totalSteps));
+      const { metrics, trainedTokens: stepTokens, warning } = await planned.run(learningRateAt(spec.hyperparameters.learningRate, planned.globalStep, totalSteps));
+      if (warning) await io.send({ type: 'warning', message: warning });
       globalStep = planned.globalStep + 1;
       trainedTokens += stepTokens;
       const epochEnd = planned.step === m.stepsPerEpoch - 1;
@@ -132,7 +133,7 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
         step: globalStep,
         ...metrics,
         ...(await m.sampleValidation(globalStep, totalSteps)),
-        ...(epochEnd ? await m.fullValidation() : null),
+        ...(epochEnd ? await m.epochValidation(planned.epoch + 1) : null),
       };
       lastMetrics = stepMetrics;
       position = epochEnd ? { epoch: planned.epoch + 1, step: 0 } : { epoch: planned.epoch, step: planned.step + 1 };

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { defaultTokenizerConfigJson, defaultTokenizerJson } from '../../../src/engine/models/default-model.ts';
 import { createTokenizer } from '../../../src/engine/models/tokenizer.ts';
-import { createTextStream } from '../../../src/engine/serve/text-stream.ts';
+import { createTextStream, keepingTokens } from '../../../src/engine/serve/text-stream.ts';
 
 const tokenizer = createTokenizer(defaultTokenizerJson(), defaultTokenizerConfigJson());
 
@@ -36,4 +36,16 @@ test('a stop string spanning tokens ends the text before it; its prefix is held 
   const multi = run('x😀y', ['😀']);
   assert.equal(multi.pieces.join(''), 'x');
   assert.ok(multi.stopped);
+});
+
+test('kept special tokens (reply markers) come out as their text; other special tokens are still skipped', () => {
+  const [start] = tokenizer.encode('<|im_start|>');
+  const [end] = tokenizer.encode('<|im_end|>');
+  const ids = [...tokenizer.encode('a'), start, ...tokenizer.encode('b'), end, ...tokenizer.encode('c')];
+  const streamed = (decoder: Parameters<typeof createTextStream>[0]) => {
+    const stream = createTextStream(decoder, []);
+    return ids.map((id) => stream.push(id)).join('') + stream.flush();
+  };
+  assert.equal(streamed(tokenizer), 'abc');
+  assert.equal(streamed(keepingTokens(tokenizer, new Map([[start, '<|im_start|>']]))), 'a<|im_start|>bc');
 });

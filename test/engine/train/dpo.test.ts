@@ -26,16 +26,18 @@ const session = (g: Graph) => createSession(g.serialize(), { device: 'cpu', thre
 /** Two pairs (rows 0/1 and 2/3), of different lengths, the second half of each row weighted. */
 const pairsBatch = (vocab: number, seed: number): TrainBatch => randomBatch(vocab, 8, [8, 5, 6, 8], seed);
 
-function dpoFeeds(config: ModelConfig, batch: TrainBatch, adapter: Map<string, Float64Array>, reference: number[], beta: number) {
+/** The DPO graph's feeds; `rpoAlpha` only for the grad graph, the one that optimises it. */
+function dpoFeeds(config: ModelConfig, batch: TrainBatch, adapter: Map<string, Float64Array>, reference: number[], beta: number, rpoAlpha?: number) {
   const bucket = bucketOf(batch);
   const f = batchFeeds(batch, bucket, 'float64');
   for (const p of loraSpecs(config, lora)) f[p.name] = f64(adapter.get(p.name)!, p.dims);
   f[IO.referenceLogps] = f64(Float64Array.from(reference), [batch.rows]);
   f[IO.beta] = f64(Float64Array.of(beta), []);
+  if (rpoAlpha !== undefined) f[IO.rpoAlpha] = f64(Float64Array.of(rpoAlpha), []);
   return f;
 }
 
-test('DPO loss: LoRA gradients match finite differences on a tiny float64 model (every tensor)', async () => {
+test('DPO + RPO objective (loss_sum + α·preferred_nll_sum): LoRA gradients match finite differences on a tiny float64 model (every tensor)', async () => {
   const config = tinyConfig();
   const weights = embeddedWeights(randomWeights(config, 7));
   const batch = pairsBatch(config.vocabSize, 3);
@@ -44,14 +46,19 @@ test('DPO loss: LoRA gradients match finite differences on a tiny float64 model 
   const values = randomTensors(specs, 11, 0.3);
   const reference = [-9.5, -7.25, -8, -11];
   const beta = 0.7;
-  const base = await s.run(dpoFeeds(config, batch, values, reference, beta));
+  const alpha = 0.6;
+  const base = await s.run(dpoFeeds(config, batch, values, reference, beta, alpha));
+  const objective = async (adapter: Map<string, Float64Array>) => {
+    const out = await s.run(dpoFeeds(config, batch, adapter, reference, beta, alpha));
+    return (out[IO.lossSum].data as Float64Array)[0] + alpha * (out[IO.preferredNllSum].data as Float64Array)[0];
+  };
   const eps = 1e-6;
   for (const [i, p] of specs.entries()) {
     const analytic = base[IO.grad(p.name)].data as Float64Array;
     for (const j of [0, (i * 5) % analytic.length, analytic.length - 1]) {
       const at = (d: number) => new Map([...values].map(([k, v]) => [k, k === p.name ? v.map((x, q) => (q === j ? x + d : x)) : v]));
-      const lp = ((await s.run(dpoFeeds(config, batch, at(eps), reference, beta)))[IO.lossSum].data as Float64Array)[0];
-      const lm = ((await s.run(dpoFeeds(config, batch, at(-eps), reference, beta)))[IO.lossSum].data as Float64Array)[0];
+      const lp = await objective(at(eps));
+      const lm = await objective(at(-eps));
       const numeric = (lp - lm) / (2 * eps);
       assert.ok(Math.abs(numeric - analytic[j]) < 1e-6 * Math.max(1, Math.abs(numeric)), `${p.name}[${j}]: autodiff ${analytic[j]} vs FD ${numeric}`);
     }
@@ -106,6 +113,10 @@ test('DPO loss, reward accuracy and margin equal a direct computation from per-s
   assert.ok(Math.abs(got(IO.lossSum) - loss) < 1e-10, `loss ${got(IO.lossSum)} vs ${loss}`);
   assert.equal(got(IO.rewardCorrectSum), 1);
   assert.ok(Math.abs(got(IO.rewardMarginSum) - (z[0] + z[1])) < 1e-10);
+  // RPO's term: each preferred output's mean per-token NLL, summed over the pairs.
+  const trainedTokens = (b: number) => batch.lossWeights.slice(b * batch.seqLen, (b + 1) * batch.seqLen).reduce((a, w) => a + w, 0);
+  const nll = [0, 2].reduce((a, b) => a - logps[b] / trainedTokens(b), 0);
+  assert.ok(Math.abs(got(IO.preferredNllSum) - nll) < 1e-10, `preferred NLL ${got(IO.preferredNllSum)} vs ${nll}`);
 });
 
 test('DPO loss stays finite for huge margins (−log σ(z) without overflow)', async () => {
@@ -114,7 +125,7 @@ test('DPO loss stays finite for huge margins (−log σ(z) without overflow)', a
   const batch = pairsBatch(config.vocabSize, 5);
   const adapter = randomTensors(loraSpecs(config, lora), 13, 0.4);
   const s = await session(buildDpoGraph('grad', config, weights, lora, bucketOf(batch), { dtype: 'float64' }));
-  const out = await s.run(dpoFeeds(config, batch, adapter, [5000, -5000, -5000, 5000], 2));
+  const out = await s.run(dpoFeeds(config, batch, adapter, [5000, -5000, -5000, 5000], 2, 1));
   await s.close();
   const loss = (out[IO.lossSum].data as Float64Array)[0];
   const logps = out[IO.sequenceLogps].data as Float64Array;
@@ -147,6 +158,7 @@ test('DPO trainer: reference = start model, step 0 has loss log 2; training wide
   assert.ok(reference.every((v) => Number.isFinite(v) && v < 0));
   const before = await t.evaluate(batches, reference);
   assert.ok(Math.abs(before.loss - Math.LN2) < 1e-5 && Math.abs(before.rewardMargin) < 1e-5 && before.rewardAccuracy === 0, JSON.stringify(before));
+  assert.ok(Math.abs(before.preferredLogpShift) < 1e-5 && before.preferredNll > 0, JSON.stringify(before)); // the policy is the reference
   assert.equal(before.pairs, 3);
   let last = await t.trainStep(batches, reference, 0.02);
   assert.ok(Math.abs(last.loss - Math.LN2) < 1e-5 && last.gradNorm > 0, JSON.stringify(last));
@@ -162,7 +174,7 @@ test('DPO trainer: reference = start model, step 0 has loss log 2; training wide
   await Promise.all([t.close(), resumed.close()]);
 });
 
-test('DPO trainer: micro-batches accumulate to the gradient of one batch holding every pair (a mean over pairs)', async () => {
+test('DPO trainer: micro-batches accumulate to the gradient of one batch holding every pair (a mean over pairs, RPO term included)', async () => {
   const modelDir = join(root, 'model-acc');
   const config = writeTinyModelDir(modelDir, TINY_CONFIG_JSON, 9);
   const small: LoraConfig = { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'down_proj'] };
@@ -181,7 +193,7 @@ test('DPO trainer: micro-batches accumulate to the gradient of one batch holding
   };
   // The reference is the bare base (B = 0), the policy a random adapter: a non-zero margin and gradient.
   const base: AdapterTensors = new Map([...adapter].map(([k, v]) => [k, { dims: v.dims, data: k.includes('lora_B') ? new Float32Array(v.data.length) : v.data }]));
-  const t = await createDpoTrainer({ modelDir, cacheDir: join(root, 'cache-acc'), lora: small, seed: 1, adapter, referenceAdapter: base, beta: 0.3, device: 'cpu', threads: 1 });
+  const t = await createDpoTrainer({ modelDir, cacheDir: join(root, 'cache-acc'), lora: small, seed: 1, adapter, referenceAdapter: base, beta: 0.3, rpoAlpha: 0.5, device: 'cpu', threads: 1 });
   const split: PreferenceBatch[] = [
     { batch: a, pairs: [0, 1] },
     { batch: b, pairs: [2] },

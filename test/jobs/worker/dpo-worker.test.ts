@@ -57,6 +57,9 @@ test('a DPO job from an ft: adapter succeeds with reward metrics per step and va
     for (const key of ['train_reward_accuracy', 'valid_reward_accuracy'] as const) assert.ok(m[key]! >= 0 && m[key]! <= 1, `step ${m.step} ${key}: ${m[key]}`);
     assert.ok(Number.isFinite(m.train_reward_margin) && Number.isFinite(m.valid_reward_margin) && Number.isFinite(m.valid_loss), JSON.stringify(m));
   }
+  // Epoch ends answer the validation prompts and say whether each answer is nearer the preferred output.
+  assert.deepEqual(steps.filter((m) => m.valid_closer_to_preferred !== undefined).map((m) => m.step), [3, 6]);
+  assert.deepEqual(steps.at(-1)!.valid_samples!.map((s) => s.reference).sort(), ['Gladly! comets are wonderful.', 'Gladly! owls are wonderful.']);
   const last = steps.at(-1)!;
   assert.ok(last.train_loss < 0.3 && last.train_reward_accuracy === 1 && last.train_reward_margin! > 1, JSON.stringify(last));
   // Held-out pairs of the same kind: the tuned model prefers the preferred output over the reference's preference.

@@ -33,7 +33,7 @@ function assertStepsMatch(got: StepMetrics[], reference: StepMetrics[]): void {
   for (const m of got) {
     const ref = reference.find((r) => r.step === m.step);
     assert.ok(ref, `step ${m.step} is not in the reference run`);
-    for (const key of ['train_loss', 'valid_loss', 'full_valid_loss'] as const) {
+    for (const key of ['train_loss', 'valid_loss', 'full_valid_loss', 'valid_exact_match', 'valid_answer_similarity'] as const) {
       assert.equal(m[key] === undefined, ref[key] === undefined, `step ${m.step}: ${key} present in one run only`);
       if (m[key] !== undefined) assert.ok(Math.abs(m[key]! - ref[key]!) <= 1e-5, `step ${m.step} ${key}: ${m[key]} vs ${ref[key]}`);
     }
@@ -70,6 +70,15 @@ test('a job runs to succeeded: started, a step per optimizer step, a loadable ch
     steps.filter((m) => m.full_valid_loss !== undefined).map((m) => m.step),
     [4, 8],
   );
+  // Epoch ends also answer the validation prompts greedily (both: fewer than ANSWER_SAMPLES) and score the answers.
+  const answered = steps.filter((m) => m.valid_exact_match !== undefined);
+  assert.deepEqual(answered.map((m) => m.step), [4, 8]);
+  for (const m of answered) {
+    assert.ok(m.valid_exact_match! >= 0 && m.valid_exact_match! <= 1 && m.valid_answer_similarity! >= 0 && m.valid_answer_similarity! <= 1, JSON.stringify(m));
+    assert.equal(m.valid_closer_to_preferred, undefined, 'a supervised job has no non-preferred outputs');
+    assert.deepEqual(m.valid_samples!.map((s) => s.reference).sort(), ['Titan.', 'William Shakespeare.']);
+    for (const s of m.valid_samples!) assert.match(s.prompt, /Answer briefly\.[\s\S]*\?/);
+  }
   const tokens = ofType(reference, 'step').map((m) => m.trainedTokens);
   assert.ok(tokens.every((t, i) => t > (tokens[i - 1] ?? 0)), `trainedTokens grow: ${tokens}`);
 
