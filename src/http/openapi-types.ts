@@ -808,6 +808,25 @@ export interface components {
                 strict?: boolean | null;
             };
         };
+        /** @description json_schema and json_object replies are produced by constrained decoding: the content always parses (and follows the schema) unless max_tokens cut it off (finish_reason "length"). */
+        ResponseFormat: {
+            /** @enum {string} */
+            type: "text" | "json_object" | "json_schema";
+            json_schema?: {
+                name: string;
+                description?: string;
+                /** @description strict: OpenAI's strict subset (else a 400 naming the keyword); otherwise any local JSON Schema, unlisted properties allowed. */
+                schema?: Record<string, never>;
+                strict?: boolean | null;
+            };
+        };
+        NamedToolChoice: {
+            /** @enum {string} */
+            type: "function";
+            function: {
+                name: string;
+            };
+        };
         StopSequences: string | string[] | null;
         StreamOptions: {
             include_usage?: boolean;
@@ -828,13 +847,11 @@ export interface components {
             stream_options?: components["schemas"]["StreamOptions"];
             logprobs?: boolean | null;
             top_logprobs?: number | null;
-            response_format?: {
-                /** @enum {string} */
-                type: "text" | "json_object" | "json_schema";
-                json_schema?: Record<string, never>;
-            };
+            response_format?: components["schemas"]["ResponseFormat"];
             tools?: components["schemas"]["ChatCompletionTool"][];
-            tool_choice?: ("none" | "auto" | "required") | Record<string, never>;
+            /** @description 'none': no tools are offered to the model; 'auto': it may call them; 'required': the reply is one or more calls; a named function: the reply calls it. Required and named calls are enforced by constrained decoding (arguments follow the parameters schema). */
+            tool_choice?: ("none" | "auto" | "required") | components["schemas"]["NamedToolChoice"];
+            /** @description false: at most one call per reply. */
             parallel_tool_calls?: boolean;
             frequency_penalty?: number | null;
             presence_penalty?: number | null;

@@ -2,6 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
+import { bytesToUnicode } from './default-model.ts';
 
 /** tokenizer_config.json writes a special token either as its text or as an AddedToken object. */
 type TokenSpec = string | { content: string } | null | undefined;
@@ -33,6 +34,19 @@ export interface ModelTokenizer {
   tokenUtf8Lengths: Int32Array | null;
   /** Whether the normalizer leaves `text` as it is (always true without one). */
   leavesUnchanged(text: string): boolean;
+  /** Every id's token as the model spells it (built on first call), for grammar-constrained decoding. */
+  vocabulary(): TokenVocabulary;
+}
+
+export interface TokenVocabulary {
+  /** Token strings by id as tokenizer.json stores them (byte-level symbols, ▁ pieces, <0x0A>…); '' for an unused id. */
+  tokens: string[];
+  /** Ids of special added tokens (decoding skips them). */
+  special: Set<number>;
+  /** How `tokens` spell text: GPT-2 byte-level symbols, SentencePiece pieces with <0xNN> byte fallback, or plain text. */
+  encoding: 'byte_level' | 'byte_fallback' | 'raw';
+  /** SentencePiece models that put a ▁ before the text. */
+  prependsSpace: boolean;
 }
 
 /**
@@ -65,6 +79,7 @@ export function createTokenizer(tokenizerJson: object, config: TokenizerConfig, 
   const eosTokenIds = new Set<number>([generationEosIds ?? []].flat());
   const eosId = eosToken === null ? undefined : tokenizer.token_to_id(eosToken);
   if (eosId !== undefined) eosTokenIds.add(eosId);
+  let vocabulary: TokenVocabulary | undefined;
   return {
     encode: (text) => tokenizer.encode(text, { add_special_tokens: false }).ids,
     decode: (ids, options) =>
@@ -79,14 +94,51 @@ export function createTokenizer(tokenizerJson: object, config: TokenizerConfig, 
     vocabSize: tokenizer.get_vocab(true).size,
     tokenUtf8Lengths: byteLevelLengths(tokenizerJson as TokenizerJson, tokenizer.get_vocab(true)),
     leavesUnchanged: normalizerCheck((tokenizerJson as TokenizerJson).normalizer),
+    vocabulary: () => (vocabulary ??= tokenVocabulary(tokenizerJson as TokenizerJson, tokenizer.get_vocab(true))),
   };
 }
 
+/** One step of a normalizer, pre-tokenizer or decoder (a Sequence lists its steps). */
+interface Step {
+  type: string;
+  normalizers?: Step[];
+  pretokenizers?: Step[];
+  decoders?: Step[];
+  prepend?: string;
+  prepend_scheme?: string;
+  add_prefix_space?: boolean;
+}
+
 interface TokenizerJson {
-  normalizer?: { type: string } | null;
-  pre_tokenizer?: { type: string; pretokenizers?: { type: string }[] } | null;
-  model?: { type: string };
-  added_tokens?: { id: number; content: string }[];
+  normalizer?: Step | null;
+  pre_tokenizer?: Step | null;
+  decoder?: Step | null;
+  model?: { type: string; byte_fallback?: boolean };
+  added_tokens?: { id: number; content: string; special?: boolean }[];
+}
+
+/** A step and, for Sequences, the steps inside it. */
+const stepsOf = (step: Step | null | undefined): Step[] =>
+  step ? [step, ...(step.normalizers ?? step.pretokenizers ?? step.decoders ?? []).flatMap(stepsOf)] : [];
+
+/** What xgrammar's TokenizerInfo needs, read as its Hugging Face loader reads it: decoder type, byte fallback, ▁ prefix. */
+function tokenVocabulary(json: TokenizerJson, vocab: Map<string, number>): TokenVocabulary {
+  let size = 0;
+  for (const id of vocab.values()) size = Math.max(size, id + 1);
+  const tokens = new Array<string>(size).fill('');
+  for (const [token, id] of vocab) tokens[id] = token;
+  const special = new Set((json.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
+  const decoders = stepsOf(json.decoder).map((s) => s.type);
+  const encoding = decoders.includes('ByteLevel') ? 'byte_level' : decoders.includes('ByteFallback') || json.model?.byte_fallback ? 'byte_fallback' : 'raw';
+  if (encoding === 'byte_level') {
+    // Added tokens are stored as their text, not in byte-level symbols: spell them as the model's own tokens are.
+    const symbols = bytesToUnicode();
+    for (const added of json.added_tokens ?? []) tokens[added.id] = [...Buffer.from(added.content, 'utf8')].map((b) => symbols[b]).join('');
+  }
+  const prependsSpace =
+    stepsOf(json.normalizer).some((s) => s.type === 'Prepend' && s.prepend === '▁') ||
+    stepsOf(json.pre_tokenizer).some((s) => s.type === 'Metaspace' && (s.prepend_scheme ? s.prepend_scheme !== 'never' : s.add_prefix_space !== false));
+  return { tokens, special, encoding, prependsSpace };
 }
 
 /**

@@ -13,6 +13,7 @@ import { replyFormatOf, replyMarkers, type ReplyFormat } from '../models/reply-f
 import { loadTokenizer, type ModelTokenizer } from '../models/tokenizer.ts';
 import { cudaProviderPath, requestedDevice, type Device, type DeviceRequest } from '../onnx/session.ts';
 import { createAdapterCache, type AdapterCacheEvent, type AdapterCacheStats, type PreparedAdapter } from './adapter-cache.ts';
+import { createGrammarEngine, type GrammarEngine } from './grammar/grammar-engine.ts';
 import { createGenerationScheduler, type GenerationScheduler, type GenerationObserver } from './scheduler.ts';
 import { keepingTokens } from './text-stream.ts';
 import { startThreadedModelRunner, type ThreadedModelRunner } from './threaded-runner.ts';
@@ -29,6 +30,8 @@ export interface ServedModel {
   replyFormat: ReplyFormat;
   device: Device;
   scheduler: GenerationScheduler;
+  /** Structured outputs: reply grammars compiled against this model's vocabulary. */
+  grammars: GrammarEngine;
 }
 
 export interface ModelPoolOptions {
@@ -159,6 +162,7 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       replyFormat,
       device: runner.device,
       scheduler,
+      grammars: createGrammarEngine(tokenizer, { vocabSize: dir.config.vocabSize, markers: replyMarkers(replyFormat) }),
     };
     devices.set(id, runner.device);
     // Each (model, precision) is its own session with its own weights: two precisions of one model add up.

@@ -22,14 +22,18 @@ export interface SampledToken {
 }
 
 export interface Sampler {
-  /** Picks a token from `logits` [V] given how often each token was generated so far (`counts`). */
-  next(logits: Float32Array, counts: ReadonlyMap<number, number>): SampledToken;
+  /**
+   * Picks a token from `logits` [V] given how often each token was generated so far (`counts`), among the tokens `mask`
+   * allows when there is one (a grammar's bitmask [ceil(V / 32)]; the logits of the others are set to -Infinity in place).
+   */
+  next(logits: Float32Array, counts: ReadonlyMap<number, number>, mask?: Int32Array | null): SampledToken;
 }
 
 export function createSampler(p: SamplingParams): Sampler {
   const rng: Rng = createRng(p.seed);
   return {
-    next(raw, counts) {
+    next(raw, counts, mask) {
+      if (mask) applyTokenMask(raw, mask);
       // Plain greedy decoding needs no copy of the logits.
       if (p.temperature === 0 && p.topLogprobs === null && p.logitBias.size === 0 && p.presencePenalty === 0 && p.frequencyPenalty === 0) return { id: argmax(raw), logprob: NaN, top: [] };
       const V = raw.length;
@@ -50,7 +54,31 @@ export function createSampler(p: SamplingParams): Sampler {
  */
 export function tokenLogprobs(logits: Float32Array | Float64Array, id: number, top: number): SampledToken {
   const lse = logSumExp(logits, 1);
-  return { id, logprob: logits[id] - lse, top: top > 0 ? topK(logits, top).map((j) => ({ id: j, logprob: logits[j] - lse })) : [] };
+  // Tokens a grammar forbade (-Infinity) are no alternatives.
+  const alternatives = top > 0 ? topK(logits, top).filter((j) => logits[j] > -Infinity) : [];
+  return { id, logprob: logits[id] - lse, top: alternatives.map((j) => ({ id: j, logprob: logits[j] - lse })) };
+}
+
+/**
+ * Sets the logits [V] of the tokens `mask` forbids to -Infinity: bit (id & 31) of word (id >> 5) set = allowed
+ * (xgrammar's layout). Whole words are handled at once (all-allowed words skipped, all-forbidden ones filled); in the
+ * others only the cleared bits are visited.
+ */
+export function applyTokenMask(logits: Float32Array, mask: Int32Array): void {
+  const V = logits.length;
+  for (let w = 0; w < mask.length; w++) {
+    const bits = mask[w];
+    if (bits === -1) continue;
+    const from = w << 5;
+    if (bits === 0) {
+      logits.fill(-Infinity, from, Math.min(from + 32, V));
+      continue;
+    }
+    for (let forbidden = ~bits; forbidden !== 0; forbidden &= forbidden - 1) {
+      const id = from + 31 - Math.clz32(forbidden & -forbidden); // the lowest cleared bit
+      if (id < V) logits[id] = -Infinity;
+    }
+  }
 }
 
 function argmax(x: Float32Array | Float64Array): number {

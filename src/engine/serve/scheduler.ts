@@ -2,6 +2,7 @@
 // A failed run fails no request outright that shared it: each of its rows is run again alone, and only one that fails alone is rejected.
 import type { ModelRunner, CacheRow } from './model-runner.ts';
 import type { PreparedAdapter } from './adapter-cache.ts';
+import type { TokenConstraint } from './grammar/grammar-engine.ts';
 import { createSampler, tokenLogprobs, type SampledToken, type Sampler, type SamplingParams } from './sampler.ts';
 import { createTextStream, type Decoder, type TextStream } from './text-stream.ts';
 
@@ -24,6 +25,11 @@ export interface GenerationRequest {
   signal?: AbortSignal;
   /** Names the request in log lines (its HTTP request id). */
   tag?: string;
+  /**
+   * A grammar the tokens must follow (structured outputs): each step samples among the tokens its mask allows. The
+   * scheduler owns it from submit() on and releases it when the request ends in any way.
+   */
+  constraint?: TokenConstraint | null;
 }
 
 export interface GenerationResult {
@@ -113,6 +119,18 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
     seq.resolve({ text: seq.stream.text, finishReason: reason, tokens: seq.tokens, completionTokens: seq.generated, promptTokens: seq.promptTokens });
   }
 
+  /** Samples the row's next token from its logits, among those its grammar allows; throws if the grammar refuses it. */
+  function sample(seq: Sequence, logits: Float32Array, mask: Int32Array | null): SampledToken {
+    const sampled = seq.sampler.next(logits, seq.counts, mask);
+    seq.request.constraint?.accept(sampled.id);
+    return sampled;
+  }
+
+  /** Each row's grammar mask for its next token (null for free rows, and cancelled ones, whose matcher is freed). */
+  function nextMasks(seqs: Sequence[]): Promise<(Int32Array | null)[]> {
+    return Promise.all(seqs.map((s) => (s.cancelled ? null : (s.request.constraint?.nextMask() ?? null))));
+  }
+
   /** Takes a sampled token: ends the row on an end-of-turn token, a stop string, max_tokens or a full context. */
   function accept(seq: Sequence, sampled: SampledToken): void {
     seq.firstTokenAt ??= performance.now();
@@ -152,9 +170,11 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
 
   /** Adds `take` to the batch and takes each one's next token; throws only when the runner does. */
   async function prefill(take: Sequence[]): Promise<() => void> {
-    const { rows, logits, promptLogits } = await runner.prefill(
-      take.map((s) => ({ tokens: cachedTokens(s), adapter: s.request.adapter, scored: (s.request.promptLogprobs ?? null) !== null && s.generated === 0 })),
-    );
+    // Grammar masks are computed on this thread while the runner's thread runs the model.
+    const [{ rows, logits, promptLogits }, masks] = await Promise.all([
+      runner.prefill(take.map((s) => ({ tokens: cachedTokens(s), adapter: s.request.adapter, scored: (s.request.promptLogprobs ?? null) !== null && s.generated === 0 }))),
+      nextMasks(take),
+    ]);
     return () => take.forEach((seq, i) => {
       seq.row = rows[i];
       byRow.set(rows[i], seq);
@@ -166,7 +186,7 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
           if (seq.promptTokens) seq.request.onPrompt?.(seq.promptTokens);
           if (seq.request.maxTokens === 0) return finish(seq, 'length', '');
         }
-        accept(seq, seq.sampler.next(logits[i], seq.counts));
+        accept(seq, sample(seq, logits[i], masks[i]));
       });
     });
   }
@@ -174,8 +194,8 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
   /** Feeds every row its last token and takes each one's next; throws only when the runner does. */
   async function decode(seqs: Sequence[]): Promise<() => void> {
     o.observe?.decodeStep?.(seqs.length);
-    const logits = await runner.decode(seqs.map((s) => s.next));
-    return () => seqs.forEach((seq, i) => settle(seq, () => accept(seq, seq.sampler.next(logits[i], seq.counts))));
+    const [logits, masks] = await Promise.all([runner.decode(seqs.map((s) => s.next)), nextMasks(seqs)]);
+    return () => seqs.forEach((seq, i) => settle(seq, () => accept(seq, sample(seq, logits[i], masks[i]))));
   }
 
   /** New requests in arrival order, as many as the batch and the prefill budget take. */
@@ -250,8 +270,13 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
   return {
     submit(request) {
       return new Promise<GenerationResult>((resolve, reject) => {
-        if (request.signal?.aborted) return reject(abortError());
-        if (request.prompt.length === 0) return reject(new Error('the prompt has no tokens'));
+        // However the request ends, its grammar matcher is freed.
+        const end = <T>(settle: (value: T) => void) => (value: T) => {
+          request.constraint?.release();
+          settle(value);
+        };
+        if (request.signal?.aborted) return end(reject)(abortError());
+        if (request.prompt.length === 0) return end(reject)(new Error('the prompt has no tokens'));
         const seq: Sequence = {
           request,
           sampler: createSampler(request.sampling),
@@ -267,14 +292,14 @@ export function createGenerationScheduler(runner: ModelRunner, o: GenerationSche
           alone: false,
           submittedAt: performance.now(),
           firstTokenAt: null,
-          resolve,
-          reject,
+          resolve: end(resolve),
+          reject: end(reject),
         };
         request.signal?.addEventListener(
           'abort',
           () => {
             seq.cancelled = true;
-            reject(abortError());
+            seq.reject(abortError());
           },
           { once: true },
         );

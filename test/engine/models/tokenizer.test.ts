@@ -88,3 +88,28 @@ test('a byte-level tokenizer with no merges round-trips any UTF-8 and keeps spec
   assert.deepEqual(t.eosTokenIds, [258]);
   assert.equal(t.decode([0x61, 258], { skipSpecialTokens: true }), 'a');
 });
+
+test('vocabulary(): every id as the model spells it, special ids, and the encoding xgrammar needs', () => {
+  const qwen = loadTokenizer(qwen3Dir).vocabulary();
+  assert.equal(qwen.encoding, 'byte_level');
+  assert.equal(qwen.prependsSpace, false);
+  const qwenTokenizer = loadTokenizer(qwen3Dir);
+  const [toolCall] = qwenTokenizer.encode('<tool_call>');
+  assert.equal(qwen.tokens[toolCall!], '<tool_call>');
+  assert.ok(!qwen.special.has(toolCall!), "Qwen's <tool_call> is an ordinary added token");
+  assert.ok(qwen.special.has(qwenTokenizer.encode('<|im_end|>')[0]!));
+  assert.equal(qwen.tokens[qwenTokenizer.encode(' hello')[0]!], 'Ġhello');
+  // A Llama-2 / Mistral v1 layout: SentencePiece pieces with <0xNN> byte fallback and a ▁ put before the text.
+  const spm = createTokenizer(
+    {
+      version: '1.0', truncation: null, padding: null, post_processor: null,
+      added_tokens: [{ id: 0, content: '<s>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }],
+      normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
+      pre_tokenizer: null,
+      decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, vocab: { '<s>': 0, '<0x0A>': 1, '▁hi': 2, h: 3, i: 4, '▁': 5 }, merges: [] },
+    },
+    {},
+  ).vocabulary();
+  assert.deepEqual(spm, { tokens: ['<s>', '<0x0A>', '▁hi', 'h', 'i', '▁'], special: new Set([0]), encoding: 'byte_fallback', prependsSpace: true });
+});

@@ -1,7 +1,7 @@
 // The sampler: greedy, seeded draws, top_p, penalties, logit bias and logprobs.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { createSampler, type SamplingParams } from '../../../src/engine/serve/sampler.ts';
+import { applyTokenMask, createSampler, type SamplingParams } from '../../../src/engine/serve/sampler.ts';
 
 const params = (over: Partial<SamplingParams> = {}): SamplingParams => ({
   temperature: 1, topP: 1, presencePenalty: 0, frequencyPenalty: 0, logitBias: new Map(), topLogprobs: null, seed: 1, ...over,
@@ -43,4 +43,24 @@ test('logprobs: the chosen token and the top alternatives, largest first, from o
   const all = createSampler(params({ temperature: 0, topLogprobs: 5 })).next(logits, none);
   assert.ok(Math.abs(all.top.reduce((s, a) => s + Math.exp(a.logprob), 0) - 1) < 1e-12);
   assert.ok(Number.isNaN(createSampler(params()).next(logits, none).logprob));
+});
+
+test('a grammar mask leaves only its tokens: greedy, sampled and as logprob alternatives', () => {
+  const V = 70; // three mask words, the last one partial
+  const wide = Float32Array.from({ length: V }, (_, i) => Math.sin(i)); // argmax 33
+  const allowed = [5, 40, 64, 69];
+  const mask = new Int32Array(3);
+  for (const id of allowed) mask[id >> 5] |= 1 << (id & 31);
+  const masked = Float32Array.from(wide);
+  applyTokenMask(masked, mask);
+  masked.forEach((v, i) => assert.equal(v, allowed.includes(i) ? wide[i] : -Infinity, `token ${i}`));
+  assert.equal(createSampler(params({ temperature: 0 })).next(Float32Array.from(wide), none, mask).id, 64); // sin(64) is the largest allowed
+  const sampler = createSampler(params({ temperature: 1.5, seed: 3 }));
+  for (let k = 0; k < 50; k++) assert.ok(allowed.includes(sampler.next(Float32Array.from(wide), none, mask).id));
+  const t = createSampler(params({ temperature: 0, topLogprobs: 10 })).next(Float32Array.from(wide), none, mask);
+  assert.deepEqual(t.top.map((a) => a.id).sort((a, b) => a - b), allowed);
+  const full = new Int32Array(3).fill(-1);
+  const untouched = Float32Array.from(wide);
+  applyTokenMask(untouched, full);
+  assert.deepEqual(untouched, wide);
 });

@@ -10,6 +10,8 @@ import { loraSpecs } from '../../../src/engine/train/graphs.ts';
 import { createModelRunner } from '../../../src/engine/serve/model-runner.ts';
 import { prepareAdapter, type PreparedAdapter } from '../../../src/engine/serve/adapter-cache.ts';
 import { createGenerationScheduler, type GenerationRequest } from '../../../src/engine/serve/scheduler.ts';
+import { createGrammarEngine, type TokenConstraint } from '../../../src/engine/serve/grammar/grammar-engine.ts';
+import type { ModelTokenizer } from '../../../src/engine/models/tokenizer.ts';
 import { randomTensors, TINY_CONFIG_JSON, writeTinyModelDir } from '../fixtures.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'localtune-sched-'));
@@ -72,6 +74,38 @@ test('aborting a request frees its slot at once and leaves the others unchanged'
   const other = outcome(request(3));
   await assert.rejects(aborted, { name: 'AbortError' });
   assert.deepEqual(await other, solo);
+  assert.equal(runner.rows.length, 0);
+});
+
+test('rows with a grammar share the batch with free rows: they follow it, the free rows are unchanged, every matcher is released', async () => {
+  // The same 11 ids spelled as JSON characters for xgrammar (id 10 ends the turn); the grammar: one of three strings.
+  const chars = ['"', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'];
+  const vocabulary = { tokens: [...chars, ''], special: new Set([10]), encoding: 'raw' as const, prependsSpace: false };
+  const engine = createGrammarEngine({ vocabulary: () => vocabulary, eosTokenIds: [10] } as unknown as ModelTokenizer, { vocabSize: 11 });
+  const grammar = await engine.compile({ json: { schema: { enum: ['ab', 'bad', 'cafe'] }, strict: true } });
+  let live = 0;
+  const constrained = async (): Promise<TokenConstraint> => {
+    const c = await engine.constraint(grammar);
+    live++;
+    return { ...c, release: () => (live--, c.release()) };
+  };
+  const jsonScheduler = createGenerationScheduler(runner, { ...options, decoder: { decode: (ids) => Array.from(ids, (i) => chars[i] ?? '').join('') }, eosTokenIds: [10] });
+  const free = [request(5), request(6)];
+  const solo = await Promise.all(free.map(async (r) => (await jsonScheduler.submit(r)).text));
+  const rows = await Promise.all([
+    ...free.map((r) => jsonScheduler.submit(r)),
+    ...[0, 1, 2, 3, 4, 5].map(async (i) => jsonScheduler.submit({ ...request(i), maxTokens: 20, stop: [], constraint: await constrained() })),
+  ]);
+  assert.deepEqual(rows.slice(0, 2).map((r) => r.text), solo);
+  for (const r of rows.slice(2)) {
+    assert.ok(['"ab"', '"bad"', '"cafe"'].includes(r.text), r.text);
+    assert.equal(r.finishReason, 'stop');
+  }
+  const controller = new AbortController();
+  const aborted = jsonScheduler.submit({ ...request(1), maxTokens: 20, signal: controller.signal, onText: () => controller.abort(), constraint: await constrained() });
+  await assert.rejects(aborted, { name: 'AbortError' });
+  await jsonScheduler.submit(request(2)); // the next step drops the aborted row
+  assert.equal(live, 0);
   assert.equal(runner.rows.length, 0);
 });
 
