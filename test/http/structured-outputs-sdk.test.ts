@@ -31,7 +31,7 @@ function registerTunedModel(): void {
   const values = randomTensors(specs, 7, 0.3);
   saveAdapter(join(dataDir, 'adapters/json'), lora, new Map(specs.map((s) => [s.name, { dims: s.dims, data: Float32Array.from(values.get(s.name)!) }])), DEFAULT_MODEL_ID);
   const db = openDatabase(dataDir);
-  fineTunedModelStore(db).insert({ id: TUNED, project: 'default', base_model: DEFAULT_MODEL_ID, adapter_dir: 'adapters/json', job_id: null, step: null, created_at: 1_700_000_000 });
+  fineTunedModelStore(db).insert({ id: TUNED, project: 'default', base_model: DEFAULT_MODEL_ID, adapter_dir: 'adapters/json', job_id: null, step: null, created_at: 1_700_000_000, base_precision: 'fp32' });
   db.close();
 }
 
