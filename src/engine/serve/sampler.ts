@@ -31,18 +31,22 @@ export interface Sampler {
 
 export function createSampler(p: SamplingParams): Sampler {
   const rng: Rng = createRng(p.seed);
+  const adjusted = p.logitBias.size > 0 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
+  let scratch: DrawScratch | null = null; // reused across tokens: no vocabulary-sized allocation per token
   return {
     next(raw, counts, mask) {
       if (mask) applyTokenMask(raw, mask);
       // Plain greedy decoding needs no copy of the logits.
-      if (p.temperature === 0 && p.topLogprobs === null && p.logitBias.size === 0 && p.presencePenalty === 0 && p.frequencyPenalty === 0) return { id: argmax(raw), logprob: NaN, top: [] };
+      if (p.temperature === 0 && p.topLogprobs === null && !adjusted) return { id: argmax(raw), logprob: NaN, top: [] };
       const V = raw.length;
-      const logits = Float64Array.from(raw); // [V]
+      if (scratch?.logits.length !== V) scratch = createDrawScratch(V);
+      const logits = scratch.logits; // [V]
+      logits.set(raw);
       for (const [id, bias] of p.logitBias) if (id >= 0 && id < V) logits[id] += bias;
       if (p.presencePenalty !== 0 || p.frequencyPenalty !== 0) {
         for (const [id, n] of counts) logits[id] -= p.presencePenalty + p.frequencyPenalty * n;
       }
-      const id = p.temperature === 0 ? argmax(logits) : draw(logits, p.temperature, p.topP, rng);
+      const id = p.temperature === 0 ? argmax(logits) : draw(logits, p.temperature, p.topP, rng, scratch);
       return p.topLogprobs === null ? { id, logprob: NaN, top: [] } : tokenLogprobs(logits, id, p.topLogprobs);
     },
   };
@@ -108,23 +112,97 @@ function topK(x: Float32Array | Float64Array, k: number): number[] {
   return idx;
 }
 
-/** Samples from softmax(logits / t) restricted to the smallest set of most likely tokens whose mass reaches topP. */
-function draw(logits: Float64Array, t: number, topP: number, rng: Rng): number {
-  const lse = logSumExp(logits, t);
-  const probs = logits.map((v) => Math.exp(v / t - lse)); // [V]
-  let order: number[];
-  let mass = 1;
-  if (topP < 1) {
-    order = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a] || a - b);
-    let kept = 0;
-    mass = 0;
-    while (kept < order.length && mass < topP) mass += probs[order[kept++]];
-    order.length = kept;
-  } else order = Array.from(probs.keys());
-  let u = rng.float() * mass;
-  for (const i of order) {
-    u -= probs[i];
-    if (u < 0) return i;
+// top_p candidates are found from a histogram of the mass over z = x/t − max, BUCKETS_PER_NAT buckets per nat down to
+// −BUCKET_DEPTH (everything lower shares the last bucket), so only the tokens near the top are sorted, not the vocabulary.
+const BUCKETS_PER_NAT = 8;
+const BUCKET_DEPTH = 32;
+const BUCKETS = BUCKETS_PER_NAT * BUCKET_DEPTH;
+
+interface DrawScratch {
+  logits: Float64Array; // [V] the penalised, biased logits
+  probs: Float64Array; // [V] softmax(logits / t), written for the top_p candidates only
+  massPerBucket: Float64Array; // [BUCKETS] Σ exp(z) per bucket
+  order: number[]; // top_p candidates, most likely first
+}
+
+function createDrawScratch(V: number): DrawScratch {
+  return { logits: new Float64Array(V), probs: new Float64Array(V), massPerBucket: new Float64Array(BUCKETS), order: [] };
+}
+
+/** The histogram bucket of z = x/t − max ≤ 0: 0 for the most likely tokens; NaN and −Infinity go to the last one. */
+function bucketOf(z: number): number {
+  return z > -BUCKET_DEPTH ? (-z * BUCKETS_PER_NAT) | 0 : BUCKETS - 1;
+}
+
+/** max over x of x / t, NaN if any is NaN (as Math.max over all of them). */
+function maxOver(x: Float64Array, t: number): number {
+  let m = -Infinity;
+  for (let i = 0; i < x.length; i++) m = Math.max(m, x[i] / t);
+  return m;
+}
+
+/**
+ * Samples from softmax(logits / t) restricted to the smallest set of most likely tokens whose mass reaches topP (ties:
+ * lower id first), consuming one rng draw. Probabilities are computed as exp(x/t − logsumexp) and summed in the same
+ * order as a full sort of the vocabulary would, so the choice is bit-for-bit that of the plain algorithm.
+ */
+function draw(logits: Float64Array, t: number, topP: number, rng: Rng, scratch: DrawScratch): number {
+  const V = logits.length;
+  const m = maxOver(logits, t);
+  if (!(topP < 1)) {
+    let s = 0;
+    for (let i = 0; i < V; i++) s += Math.exp(logits[i] / t - m);
+    const lse = m + Math.log(s);
+    let u = rng.float();
+    for (let i = 0; i < V; i++) {
+      u -= Math.exp(logits[i] / t - lse);
+      if (u < 0) return i;
+    }
+    return V - 1; // rounding left u ≥ 0: the last token
   }
-  return order[order.length - 1]; // rounding left u ≥ 0: the last kept token
+  const hist = scratch.massPerBucket.fill(0);
+  let s = 0;
+  for (let i = 0; i < V; i++) {
+    const z = logits[i] / t - m;
+    const e = Math.exp(z);
+    s += e;
+    hist[bucketOf(z)] += e;
+  }
+  const lse = m + Math.log(s);
+  // The buckets that hold topP of the mass, plus the next non-empty one so that the cut-off token is never the least
+  // likely candidate (every token outside is then strictly less likely than it, whatever the rounding of exp).
+  let last = 0;
+  for (let cum = hist[0]; last < BUCKETS - 1 && !(cum >= topP * s); ) cum += hist[++last];
+  while (last < BUCKETS - 1 && hist[++last] === 0);
+  let { kept, mass } = nucleus(logits, t, m, lse, topP, last, scratch);
+  const { order, probs } = scratch;
+  // Rounding kept the sum of the candidates below topP, or the cut-off ties with the least likely candidate: sort them all.
+  if (order.length < V && (mass < topP || probs[order[kept - 1]] === probs[order[order.length - 1]])) ({ kept, mass } = nucleus(logits, t, m, lse, topP, BUCKETS - 1, scratch));
+  let u = rng.float() * mass;
+  for (let k = 0; k < kept; k++) {
+    u -= probs[order[k]];
+    if (u < 0) return order[k];
+  }
+  return order[kept - 1]; // rounding left u ≥ 0: the last kept token
+}
+
+/**
+ * Sorts the tokens of buckets 0..last (bucketed by x/t − m as the histogram was) by probability, ties lower id first,
+ * into scratch.order, and counts how many of them it takes, most likely first, for their mass to reach topP.
+ */
+function nucleus(logits: Float64Array, t: number, m: number, lse: number, topP: number, last: number, scratch: DrawScratch): { kept: number; mass: number } {
+  const { order, probs } = scratch;
+  order.length = 0;
+  for (let i = 0; i < logits.length; i++) {
+    const x = logits[i] / t;
+    if (last === BUCKETS - 1 || bucketOf(x - m) <= last) {
+      probs[i] = Math.exp(x - lse);
+      order.push(i);
+    }
+  }
+  order.sort((a, b) => probs[b] - probs[a] || a - b);
+  let kept = 0;
+  let mass = 0;
+  while (kept < order.length && mass < topP) mass += probs[order[kept++]];
+  return { kept, mass };
 }

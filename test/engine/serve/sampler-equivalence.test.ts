@@ -177,7 +177,7 @@ test('degenerate rows (every token masked, an infinite or NaN logit) give what t
     Float32Array.from({ length: 64 }, (_, i) => (i === 9 ? NaN : Math.sin(i))),
   ];
   for (const [r, row] of rows.entries()) {
-    for (const over of [{ temperature: 1 }, { temperature: 0.7, topP: 0.9, topLogprobs: 3 }, { temperature: 0, topLogprobs: 2 }]) {
+    for (const over of [{ temperature: 1 }, { temperature: 0.7, topP: 0.9, topLogprobs: 3 }, { temperature: 0, topLogprobs: 2 }] as Partial<SamplingParams>[]) {
       const p: SamplingParams = { temperature: 1, topP: 1, presencePenalty: 0, frequencyPenalty: 0, logitBias: new Map(), topLogprobs: null, seed: 3, ...over };
       assertSameToken(createSampler(p).next(Float32Array.from(row), new Map()), oracleSampler(p).next(Float32Array.from(row), new Map()), `row ${r} ${JSON.stringify(over)}`);
     }
