@@ -94,20 +94,26 @@ function argmax(x: Float32Array | Float64Array): number {
 /** log Σ exp(x / t). */
 function logSumExp(x: Float32Array | Float64Array, t: number): number {
   let m = -Infinity;
-  for (const v of x) m = Math.max(m, v / t);
+  for (let i = 0; i < x.length; i++) m = Math.max(m, x[i] / t);
   let s = 0;
-  for (const v of x) s += Math.exp(v / t - m);
+  for (let i = 0; i < x.length; i++) s += Math.exp(x[i] / t - m);
   return m + Math.log(s);
 }
 
 /** Indices of the k largest values, largest first (ties: lower index first). */
 function topK(x: Float32Array | Float64Array, k: number): number[] {
   const idx: number[] = [];
+  let smallestKept = NaN; // x[idx[k - 1]] once k are kept: most tokens are rejected by this one comparison
   for (let i = 0; i < x.length; i++) {
     if (idx.length < k) idx.push(i);
-    else if (x[i] > x[idx[k - 1]]) idx[k - 1] = i;
+    else if (x[i] > smallestKept) idx[k - 1] = i;
     else continue;
-    for (let j = idx.length - 1; j > 0 && x[idx[j - 1]] < x[idx[j]]; j--) [idx[j - 1], idx[j]] = [idx[j], idx[j - 1]];
+    for (let j = idx.length - 1; j > 0 && x[idx[j - 1]] < x[idx[j]]; j--) {
+      const swap = idx[j - 1];
+      idx[j - 1] = idx[j];
+      idx[j] = swap;
+    }
+    if (idx.length === k) smallestKept = x[idx[k - 1]];
   }
   return idx;
 }
