@@ -47,17 +47,19 @@ export function createSampler(p: SamplingParams): Sampler {
         for (const [id, n] of counts) logits[id] -= p.presencePenalty + p.frequencyPenalty * n;
       }
       const id = p.temperature === 0 ? argmax(logits) : draw(logits, p.temperature, p.topP, rng, scratch);
-      return p.topLogprobs === null ? { id, logprob: NaN, top: [] } : tokenLogprobs(logits, id, p.topLogprobs);
+      if (p.topLogprobs === null) return { id, logprob: NaN, top: [] };
+      // At temperature 1 the draw normalised these very logits: its log Σ exp is the one the logprobs need.
+      return tokenLogprobs(logits, id, p.topLogprobs, p.temperature === 1 ? scratch.lse : undefined);
     },
   };
 }
 
 /**
  * Token `id` with its log-probability under softmax(logits) and the `top` most likely alternatives: for sampled tokens
- * (on the penalised, biased logits) and for prompt scoring (`echo` with `logprobs`: the model's raw logits).
+ * (on the penalised, biased logits) and for prompt scoring (`echo` with `logprobs`: the model's raw logits). `lse` is
+ * log Σ exp(logits), passed when the caller already computed it.
  */
-export function tokenLogprobs(logits: Float32Array | Float64Array, id: number, top: number): SampledToken {
-  const lse = logSumExp(logits, 1);
+export function tokenLogprobs(logits: Float32Array | Float64Array, id: number, top: number, lse = logSumExp(logits, 1)): SampledToken {
   // Tokens a grammar forbade (-Infinity) are no alternatives.
   const alternatives = top > 0 ? topK(logits, top).filter((j) => logits[j] > -Infinity) : [];
   return { id, logprob: logits[id] - lse, top: alternatives.map((j) => ({ id: j, logprob: logits[j] - lse })) };
@@ -129,10 +131,11 @@ interface DrawScratch {
   probs: Float64Array; // [V] softmax(logits / t), written for the top_p candidates only
   massPerBucket: Float64Array; // [BUCKETS] Σ exp(z) per bucket
   order: number[]; // top_p candidates, most likely first
+  lse: number; // log Σ exp(logits / t) of the last draw
 }
 
 function createDrawScratch(V: number): DrawScratch {
-  return { logits: new Float64Array(V), probs: new Float64Array(V), massPerBucket: new Float64Array(BUCKETS), order: [] };
+  return { logits: new Float64Array(V), probs: new Float64Array(V), massPerBucket: new Float64Array(BUCKETS), order: [], lse: NaN };
 }
 
 /** The histogram bucket of z = x/t − max ≤ 0: 0 for the most likely tokens; NaN and −Infinity go to the last one. */
@@ -158,7 +161,7 @@ function draw(logits: Float64Array, t: number, topP: number, rng: Rng, scratch: 
   if (!(topP < 1)) {
     let s = 0;
     for (let i = 0; i < V; i++) s += Math.exp(logits[i] / t - m);
-    const lse = m + Math.log(s);
+    const lse = (scratch.lse = m + Math.log(s));
     let u = rng.float();
     for (let i = 0; i < V; i++) {
       u -= Math.exp(logits[i] / t - lse);
@@ -174,7 +177,7 @@ function draw(logits: Float64Array, t: number, topP: number, rng: Rng, scratch: 
     s += e;
     hist[bucketOf(z)] += e;
   }
-  const lse = m + Math.log(s);
+  const lse = (scratch.lse = m + Math.log(s));
   // The buckets that hold topP of the mass, plus the next non-empty one so that the cut-off token is never the least
   // likely candidate (every token outside is then strictly less likely than it, whatever the rounding of exp).
   let last = 0;
