@@ -32,14 +32,13 @@ export interface Sampler {
 export function createSampler(p: SamplingParams): Sampler {
   const rng: Rng = createRng(p.seed);
   const adjusted = p.logitBias.size > 0 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
-  let scratch: DrawScratch | null = null; // reused across tokens: no vocabulary-sized allocation per token
   return {
     next(raw, counts, mask) {
       if (mask) applyTokenMask(raw, mask);
       // Plain greedy decoding needs no copy of the logits.
       if (p.temperature === 0 && p.topLogprobs === null && !adjusted) return { id: argmax(raw), logprob: NaN, top: [] };
       const V = raw.length;
-      if (scratch?.logits.length !== V) scratch = createDrawScratch(V);
+      const scratch = drawScratch(V);
       const logits = scratch.logits; // [V]
       logits.set(raw);
       for (const [id, bias] of p.logitBias) if (id >= 0 && id < V) logits[id] += bias;
@@ -134,8 +133,17 @@ interface DrawScratch {
   lse: number; // log Σ exp(logits / t) of the last draw
 }
 
-function createDrawScratch(V: number): DrawScratch {
-  return { logits: new Float64Array(V), probs: new Float64Array(V), massPerBucket: new Float64Array(BUCKETS), order: [], lse: NaN };
+// One scratch per vocabulary size, shared by all samplers: next() runs to completion before another starts, and a
+// scratch per request would hold megabytes per concurrent sequence at 128k vocabularies.
+const scratchByVocab = new Map<number, DrawScratch>();
+
+function drawScratch(V: number): DrawScratch {
+  let scratch = scratchByVocab.get(V);
+  if (!scratch) {
+    scratch = { logits: new Float64Array(V), probs: new Float64Array(V), massPerBucket: new Float64Array(BUCKETS), order: [], lse: NaN };
+    scratchByVocab.set(V, scratch);
+  }
+  return scratch;
 }
 
 /** The histogram bucket of z = x/t − max ≤ 0: 0 for the most likely tokens; NaN and −Infinity go to the last one. */
