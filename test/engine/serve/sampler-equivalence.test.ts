@@ -183,3 +183,20 @@ test('degenerate rows (every token masked, an infinite or NaN logit) give what t
     }
   }
 });
+
+test('samplers of concurrent requests interleaved token by token (sharing scratch buffers) each draw as alone', () => {
+  const overs: Partial<SamplingParams>[] = [{ temperature: 0.7, topP: 0.9, topLogprobs: 3 }, { temperature: 1, topLogprobs: 2, frequencyPenalty: 0.5 }, { temperature: 1.2, topP: 0.5 }];
+  const ps = overs.map((over, k): SamplingParams => ({ temperature: 1, topP: 1, presencePenalty: 0, frequencyPenalty: 0, logitBias: new Map(), topLogprobs: null, seed: 40 + k, ...over }));
+  const fast = ps.map(createSampler);
+  const oracle = ps.map(oracleSampler);
+  const inputs = createRng(11);
+  const counts = ps.map(() => new Map<number, number>());
+  for (let step = 0; step < 20; step++) {
+    for (let k = 0; k < ps.length; k++) {
+      const logits = randomLogits(512, 'peaked', inputs);
+      const want = oracle[k].next(Float32Array.from(logits), counts[k]);
+      assertSameToken(fast[k].next(Float32Array.from(logits), counts[k]), want, `sampler ${k} step ${step}`);
+      counts[k].set(want.id, (counts[k].get(want.id) ?? 0) + 1);
+    }
+  }
+});
