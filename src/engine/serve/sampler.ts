@@ -92,10 +92,16 @@ function argmax(x: Float32Array | Float64Array): number {
   return best;
 }
 
-/** log Σ exp(x / t). */
-function logSumExp(x: Float32Array | Float64Array, t: number): number {
+/** max over x of x / t, NaN if any is NaN (as Math.max over all of them). */
+function maxOver(x: Float32Array | Float64Array, t: number): number {
   let m = -Infinity;
   for (let i = 0; i < x.length; i++) m = Math.max(m, x[i] / t);
+  return m;
+}
+
+/** log Σ exp(x / t). */
+function logSumExp(x: Float32Array | Float64Array, t: number): number {
+  const m = maxOver(x, t);
   let s = 0;
   for (let i = 0; i < x.length; i++) s += Math.exp(x[i] / t - m);
   return m + Math.log(s);
@@ -151,13 +157,6 @@ function bucketOf(z: number): number {
   return z > -BUCKET_DEPTH ? (-z * BUCKETS_PER_NAT) | 0 : BUCKETS - 1;
 }
 
-/** max over x of x / t, NaN if any is NaN (as Math.max over all of them). */
-function maxOver(x: Float64Array, t: number): number {
-  let m = -Infinity;
-  for (let i = 0; i < x.length; i++) m = Math.max(m, x[i] / t);
-  return m;
-}
-
 /**
  * Samples from softmax(logits / t) restricted to the smallest set of most likely tokens whose mass reaches topP (ties:
  * lower id first), consuming one rng draw. Probabilities are computed as exp(x/t − logsumexp) and summed in the same
@@ -165,11 +164,8 @@ function maxOver(x: Float64Array, t: number): number {
  */
 function draw(logits: Float64Array, t: number, topP: number, rng: Rng, scratch: DrawScratch): number {
   const V = logits.length;
-  const m = maxOver(logits, t);
   if (!(topP < 1)) {
-    let s = 0;
-    for (let i = 0; i < V; i++) s += Math.exp(logits[i] / t - m);
-    const lse = (scratch.lse = m + Math.log(s));
+    const lse = (scratch.lse = logSumExp(logits, t));
     let u = rng.float();
     for (let i = 0; i < V; i++) {
       u -= Math.exp(logits[i] / t - lse);
@@ -177,6 +173,7 @@ function draw(logits: Float64Array, t: number, topP: number, rng: Rng, scratch: 
     }
     return V - 1; // rounding left u ≥ 0: the last token
   }
+  const m = maxOver(logits, t);
   const hist = scratch.massPerBucket.fill(0);
   let s = 0;
   for (let i = 0; i < V; i++) {
