@@ -1,15 +1,13 @@
 // `npm run bench -- model-load`: how the API answers while a base model loads for the first time (weights converted, graph built, session created).
 // A SmolLM2-135M-shaped model (random weights, the built-in byte-level tokenizer) is asked for one token on a fresh
 // cache while GET /v1/models and a job retrieve are sent back to back; their latencies are measured in the same run.
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { toFile } from 'openai';
 import { ensureDefaultModel } from '../src/engine/models/default-model.ts';
-import { parseModelConfig } from '../src/engine/models/config.ts';
-import { baseParameters } from '../src/engine/models/parameters.ts';
-import { writeSafetensors, type TensorToWrite } from '../src/engine/models/safetensors.ts';
-import { createRng, fillNormal } from '../src/engine/random.ts';
+import { createRng } from '../src/engine/random.ts';
+import { writeRandomModel } from './lib/bench-models.ts';
 import { startTestServer } from '../test/helpers/server.ts';
 
 const MODEL_ID = 'smollm2-135m-shape';
@@ -23,19 +21,8 @@ process.on('exit', () => rmSync(dataDir, { recursive: true, force: true }));
 const modelsDir = join(dataDir, 'models');
 const defaultDir = ensureDefaultModel(modelsDir);
 const modelDir = join(modelsDir, MODEL_ID);
-mkdirSync(modelDir);
+writeRandomModel(modelDir, SMOLLM2_135M, createRng(1));
 for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) copyFileSync(join(defaultDir, f), join(modelDir, f));
-writeFileSync(join(modelDir, 'config.json'), JSON.stringify(SMOLLM2_135M));
-const rng = createRng(1);
-const weights = new Map<string, TensorToWrite>();
-for (const p of baseParameters(parseModelConfig(SMOLLM2_135M))) {
-  const data = new Float32Array(p.dims.reduce((a, b) => a * b, 1));
-  if (p.dims.length === 1) data.fill(1);
-  else fillNormal(rng, data, 0, 0.02);
-  weights.set(p.name, { dims: p.dims, data });
-}
-writeSafetensors(join(modelDir, 'model.safetensors'), weights);
-weights.clear();
 
 const server = await startTestServer({ dataDir });
 try {

@@ -3,14 +3,12 @@
 // base precision (each in its own process): resident bytes per parameter and bare-base decode tokens/s at batch 1 and 8, side by side with fp32.
 // Usage: npm run bench -- serve [--shapes smollm,llama1b --precisions fp32,nf4,int4,int8]
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseModelConfig } from '../src/engine/models/config.ts';
-import { baseParameters } from '../src/engine/models/parameters.ts';
-import { writeSafetensors, type TensorToWrite } from '../src/engine/models/safetensors.ts';
 import { createRng, fillNormal } from '../src/engine/random.ts';
 import { initAdapter } from '../src/engine/lora/init.ts';
 import { saveAdapter } from '../src/engine/lora/peft.ts';
@@ -19,7 +17,7 @@ import { createAdapterCache, type PreparedAdapter } from '../src/engine/serve/ad
 import { createModelRunner, type ModelRunner } from '../src/engine/serve/model-runner.ts';
 import { baseParameters as parametersOf, parameterCount } from '../src/engine/models/parameters.ts';
 import { PRECISIONS, type Precision } from '../src/engine/models/quantize.ts';
-import { benchModel } from './lib/bench-models.ts';
+import { benchModel, writeRandomModel } from './lib/bench-models.ts';
 
 // Flags of other benches pass through `npm run bench` too: unknown ones are ignored.
 const { values: args } = parseArgs({
@@ -80,18 +78,8 @@ const threads = Number(process.env.LOCALTUNE_BENCH_THREADS ?? Math.min(available
 const dir = join(tmpdir(), `localtune-bench-serve-${process.pid}`);
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 const modelDir = join(dir, 'model');
-mkdirSync(modelDir, { recursive: true });
 const config = parseModelConfig(configJson);
-const rng = createRng(1);
-const weights = new Map<string, TensorToWrite>();
-for (const p of baseParameters(config)) {
-  const data = new Float32Array(p.dims.reduce((a, b) => a * b, 1));
-  if (p.dims.length === 1) data.fill(1);
-  else fillNormal(rng, data, 0, 0.02);
-  weights.set(p.name, { dims: p.dims, data });
-}
-writeSafetensors(join(modelDir, 'model.safetensors'), weights);
-writeFileSync(join(modelDir, 'config.json'), JSON.stringify(configJson));
+writeRandomModel(modelDir, configJson, createRng(1));
 
 /** Random adapters (B non-zero, so the math is real) saved in PEFT layout. */
 const lora = resolveLoraConfig({ r: 8, alpha: 16, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] });

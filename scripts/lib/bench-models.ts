@@ -2,9 +2,11 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseModelConfig } from '../../src/engine/models/config.ts';
+import { baseParameters } from '../../src/engine/models/parameters.ts';
+import { writeSafetensors, type TensorToWrite } from '../../src/engine/models/safetensors.ts';
 import type { Precision } from '../../src/engine/models/quantize.ts';
 import { modelFingerprint, readWeightCache, writeWeightCache } from '../../src/engine/models/weight-cache.ts';
-import { createRng, fillNormal } from '../../src/engine/random.ts';
+import { createRng, fillNormal, type Rng } from '../../src/engine/random.ts';
 
 const base = { architectures: ['LlamaForCausalLM'], rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 2048 };
 
@@ -39,4 +41,16 @@ export function benchModel(root: string, shape: string, precision: Precision): {
     });
   }
   return { modelDir, cacheDir };
+}
+
+/** A seeded random model of `configJson` in Hugging Face layout (config.json + fp32 model.safetensors): norms 1, matrices N(0, 0.02). */
+export function writeRandomModel(modelDir: string, configJson: Record<string, unknown>, rng: Rng): void {
+  mkdirSync(modelDir, { recursive: true });
+  const weights = new Map<string, TensorToWrite>();
+  for (const p of baseParameters(parseModelConfig(configJson))) {
+    const data = new Float32Array(p.dims.reduce((a, b) => a * b, 1));
+    weights.set(p.name, { dims: p.dims, data: p.dims.length === 1 ? data.fill(1) : fillNormal(rng, data, 0, 0.02) });
+  }
+  writeSafetensors(join(modelDir, 'model.safetensors'), weights);
+  writeFileSync(join(modelDir, 'config.json'), JSON.stringify(configJson));
 }
