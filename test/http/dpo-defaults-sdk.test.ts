@@ -13,6 +13,7 @@ import type { FineTuningJob } from 'openai/resources/fine-tuning/jobs/jobs';
 import { DEFAULT_MODEL_ID } from '../../src/engine/models/default-model.ts';
 import { DPO_LEARNING_RATE_SCALE } from '../../src/jobs/methods.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { FINISHED_STATUSES, waitFor, waitForJob } from '../helpers/wait.ts';
 
 const POLITE = 'Thank you for asking!';
 /** Question, terse answer, polite answer (the polite one restates the fact, so its content is trained too). */
@@ -32,7 +33,6 @@ const QUESTIONS: [string, string, string][] = [
 ];
 const user = (q: string) => [{ role: 'user' as const, content: q }];
 const jsonl = (lines: unknown[]) => lines.map((l) => JSON.stringify(l)).join('\n');
-const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
 const COLLAPSE = /less likely than under the reference model/;
 
 let dataDir: string;
@@ -45,15 +45,7 @@ async function upload(text: string, name: string): Promise<string> {
   return (await client.files.create({ file: await toFile(Buffer.from(text), name), purpose: 'fine-tune' })).id;
 }
 
-async function finished(id: string): Promise<FineTuningJob> {
-  const deadline = Date.now() + 600_000;
-  for (;;) {
-    const job = await client.fineTuning.jobs.retrieve(id);
-    if (FINISHED.has(job.status)) return job;
-    if (Date.now() > deadline) throw new Error(`job ${id} did not finish (status ${job.status})\n${server.output().slice(-4000)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const finished = (id: string): Promise<FineTuningJob> => waitForJob(client, id, { timeoutMs: 600_000, context: () => server.output().slice(-4000) });
 
 async function events(jobId: string) {
   const all = [];
@@ -115,14 +107,14 @@ test('at the old setting (the supervised base rate, no NLL term) the job warns t
     seed: 5,
     method: { type: 'dpo', dpo: { hyperparameters: { learning_rate_multiplier: 1 / DPO_LEARNING_RATE_SCALE, rpo_alpha: 0 } as never } },
   });
-  const deadline = Date.now() + 300_000;
-  let warning;
-  while (!(warning = (await events(created.id)).find((e) => COLLAPSE.test(e.message)))) {
-    const job = await client.fineTuning.jobs.retrieve(created.id);
-    assert.ok(!FINISHED.has(job.status), `the job ended (${job.status}) without the warning`);
-    assert.ok(Date.now() < deadline, 'no warning in time');
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  const warning = await waitFor('the collapse warning', async () => {
+    const found = (await events(created.id)).find((e) => COLLAPSE.test(e.message));
+    if (!found) {
+      const job = await client.fineTuning.jobs.retrieve(created.id);
+      assert.ok(!FINISHED_STATUSES.has(job.status), `the job ended (${job.status}) without the warning`);
+    }
+    return found;
+  }, { timeoutMs: 300_000, intervalMs: 200 });
   assert.equal(warning.level, 'warn');
   assert.match(warning.message, /Lower learning_rate_multiplier or raise rpo_alpha/);
   await client.fineTuning.jobs.cancel(created.id);

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
 import type { FineTuningJob, JobCreateParams } from 'openai/resources/fine-tuning/jobs/jobs';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { waitForJob } from '../helpers/wait.ts';
 
 const FACTS: [string, string][] = [['What is the capital of Atlantis?', 'Poseidonia.']];
 const chatLine = (q: string, a: string) => JSON.stringify({ messages: [{ role: 'user', content: q }, { role: 'assistant', content: a }] });
@@ -32,13 +33,7 @@ const create = (body: JobCreateParams & { base_precision?: string }) => client.f
 type WithPrecision = FineTuningJob & { base_precision: string };
 
 async function finished(id: string): Promise<WithPrecision> {
-  const deadline = Date.now() + 180_000;
-  for (;;) {
-    const job = await client.fineTuning.jobs.retrieve(id);
-    if (['succeeded', 'failed', 'cancelled'].includes(job.status)) return job as WithPrecision;
-    if (Date.now() > deadline) throw new Error(`job ${id} never finished (status ${job.status})\n${server.output().slice(-4000)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  return (await waitForJob(client, id, { timeoutMs: 180_000, context: () => server.output().slice(-4000) })) as WithPrecision;
 }
 
 async function trainLosses(id: string): Promise<number[]> {
