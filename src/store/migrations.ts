@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import type { Database } from 'better-sqlite3';
 
-export const migrationsDir = fileURLToPath(new URL('../../migrations', import.meta.url));
+export const migrationsDir = fileURLToPath(new URL('../../migrations/sqlite', import.meta.url));
 
 export interface Migration {
   version: number;
@@ -34,31 +34,40 @@ export function readMigrations(dir: string = migrationsDir): Migration[] {
   });
 }
 
+/** A migration as the database recorded it when applying it. */
+export type AppliedMigration = Pick<Migration, 'version' | 'name' | 'checksum'>;
+
 /**
- * Brings the database up to the newest migration. Refuses (MigrationError) when the database holds a
- * migration this code does not know, or one whose file was edited after it was applied. Pending
- * migrations run in one transaction, so a failure leaves the database exactly as it was.
- * Returns the names of the migrations it applied.
+ * The migrations still to apply, given the ones the database records (oldest first). Refuses (MigrationError) when the
+ * database holds a migration this code does not know, or one whose file was edited after it was applied. Both engines
+ * check through here, so they refuse the same things.
+ */
+export function pendingMigrations(known: Migration[], applied: AppliedMigration[]): Migration[] {
+  for (const row of applied) {
+    const m = known[row.version - 1];
+    if (!m || m.name !== row.name) {
+      throw new MigrationError(`database has migration ${row.name}, which this version of localtune does not know (newer database or renamed file); refusing to start`);
+    }
+    if (m.checksum !== row.checksum) {
+      throw new MigrationError(`migration ${row.name} was edited after it was applied (checksum mismatch); landed migrations are immutable, add a new one instead`);
+    }
+  }
+  return known.slice(applied.length);
+}
+
+/**
+ * Brings the SQLite database up to the newest migration. Pending migrations run in one transaction, so a failure
+ * leaves the database exactly as it was. Returns the names of the migrations it applied.
  */
 export function applyMigrations(db: Database, dir: string = migrationsDir): string[] {
-  const migrations = readMigrations(dir);
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     checksum TEXT NOT NULL,
     applied_at INTEGER NOT NULL
   ) STRICT`);
-  const applied = db.prepare('SELECT version, name, checksum FROM schema_migrations ORDER BY version').all() as Pick<Migration, 'version' | 'name' | 'checksum'>[];
-  for (const row of applied) {
-    const known = migrations[row.version - 1];
-    if (!known || known.name !== row.name) {
-      throw new MigrationError(`database has migration ${row.name}, which this version of localtune does not know (newer database or renamed file); refusing to start`);
-    }
-    if (known.checksum !== row.checksum) {
-      throw new MigrationError(`migration ${row.name} was edited after it was applied (checksum mismatch); landed migrations are immutable, add a new one instead`);
-    }
-  }
-  const pending = migrations.slice(applied.length);
+  const applied = db.prepare('SELECT version, name, checksum FROM schema_migrations ORDER BY version').all() as AppliedMigration[];
+  const pending = pendingMigrations(readMigrations(dir), applied);
   if (pending.length === 0) return [];
   const record = db.prepare('INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)');
   const run = db.transaction(() => {
