@@ -661,7 +661,7 @@ export interface components {
             message: string;
             /** @enum {string} */
             type?: "message" | "metrics";
-            /** @description Metrics events: `{step, train_loss, train_mean_token_accuracy, total_steps, valid_loss?, …}`, at epoch ends with a validation file also the generation-based `valid_exact_match`, `valid_answer_similarity`, `valid_closer_to_preferred` (DPO) and `valid_samples` (see FineTuningJobCheckpointMetrics); otherwise null or {}. */
+            /** @description Metrics events: `{step, train_loss, train_mean_token_accuracy, total_steps, valid_loss?, …}`, at epoch ends with a validation file also the generation-based `valid_exact_match`, `valid_answer_similarity`, `valid_closer_to_preferred` (DPO) and `valid_samples` (see FineTuningJobCheckpointMetrics). Events saying a node took the job (`Fine-tuning job started`, `Resuming the job …`, `Validating the files again …`; localtune extension): `{node}`, the node id (`--node-id`) that trains or validates it. Otherwise null or {}. */
             data?: Record<string, never> | null;
         };
         ListFineTuningJobEventsResponse: {

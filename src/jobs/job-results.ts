@@ -1,6 +1,6 @@
 // What a job's training produces, recorded in the database: worker messages become events, checkpoints, models (named
-// `ft:…`), the step-metrics result file and the final status; superseded checkpoints are pruned, and start-up removes
-// adapter folders a crash left behind.
+// `ft:…`), the step-metrics result file and the final status; adapters and resume points are published to the other
+// nodes; superseded checkpoints are pruned, and start-up removes adapter folders a crash left behind.
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { newId, nowSeconds, randomAlnum } from '../store/ids.ts';
@@ -8,6 +8,7 @@ import type { JobRow, Store } from '../store/store.ts';
 import { tryTransition } from './lifecycle.ts';
 import type { ModelCatalog } from './model-catalog.ts';
 import { stepMetricsCsv } from './result-file.ts';
+import { RESUME_DIR } from './worker/resume-point.ts';
 import { CHECKPOINTS_DIR, FINAL_DIR, type StepMetrics, type WorkerMessage } from './worker-protocol.ts';
 
 /** Kept per job, as the hosted service keeps the last three epochs' checkpoints. */
@@ -33,6 +34,8 @@ export interface JobError {
 export interface JobResults {
   /** The job's folder under the data dir. */
   jobDirOf(jobId: string): string;
+  /** The key (in `store.dirs`) of the job's resume point folder: published by the node training it, fetched by one taking it over. */
+  resumeKeyOf(jobId: string): string;
   /** Records one worker message. `serverClosing`: a `shutdown` stop is the server's own, not a stop signal sent to the worker alone. */
   record(run: RunProgress, message: WorkerMessage, serverClosing: boolean): Promise<void>;
   /** Fails the job (unless it already left the statuses that can fail) with its error and event. */
@@ -49,6 +52,7 @@ export function createJobResults(o: { store: Store; dataDir: string; catalog: Mo
   const dataDir = resolve(o.dataDir);
 
   const jobDirOf = (jobId: string) => join(dataDir, 'jobs', jobId);
+  const resumeKeyOf = (jobId: string) => join('jobs', jobId, RESUME_DIR);
   /** `ft:<base>:<org>:<suffix>:` — the fixed part of every model id a job makes; ':' in a suffix would break parsing. */
   const modelPrefix = (job: JobRow) => `ft:${job.base_model}:${job.project}:${(job.suffix ?? '').replace(/[^A-Za-z0-9._-]/g, '-')}:`;
 
@@ -135,6 +139,7 @@ export function createJobResults(o: { store: Store; dataDir: string; catalog: Mo
 
   return {
     jobDirOf,
+    resumeKeyOf,
     fail,
     async record(run, m, serverClosing) {
       const id = run.job.id;
@@ -157,6 +162,8 @@ export function createJobResults(o: { store: Store; dataDir: string; catalog: Mo
         }
         case 'checkpoint':
           return checkpoint(run, m);
+        case 'resume-point':
+          return o.store.dirs.publish(resumeKeyOf(id));
         case 'succeeded':
           return succeed(run, m);
         case 'stopped':

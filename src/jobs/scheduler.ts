@@ -2,7 +2,6 @@
 // holds them by renewing their leases, restarts crashed workers, forwards cancel/pause/shutdown — whichever node they
 // were asked of — and takes over the jobs of a node that stopped renewing its leases. What the workers produce is
 // recorded by job-results.ts.
-import { rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { nowSeconds } from '../store/ids.ts';
@@ -13,7 +12,6 @@ import { createJobResults, type RunProgress } from './job-results.ts';
 import { applyTransition, tryTransition } from './lifecycle.ts';
 import { methodLearningRate } from './methods.ts';
 import type { ModelCatalog } from './model-catalog.ts';
-import { RESUME_DIR } from './worker/resume-point.ts';
 import type { JobHyperparameters, RequestedHyperparameters } from './validate-files.ts';
 import { validateInChildProcess } from './validation-process.ts';
 import type { WorkerHandle, WorkerOptions } from './worker/start-training-worker.ts';
@@ -160,6 +158,8 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
   async function launch(job: JobRow) {
     let spec: TrainingSpec;
     try {
+      // The last resume point any node published (this node's own, or the one of a node that stopped): the worker continues from it.
+      await store.dirs.fetch(results.resumeKeyOf(job.id));
       spec = await specOf(job);
     } catch (err) {
       const e = err as Error & { code?: string; param?: string };
@@ -182,13 +182,14 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
       return fail(job.id, { code: 'server_error', message: `The training worker could not be started: ${(err as Error).message}`, param: null });
     }
     active.set(job.id, run);
+    o.log(`fine-tuning job ${job.id}: training on node ${o.nodeId}`);
     run.handle.exited.then(async ({ code, signal }) => {
       await run.queue;
       active.delete(job.id);
       if (!run.finished && !closing) await onCrash(run, code, signal);
       // A finished job is never resumed: its resume point (adapter + optimizer moments) is only taking disk space.
       const status = (await jobs.getById(job.id))?.status;
-      if (status === 'succeeded' || status === 'failed' || status === 'cancelled') rmSync(join(run.spec.jobDir, RESUME_DIR), { recursive: true, force: true });
+      if (status === 'succeeded' || status === 'failed' || status === 'cancelled') await store.dirs.remove(results.resumeKeyOf(job.id));
       void pump();
     }).catch(logged(`job ${job.id}: after its worker exited`));
   }
@@ -276,7 +277,7 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
         if (validations.has(row.id)) continue;
         if (!(await tx.jobs.update(row.id, ['validating_files'], lease()))) continue;
         const again = row.owner === o.nodeId ? 'after a server restart' : `after node ${row.owner} stopped`;
-        if (row.owner !== null) await tx.jobs.addEvent(row.id, { message: `Validating the files again ${again}` });
+        if (row.owner !== null) await tx.jobs.addEvent(row.id, { message: `Validating the files again ${again}`, data: { node: o.nodeId } });
         claimed.push(row);
       }
       return claimed;
@@ -295,14 +296,15 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
         // A paused-then-resumed job whose worker is still stopping waits for it.
         if (active.has(row.id)) continue;
         if (row.status === 'queued') {
-          const started = await tryTransition(tx.jobs, row.id, 'start', { message: 'Fine-tuning job started' }, { estimated_finish: null, ...lease() });
+          // The hosted service's message; which node trains the job is in its data.
+          const started = await tryTransition(tx.jobs, row.id, 'start', { message: 'Fine-tuning job started', data: { node: o.nodeId } }, { estimated_finish: null, ...lease() });
           if (started) claimed.push(started);
           continue;
         }
         if (!(await tx.jobs.update(row.id, ['running'], lease()))) continue;
         // No owner: left running by a version that kept none, which was this node.
         const again = row.owner === null || row.owner === o.nodeId ? 'after a server restart' : `on another node after node ${row.owner} stopped`;
-        await tx.jobs.addEvent(row.id, { message: `Resuming the job ${again}` });
+        await tx.jobs.addEvent(row.id, { message: `Resuming the job ${again}`, data: { node: o.nodeId } });
         claimed.push({ ...row, ...lease() });
       }
       return claimed;

@@ -78,9 +78,11 @@ export type WorkerMessage =
   | { type: 'step'; metrics: StepMetrics; trainedTokens: number }
   /** An epoch-end checkpoint: `dir` (under jobDir) holds the adapter in the PEFT layout. */
   | { type: 'checkpoint'; step: number; epoch: number; dir: string; metrics: StepMetrics }
+  /** A resume point for step `step` is now in jobDir/resume/ (written whole). */
+  | { type: 'resume-point'; step: number }
   /** Training finished: `dir` holds the final adapter. */
   | { type: 'succeeded'; dir: string; trainedTokens: number; metrics: StepMetrics }
-  /** Stopped on request after writing a resume point (pause, shutdown) or not (cancel). */
+  /** Stopped on request after writing a resume point (pause, shutdown: its `resume-point` came first) or not (cancel). */
   | { type: 'stopped'; reason: WorkerCommand['type']; step: number }
   /** Something the user should look at while training goes on (becomes a `warn` event). */
   | { type: 'warning'; message: string }

@@ -153,7 +153,7 @@ export type JobFields = Partial<Omit<JobRow, 'id' | 'project' | 'created_at' | '
 export interface NewEvent {
   level?: 'info' | 'warn' | 'error';
   message: string;
-  /** Metrics events carry the step's numbers; message events carry null. */
+  /** Metrics events carry the step's numbers; message events null, or a little context (`{node}`: the node that took the job). */
   data?: Record<string, unknown> | null;
 }
 

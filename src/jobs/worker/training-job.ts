@@ -9,7 +9,7 @@ import type { AdapterTensors } from '../../engine/lora/init.ts';
 import { saveAdapter } from '../../engine/lora/peft.ts';
 import { CHECKPOINTS_DIR, FINAL_DIR, type StepMetrics, type TrainingSpec, type WorkerCommand, type WorkerMessage } from '../worker-protocol.ts';
 import { JobFailure, type MethodRun } from './method.ts';
-import { readResumePoint, RESUME_DIR, specFingerprint, writeResumePoint, type ResumePoint } from './resume-point.ts';
+import { readResumePoint, RESUME_DIR, resumePointFits, specFingerprint, writeResumePoint, type ResumePoint } from './resume-point.ts';
 import { prepareDpo } from './dpo.ts';
 import type { MethodSetup } from './method-inputs.ts';
 import { prepareSupervised } from './supervised.ts';
@@ -83,7 +83,7 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
     } catch (e) {
       throw new JobFailure('server_error', `The job's resume point cannot be read, so the job cannot continue: ${(e as Error).message}`);
     }
-    if (resume && resume.fingerprint !== fingerprint) {
+    if (resume && !resumePointFits(resume, spec, fingerprint)) {
       throw new JobFailure('server_error', `The job's resume point in ${spec.jobDir} was written for other training inputs or hyperparameters; refusing to mix them`);
     }
     method = await prepareMethod(spec, io.log);
@@ -99,9 +99,11 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
       io.log(`resuming after step ${globalStep} of ${totalSteps}`);
     }
     let lastResumePoint = Date.now();
-    const saveResumePoint = () => {
+    // Said once written, so the scheduler can publish it for a node that may take the job over.
+    const saveResumePoint = async () => {
       writeResumePoint(spec.jobDir, { fingerprint, position, globalStep, trainedTokens, lastMetrics, state: m.getState() });
       lastResumePoint = Date.now();
+      await io.send({ type: 'resume-point', step: globalStep });
     };
     await io.send({ type: 'started', device: m.device, totalSteps, stepsPerEpoch: m.stepsPerEpoch, resumedFromStep: globalStep });
     // The resume point may have been written after the server died with step `globalStep`'s message unread: send it again
@@ -120,7 +122,7 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
         return 'stopped';
       }
       if (command === 'pause' || command === 'shutdown') {
-        saveResumePoint();
+        await saveResumePoint();
         await io.send({ type: 'stopped', reason: command, step: globalStep });
         return 'stopped';
       }
@@ -142,9 +144,9 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
         const dir = checkpointDir(spec.jobDir, globalStep);
         writeAdapterDir(dir, m.lora, m.getState().adapter, m.baseModelName);
         await io.send({ type: 'checkpoint', step: globalStep, epoch: planned.epoch + 1, dir, metrics: stepMetrics });
-        saveResumePoint(); // after the message: a crash in between replays the epoch's last step rather than losing the checkpoint
+        await saveResumePoint(); // after the message: a crash in between replays the epoch's last step rather than losing the checkpoint
       } else if (Date.now() - lastResumePoint >= spec.resumePointSeconds * 1000) {
-        saveResumePoint();
+        await saveResumePoint();
       }
     }
 

@@ -1,14 +1,15 @@
 // The training worker as the scheduler drives it: a job runs to `succeeded` with checkpoints; SIGKILL, pause and resume
 // reproduce the uninterrupted run step for step; cancel stops within a step; bad inputs fail with a clear message.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { appendFileSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { getPriority, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadAdapter } from '../../../src/engine/lora/peft.ts';
 import { readModelDir } from '../../../src/engine/models/model-dir.ts';
-import type { StepMetrics, WorkerMessage } from '../../../src/jobs/worker-protocol.ts';
-import { resumePointPath } from '../../../src/jobs/worker/resume-point.ts';
+import type { StepMetrics, TrainingSpec, WorkerMessage } from '../../../src/jobs/worker-protocol.ts';
+import { readResumePoint, resumePointPath, writeResumePoint } from '../../../src/jobs/worker/resume-point.ts';
 import { workerPriority } from '../../../src/jobs/worker/start-training-worker.ts';
 import { runTrainingJob } from '../../../src/jobs/worker/training-job.ts';
 import { jobSpec, runWorker } from './job-fixture.ts';
@@ -51,9 +52,11 @@ test('a job runs to succeeded: started, a step per optimizer step, a loadable ch
   const spec = jobSpec(root, 'reference');
   const [started] = ofType(reference, 'started');
   assert.deepEqual(started, { type: 'started', device: 'cpu', totalSteps: 8, stepsPerEpoch: 4, resumedFromStep: 0 }); // 7 examples, batch 2, 2 epochs
+  // resumePointSeconds 0: a resume point after every step (after its checkpoint at an epoch end), each said once written.
   assert.deepEqual(
-    reference.map((m) => m.type),
-    ['started', 'step', 'step', 'step', 'step', 'checkpoint', 'step', 'step', 'step', 'step', 'checkpoint', 'succeeded'],
+    reference.map((m) => (m.type === 'resume-point' ? `resume-point ${m.step}` : m.type)),
+    ['started', 'step', 'resume-point 1', 'step', 'resume-point 2', 'step', 'resume-point 3', 'step', 'checkpoint', 'resume-point 4',
+      'step', 'resume-point 5', 'step', 'resume-point 6', 'step', 'resume-point 7', 'step', 'checkpoint', 'resume-point 8', 'succeeded'],
   );
   const steps = stepMessages(reference);
   assert.deepEqual(
@@ -213,7 +216,7 @@ test('a command received during step k is honoured before step k + 1; pause and 
     assert.equal(outcome, 'stopped');
     assert.deepEqual(
       sent.map((m) => m.type),
-      ['started', 'step', 'step', 'step', 'stopped'],
+      command === 'cancel' ? ['started', 'step', 'step', 'step', 'stopped'] : ['started', 'step', 'step', 'step', 'resume-point', 'stopped'],
     );
     assert.deepEqual(sent.at(-1), { type: 'stopped', reason: command, step: 3 });
     assert.equal(existsSync(resumePointPath(spec.jobDir)), command !== 'cancel');
@@ -240,7 +243,7 @@ test('resumed at an epoch start, the worker repeats that step and its checkpoint
   const second = await collect(null);
   assert.deepEqual(
     second.map((m) => (m.type === 'step' ? `step ${m.metrics.step}` : m.type === 'checkpoint' ? `checkpoint ${m.step}` : m.type)),
-    ['started', 'step 4', 'checkpoint 4', 'step 5', 'step 6', 'step 7', 'step 8', 'checkpoint 8', 'succeeded'],
+    ['started', 'step 4', 'checkpoint 4', 'step 5', 'step 6', 'step 7', 'step 8', 'checkpoint 8', 'resume-point', 'succeeded'],
   );
   assert.deepEqual(second[2], first.find((m) => m.type === 'checkpoint'));
 });
@@ -287,4 +290,64 @@ test('bad inputs fail with a code, the field and a clear message', async () => {
   const broken = await failure(spec);
   assert.equal(broken.code, 'server_error');
   assert.match(broken.message, /resume point cannot be read, so the job cannot continue: /);
+});
+
+/** Runs the job in this process, pausing once step `pauseAt` has reported; returns what it sent. */
+async function runInProcess(spec: TrainingSpec, pauseAt: number | null): Promise<WorkerMessage[]> {
+  const sent: WorkerMessage[] = [];
+  let pending: 'pause' | null = null;
+  await runTrainingJob(spec, {
+    async send(m) {
+      sent.push(m);
+      if (m.type === 'step' && m.metrics.step === pauseAt) pending = 'pause';
+    },
+    pendingCommand: () => pending,
+    log: () => {},
+  });
+  return sent;
+}
+
+test('a resume point continues on another node: other paths to the same files and base model', async () => {
+  const here = jobSpec(root, 'moved', { resumePointSeconds: 3600 });
+  const first = await runInProcess(here, 3);
+  assert.deepEqual(first.at(-1), { type: 'stopped', reason: 'pause', step: 3 });
+  // The other node: its own data dir (blob cache, job folder) and models dir; the resume point fetched into its job folder.
+  const other = mkdtempSync(join(root, 'node-b-'));
+  const copy = (path: string) => {
+    const to = join(other, `cached-${basename(path)}`);
+    copyFileSync(path, to);
+    return to;
+  };
+  const there = jobSpec(other, 'moved', { resumePointSeconds: 3600, trainingFile: copy(here.trainingFile), validationFile: copy(here.validationFile!) });
+  assert.notEqual(there.modelDir, here.modelDir);
+  cpSync(join(here.jobDir, 'resume'), join(there.jobDir, 'resume'), { recursive: true });
+  const second = await runInProcess(there, null);
+  assert.equal(ofType(second, 'started')[0]!.resumedFromStep, 3);
+  assertStepsMatch([...stepMessages(first), ...stepMessages(second)], stepMessages(reference));
+  assertSameAdapter(ofType(second, 'succeeded')[0]!.dir, ofType(reference, 'succeeded')[0]!.dir);
+
+  // Other bytes under the same name are other inputs: refused, not mixed.
+  const changed = jobSpec(other, 'moved-changed', { resumePointSeconds: 3600, trainingFile: copy(here.trainingFile), validationFile: there.validationFile });
+  appendFileSync(changed.trainingFile, readFileSync(changed.trainingFile, 'utf8'));
+  cpSync(join(here.jobDir, 'resume'), join(changed.jobDir, 'resume'), { recursive: true });
+  const refused = await runInProcess(changed, null);
+  assert.deepEqual(refused.map((m) => m.type), ['failed']);
+  assert.match((refused[0] as Of<'failed'>).message, /written for other training inputs or hyperparameters; refusing to mix them/);
+});
+
+test('a resume point written by the previous version (fingerprinted by paths and sizes) still resumes on its node', async () => {
+  const spec = jobSpec(root, 'legacy', { resumePointSeconds: 3600 });
+  const first = await runInProcess(spec, 2);
+  // The fingerprint as the previous version computed it.
+  const size = (path: string | null) => (path ? statSync(path).size : null);
+  const legacy = createHash('sha256').update(JSON.stringify({
+    method: spec.method, modelDir: spec.modelDir, startAdapterDir: spec.startAdapterDir,
+    trainingFile: [spec.trainingFile, size(spec.trainingFile)], validationFile: [spec.validationFile, size(spec.validationFile)],
+    hyperparameters: spec.hyperparameters, lora: spec.lora, seed: spec.seed,
+  })).digest('hex');
+  const point = readResumePoint(spec.jobDir)!;
+  writeResumePoint(spec.jobDir, { ...point, fingerprint: legacy });
+  const second = await runInProcess(spec, null);
+  assert.equal(ofType(second, 'started')[0]!.resumedFromStep, 2);
+  assertStepsMatch([...stepMessages(first), ...stepMessages(second)], stepMessages(reference));
 });
