@@ -56,6 +56,8 @@ async function recoverFileStorage(store: Store, log: (line: string) => void): Pr
 }
 
 interface Node {
+  /** This node's name in the job queue. */
+  nodeId: string;
   store: Store;
   catalog: ModelCatalog;
   jobs: JobScheduler;
@@ -67,10 +69,11 @@ async function openNode(config: Config, role: 'serve' | 'worker', log: (line: st
   ensureDefaultModel(config.modelsDir);
   const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
   const catalog = createModelCatalog({ store, dataDir: config.dataDir, modelsDir: config.modelsDir, aliases: config.modelAliases });
+  // Stable across restarts, so a restarted node takes its own jobs back at once instead of waiting out their leases.
+  const nodeId = config.nodeId ?? `${hostname()}:${role}:${config.dataDir}`;
   const jobs = createJobScheduler({
     store,
-    // Stable across restarts, so a restarted node takes its own jobs back at once instead of waiting out their leases.
-    nodeId: config.nodeId ?? `${hostname()}:${role}:${config.dataDir}`,
+    nodeId,
     leaseSeconds: config.jobLeaseSeconds,
     dataDir: config.dataDir,
     catalog,
@@ -83,8 +86,10 @@ async function openNode(config: Config, role: 'serve' | 'worker', log: (line: st
     onStep,
   });
   try {
-    await recoverFileStorage(store, log);
-    return { store, catalog, jobs };
+    // Uploads are the API's: a worker sharing a data directory with a running server must not take the server's
+    // upload in progress (a temp file, a blob whose row is a moment away) for a crash's leftovers.
+    if (role === 'serve') await recoverFileStorage(store, log);
+    return { nodeId, store, catalog, jobs };
   } catch (err) {
     await store.close();
     throw err;
@@ -101,9 +106,12 @@ export async function startWorker(config: Config, log: (line: string) => void = 
   const node = await openNode(config, 'worker', log);
   // Jobs this node held before it stopped continue; then it takes jobs nobody holds.
   await node.jobs.start();
-  log(`localtune worker started: up to ${config.maxConcurrentJobs} job(s) at once`);
+  // No socket keeps a worker's process alive (the scheduler's timer does not hold it): this does, until close().
+  const alive = setInterval(() => undefined, 2 ** 31 - 1);
+  log(`localtune worker started as node ${node.nodeId}: up to ${config.maxConcurrentJobs} job(s) at once`);
   return {
     async close() {
+      clearInterval(alive);
       await node.jobs.close();
       await node.store.close();
     },
