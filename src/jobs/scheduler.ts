@@ -186,6 +186,7 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
     run.handle.exited.then(async ({ code, signal }) => {
       await run.queue;
       active.delete(job.id);
+      o.log(`fine-tuning job ${job.id}: its training worker on node ${o.nodeId} exited (${signal ? `signal ${signal}` : `code ${code}`})`);
       if (!run.finished && !closing) await onCrash(run, code, signal);
       // A finished job is never resumed: its resume point (adapter + optimizer moments) is only taking disk space.
       const status = (await jobs.getById(job.id))?.status;

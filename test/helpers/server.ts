@@ -1,4 +1,5 @@
-// End-to-end test helper: runs the real `localtune serve` as a child process on a free port with a temp data dir.
+// End-to-end test helpers: run the real `localtune serve` as a child process on a free port, and `localtune worker`
+// processes beside it, each with a temp data dir or a given (shared) one.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,8 +42,12 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
-/** Runs `node bin/localtune.js localtune-args…` and waits for its `listening on URL` line. */
-function launch(args: string[], env: Record<string, string>, timeoutMs: number, log: string[]): Promise<{ child: ChildProcess; url: string }> {
+/** The line `serve` prints once it listens (its URL captured), and the one `worker` prints once it takes jobs. */
+const LISTENING = /localtune listening on (http:\/\/\S+)/;
+const WORKER_STARTED = /localtune worker started/;
+
+/** Runs `node bin/localtune.js localtune-args…` and waits for its `ready` line on stdout. */
+function launch(args: string[], env: Record<string, string>, timeoutMs: number, log: string[], ready: RegExp): Promise<{ child: ChildProcess; ready: RegExpExecArray }> {
   const child = spawn(process.execPath, [join(repoRoot, 'bin/localtune.js'), ...args], {
     cwd: repoRoot,
     env: { ...process.env, ...env },
@@ -50,24 +55,26 @@ function launch(args: string[], env: Record<string, string>, timeoutMs: number, 
   });
   return new Promise((resolve, reject) => {
     let buffered = '';
-    const timer = setTimeout(() => fail(new Error(`server did not start within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => fail(new Error(`localtune ${args[0]} did not start within ${timeoutMs} ms`)), timeoutMs);
     const fail = (err: Error) => {
       clearTimeout(timer);
       child.kill('SIGKILL');
-      reject(new Error(`${err.message}\n--- server output ---\n${log.join('')}`));
+      reject(new Error(`${err.message}\n--- its output ---\n${log.join('')}`));
     };
     const onData = (chunk: Buffer) => {
       const text = chunk.toString();
       log.push(text);
       buffered += text;
-      const m = /localtune listening on (http:\/\/\S+)/.exec(buffered);
+      const m = ready.exec(buffered);
       if (m) {
         clearTimeout(timer);
         child.off('exit', onExit);
-        resolve({ child, url: m[1]! });
+        resolve({ child, ready: m });
       }
     };
-    const onExit = (code: number | null) => fail(new Error(`server exited with code ${code} before listening`));
+    const onExit = (code: number | null) => fail(new Error(`localtune ${args[0]} exited with code ${code} before it was ready`));
+    // Said in the output, so a test waiting on a node that died shows why.
+    child.on('exit', (code, signal) => log.push(`\n[localtune ${args[0]} exited: ${signal ?? `code ${code}`}]\n`));
     child.stdout!.on('data', onData);
     child.stderr!.on('data', (chunk: Buffer) => log.push(chunk.toString()));
     child.on('exit', onExit);
@@ -86,7 +93,11 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const timeout = options.startTimeoutMs ?? 30_000;
   const log: string[] = [];
   const baseArgs = ['serve', '--data-dir', dataDir, '--host', '127.0.0.1', ...(options.args ?? [])];
-  let { child, url } = await launch([...baseArgs, '--port', '0'], env, timeout, log);
+  const start = async (port: string) => {
+    const started = await launch([...baseArgs, '--port', port], env, timeout, log, LISTENING);
+    return { child: started.child, url: started.ready[1]! };
+  };
+  let { child, url } = await start('0');
   const port = new URL(url).port;
 
   return {
@@ -104,7 +115,61 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
       await exited(child);
     },
     async restart() {
-      ({ child, url } = await launch([...baseArgs, '--port', port], env, timeout, log));
+      ({ child, url } = await start(port));
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await exited(child);
+      if (ownsDataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TestWorkerOptions {
+  /** The data dir: shared with a `serve --no-training` (the embedded engine), or the worker's own; default: a fresh temp dir removed by stop(). */
+  dataDir?: string;
+  /** `--node-id`; default the worker's (host, role and data dir). */
+  nodeId?: string;
+  env?: Record<string, string>;
+  /** Extra `worker` flags. */
+  args?: string[];
+  /** How long to wait for the `worker started` line, default 30 s. */
+  startTimeoutMs?: number;
+}
+
+export interface TestWorker {
+  readonly dataDir: string;
+  readonly nodeId: string | undefined;
+  readonly pid: number;
+  /** Everything the worker printed (stdout and stderr): its log names the jobs it trains. */
+  output(): string;
+  /** Sends a signal (default SIGKILL: a crash) and waits for the process to exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts the worker again with the same data dir and node id (after kill()). */
+  restart(): Promise<void>;
+  /** SIGTERM, wait, and remove the temp data dir if this helper made it. */
+  stop(): Promise<void>;
+}
+
+/** Runs the real `localtune worker` (training only, no HTTP) as a child process and waits until it takes jobs. */
+export async function startTestWorker(options: TestWorkerOptions = {}): Promise<TestWorker> {
+  const ownsDataDir = options.dataDir === undefined;
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'localtune-worker-'));
+  const args = ['worker', '--data-dir', dataDir, ...(options.nodeId ? ['--node-id', options.nodeId] : []), ...(options.args ?? [])];
+  const start = async () => (await launch(args, options.env ?? {}, options.startTimeoutMs ?? 30_000, log, WORKER_STARTED)).child;
+  const log: string[] = [];
+  let child = await start();
+  return {
+    dataDir,
+    nodeId: options.nodeId,
+    get pid() { return child.pid!; },
+    output: () => log.join(''),
+    async kill(signal = 'SIGKILL') {
+      child.kill(signal);
+      await exited(child);
+    },
+    async restart() {
+      child = await start();
     },
     async stop() {
       child.kill('SIGTERM');
