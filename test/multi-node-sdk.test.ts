@@ -2,7 +2,7 @@
 // two `localtune worker` processes (other node ids, 2-second leases) train; SIGKILL of the worker holding a job hands
 // it to the other, which finishes it as an uninterrupted run would; cancel and pause sent to the server reach the worker.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -126,4 +126,34 @@ test('pause sent to the server stops the job on its worker after a resume point;
   assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
   assert.ok((await allEvents(job.id)).some((e) => e.message === `Resumed training at step ${stoppedAt}/20 on cpu`));
   assert.deepEqual((await metricsSteps(job.id)).sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i + 1));
+});
+
+test('a server killed mid-upload loses no acknowledged file, and keeps nothing of the upload it was receiving', async () => {
+  const line = (i: number) => JSON.stringify({ messages: [{ role: 'user', content: `Question ${i}?` }, { role: 'assistant', content: `Answer ${i}.` }] });
+  const text = (n: number, from: number) => Array.from({ length: n }, (_, i) => line(from + i)).join('\n') + '\n';
+  const acknowledged = new Map<string, string>();
+  for (let f = 0; f < 3; f++) {
+    const body = text(2000, f * 2000);
+    acknowledged.set((await client.files.create({ file: await toFile(Buffer.from(body), `acked-${f}.jsonl`), purpose: 'fine-tune' })).id, body);
+  }
+  // An upload whose body stops half-way: the server is receiving it when it dies.
+  const boundary = 'localtune-test-boundary';
+  const head = `--${boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n`
+    + `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="in-flight.jsonl"\r\nContent-Type: application/jsonl\r\n\r\n`;
+  const body = new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(new TextEncoder().encode(head + text(20000, 0))) });
+  const inFlight = fetch(`${server.baseURL}/files`, { method: 'POST', body, duplex: 'half', headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, authorization: 'Bearer sk-test' } } as RequestInit);
+  inFlight.catch(() => undefined);
+  const temp = join(dataDir, 'tmp', 'uploads');
+  await waitFor('the in-flight upload to reach the server\'s temp folder', () => readdirSync(temp).some((name) => statSync(join(temp, name)).size > 0), { context: outputs });
+  await server.kill('SIGKILL');
+  await assert.rejects(inFlight);
+  await server.restart();
+
+  for (const [id, content] of acknowledged) {
+    assert.equal((await client.files.retrieve(id)).status, 'processed');
+    assert.equal(await (await client.files.content(id)).text(), content, `${id} is whole`);
+  }
+  const names = (await client.files.list()).data.map((f) => f.filename);
+  assert.ok(!names.includes('in-flight.jsonl'), names.join(', '));
+  assert.deepEqual(readdirSync(temp), [], 'its temp file is removed at restart');
 });
