@@ -70,7 +70,7 @@ function nodesSuite(engine: TestEngine) {
     clientA.fineTuning.jobs.create({ model: 'localtune-default', training_file: trainingFile, seed, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: nEpochs, batch_size: 1 } } } });
 
   test('a file uploaded through server A trains on a worker, which says so, and the tuned model answers through server B', async () => {
-    const job = await finished((await create(2)).id);
+    const job = await finished((await create(1)).id);
     assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
     const node = await startedOn(job.id);
     assert.ok(node && NODES.includes(node as typeof NODES[number]), `started on ${node}`);
@@ -82,8 +82,8 @@ function nodesSuite(engine: TestEngine) {
   });
 
   test('SIGKILL of the worker holding a job: the other worker takes it over and ends it with the uninterrupted run\'s loss', async () => {
-    const job = await create(4, 11);
-    await waitUntil(job.id, async () => (await metricsSteps(job.id)).length >= 12, 'past step 12');
+    const job = await create(3, 11);
+    await waitUntil(job.id, async () => (await metricsSteps(job.id)).length >= 10, 'past step 10');
     const holder = (await startedOn(job.id))!;
     const other = NODES.find((n) => n !== holder)!;
     await workers.get(holder)!.kill('SIGKILL');
@@ -92,14 +92,14 @@ function nodesSuite(engine: TestEngine) {
     const takeover = (await allEvents(job.id)).find((e) => e.message === `Resuming the job on another node after node ${holder} stopped`);
     assert.ok(takeover, 'a takeover event names the node that stopped');
     assert.deepEqual(takeover.data, { node: other });
-    const resumedAt = Number(/Resumed training at step (\d+)\/40/.exec((await allEvents(job.id)).map((e) => e.message).join('\n'))?.[1]);
+    const resumedAt = Number(/Resumed training at step (\d+)\/30/.exec((await allEvents(job.id)).map((e) => e.message).join('\n'))?.[1]);
     assert.ok(resumedAt >= 1, 'continued from a resume point, not from the start');
-    assert.deepEqual((await metricsSteps(job.id)).sort((a, b) => a - b), Array.from({ length: 40 }, (_, i) => i + 1), 'every step once');
+    assert.deepEqual((await metricsSteps(job.id)).sort((a, b) => a - b), Array.from({ length: 30 }, (_, i) => i + 1), 'every step once');
     await workers.get(holder)!.restart();
 
-    const reference = await finished((await create(4, 11)).id);
+    const reference = await finished((await create(3, 11)).id);
     const [a, b] = [await lastLoss(done.id), await lastLoss(reference.id)];
-    assert.equal(a.step, 40);
+    assert.equal(a.step, 30);
     assert.ok(Math.abs(a.train_loss - b.train_loss) <= 1e-6 * Math.max(1, Math.abs(b.train_loss)), `${a.train_loss} vs ${b.train_loss}`);
   });
 
