@@ -1,0 +1,105 @@
+// Shared directories on PostgreSQL (adapters, resume points): a node publishes a finished folder as a tar blob; other
+// nodes fetch it into their own data directory on first use, and again only when a newer version is published.
+import { mkdirSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, isAbsolute, join, normalize, sep } from 'node:path';
+import { create as createTar, extract as extractTar } from 'tar';
+import type { SharedDirs } from '../store.ts';
+import { newId, nowSeconds, randomAlnum } from '../ids.ts';
+import type { Db } from './db.ts';
+import { putChunks, readChunks, writeAtomically } from './blobs.ts';
+
+/** A published blob vanishes under a reader when it is republished meanwhile: the reader starts over, this many times. */
+const FETCH_ATTEMPTS = 3;
+
+function checkKey(key: string): string {
+  const n = normalize(key);
+  if (key === '' || isAbsolute(key) || n.split(sep).includes('..') || n !== key) throw new Error(`shared directory key '${key}' is not a plain relative path`);
+  return key;
+}
+
+export function postgresSharedDirs(db: Db, dataDir: string, node: string): SharedDirs {
+  const tmp = join(dataDir, 'tmp', 'dirs');
+  // Which published version (its blob id) each local folder holds, kept outside the folders so they hold only their content.
+  const versions = join(dataDir, 'cache', 'dirs');
+  mkdirSync(tmp, { recursive: true });
+  mkdirSync(versions, { recursive: true });
+  const localDir = (key: string) => join(dataDir, checkKey(key));
+  const versionFile = (key: string) => join(versions, encodeURIComponent(key));
+  const localVersion = (key: string) => readFile(versionFile(key), 'utf8').catch(() => undefined);
+  const temp = () => join(tmp, `${Date.now()}-${randomAlnum(12)}`);
+  const fetching = new Map<string, Promise<string | undefined>>();
+
+  async function download(key: string, blobId: string): Promise<void> {
+    const archive = temp();
+    const folder = temp();
+    const old = temp();
+    try {
+      await writeAtomically(readChunks(db, 'dirs', blobId), archive, tmp);
+      await mkdir(folder);
+      await extractTar({ file: archive, cwd: folder });
+      // Swap the whole folder at once: readers see the old version or the new, never a mix.
+      const target = localDir(key);
+      await mkdir(dirname(target), { recursive: true });
+      await rename(target, old).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
+      await rename(folder, target);
+      await writeFile(versionFile(key), blobId);
+    } finally {
+      await Promise.all([archive, folder, old].map((p) => rm(p, { recursive: true, force: true })));
+    }
+  }
+
+  async function fetchOnce(key: string): Promise<string | undefined> {
+    for (let attempt = 1; ; attempt++) {
+      const row = (await db.query<{ blob_id: string }>('SELECT blob_id FROM shared_dirs WHERE key = $1', [key])).rows[0];
+      if (!row) return undefined;
+      const target = localDir(key);
+      if ((await localVersion(key)) === row.blob_id && (await stat(target).then(() => true, () => false))) return target;
+      try {
+        await download(key, row.blob_id);
+        return target;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === FETCH_ATTEMPTS) throw err;
+      }
+    }
+  }
+
+  return {
+    localDir,
+    async publish(key) {
+      const archive = temp();
+      const blobId = newId('dir-');
+      try {
+        await createTar({ cwd: localDir(key), file: archive, portable: true }, ['.']);
+        await db.transaction(async (tx) => {
+          await putChunks(tx, 'dirs', blobId, archive, node);
+          // Two publishes of one key take turns (even the first, when there is no row to lock), so neither leaves the other's blob behind.
+          await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key]);
+          const previous = (await tx.query<{ blob_id: string }>('SELECT blob_id FROM shared_dirs WHERE key = $1', [key])).rows[0];
+          await tx.query(`INSERT INTO shared_dirs (key, blob_id, published_at) VALUES ($1, $2, $3)
+            ON CONFLICT (key) DO UPDATE SET blob_id = excluded.blob_id, published_at = excluded.published_at`, [key, blobId, nowSeconds()]);
+          if (previous) await tx.query("DELETE FROM blobs WHERE kind = 'dirs' AND id = $1", [previous.blob_id]);
+        });
+        await writeFile(versionFile(key), blobId);
+      } finally {
+        await rm(archive, { force: true });
+      }
+    },
+    fetch(key) {
+      let pending = fetching.get(key);
+      if (!pending) {
+        pending = fetchOnce(key).finally(() => fetching.delete(key));
+        fetching.set(key, pending);
+      }
+      return pending;
+    },
+    async remove(key) {
+      await db.transaction(async (tx) => {
+        const row = (await tx.query<{ blob_id: string }>('DELETE FROM shared_dirs WHERE key = $1 RETURNING blob_id', [key])).rows[0];
+        if (row) await tx.query("DELETE FROM blobs WHERE kind = 'dirs' AND id = $1", [row.blob_id]);
+      });
+      await rm(localDir(key), { recursive: true, force: true });
+      await rm(versionFile(key), { force: true });
+    },
+  };
+}
