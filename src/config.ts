@@ -30,6 +30,8 @@ export interface Config {
   modelAliases: Map<string, string>;
   /** The precision base models are served at (ft: models use the one they were trained on); auto: fp32 when it fits comfortably, else int4. */
   basePrecision: 'auto' | 'fp32' | 'nf4' | 'int4' | 'int8';
+  /** `postgres://…`: keep metadata, the job queue and blobs in this PostgreSQL database (shared by many nodes); undefined: SQLite in dataDir. */
+  databaseUrl: string | undefined;
 }
 
 export interface ApiKeyGrant {
@@ -56,6 +58,7 @@ const settings = {
   trainThreads: { flag: '--train-threads', env: 'LOCALTUNE_TRAIN_THREADS', parse: parsePositiveInt },
   modelAliases: { flag: '--model-aliases', env: 'LOCALTUNE_MODEL_ALIASES', parse: parseModelAliases },
   basePrecision: { flag: '--base-precision', env: 'LOCALTUNE_BASE_PRECISION', parse: parseBasePrecision },
+  databaseUrl: { flag: '--database-url', env: 'LOCALTUNE_DATABASE_URL', parse: parseDatabaseUrl },
 } as const;
 
 export type SettingName = keyof typeof settings;
@@ -95,6 +98,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     trainThreads: pick('trainThreads'),
     modelAliases: pick('modelAliases') ?? new Map([['gpt-4o-mini-2024-07-18', 'localtune-default'], ['gpt-4o-mini', 'localtune-default']]),
     basePrecision: pick('basePrecision') ?? 'auto',
+    databaseUrl: pick('databaseUrl'),
   };
 }
 
@@ -140,6 +144,20 @@ function parseBasePrecision(raw: string, source: string): Config['basePrecision'
   const v = raw.toLowerCase();
   if (!(BASE_PRECISIONS as readonly string[]).includes(v)) throw new ConfigError(`${source}: '${raw}' is not one of ${BASE_PRECISIONS.join(', ')}`);
   return v as Config['basePrecision'];
+}
+
+/** A PostgreSQL connection URL; the error never repeats it, since it may hold a password. */
+function parseDatabaseUrl(raw: string, source: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${source}: not a URL; expected postgres://USER:PASSWORD@HOST:PORT/DATABASE`);
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw new ConfigError(`${source}: expected a postgres:// or postgresql:// URL, got a ${url.protocol}// one`);
+  }
+  return raw;
 }
 
 function parsePositiveNumber(raw: string, source: string): number {
