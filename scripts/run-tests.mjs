@@ -1,5 +1,6 @@
-// Runs every test/**/*.test.ts with node:test (Node 20's --test takes no globs). When a selected test uses PostgreSQL,
-// starts one throwaway PostgreSQL server for the whole run (scripts/lib/test-postgres.ts) and stops it afterwards.
+// Runs every test/**/*.test.ts with node:test (Node 20's --test takes no globs), then (full runs only) the SDK tests a
+// second time on the PostgreSQL engine. When a pass needs PostgreSQL, starts one throwaway server for the whole run
+// (scripts/lib/test-postgres.ts) and stops it afterwards.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -22,7 +23,12 @@ function runNodeTest(files, env) {
 
 const only = process.argv.slice(2);
 const files = only.length ? only : find('test');
-const needsPostgres = files.some((f) => readFileSync(f, 'utf8').includes('helpers/postgres'));
+const postgresPass = { LOCALTUNE_TEST_ENGINE: 'postgres' };
+// The full run checks both engines keep one behaviour: the SDK tests run a second time against PostgreSQL.
+const passes = [{ files, env: {} }];
+if (!only.length) passes.push({ files: files.filter((f) => f.endsWith('-sdk.test.ts')), env: postgresPass });
+const needsPostgres = process.env.LOCALTUNE_TEST_ENGINE === 'postgres' || passes.length > 1
+  || files.some((f) => readFileSync(f, 'utf8').includes('helpers/postgres'));
 
 let postgres;
 if (needsPostgres) {
@@ -30,9 +36,15 @@ if (needsPostgres) {
   const { startTestPostgres } = await import('./lib/test-postgres.ts');
   postgres = await startTestPostgres();
 }
-let status;
+let status = 0;
 try {
-  status = await runNodeTest(files, { ...process.env, ...(postgres ? { LOCALTUNE_TEST_POSTGRES_URL: postgres.url } : {}) });
+  for (const pass of passes) {
+    if (pass.env === postgresPass) console.log(`\n# the SDK tests again, on PostgreSQL (LOCALTUNE_TEST_ENGINE=postgres)\n`);
+    const started = Date.now();
+    const code = await runNodeTest(pass.files, { ...process.env, ...pass.env, ...(postgres ? { LOCALTUNE_TEST_POSTGRES_URL: postgres.url } : {}) });
+    if (pass.env === postgresPass) console.log(`# PostgreSQL pass: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    status ||= code;
+  }
 } finally {
   await postgres?.stop();
 }

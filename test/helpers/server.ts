@@ -1,10 +1,13 @@
 // End-to-end test helper: runs the real `localtune serve` as a child process on a free port with a temp data dir.
+// With LOCALTUNE_TEST_ENGINE=postgres every data dir gets its own fresh PostgreSQL database (the servers and CLI
+// commands given that data dir all use it), so the same tests check the PostgreSQL engine.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
+import { freshDatabaseUrl } from './postgres.ts';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -39,6 +42,22 @@ export interface TestServer {
   restart(): Promise<void>;
   /** SIGTERM, wait, and remove the temp data dir if this helper made it. */
   stop(): Promise<void>;
+}
+
+/** Which engine the servers and CLI commands of this test run use: `LOCALTUNE_TEST_ENGINE=postgres`, else SQLite. */
+export const testEngine: 'sqlite' | 'postgres' = process.env.LOCALTUNE_TEST_ENGINE === 'postgres' ? 'postgres' : 'sqlite';
+
+const databases = new Map<string, Promise<string>>();
+
+/** The environment that points a process at `dataDir`'s database: none on SQLite, a database made on first use on PostgreSQL. */
+export async function engineEnv(dataDir: string): Promise<Record<string, string>> {
+  if (testEngine === 'sqlite') return {};
+  let url = databases.get(dataDir);
+  if (!url) {
+    url = freshDatabaseUrl();
+    databases.set(dataDir, url);
+  }
+  return { LOCALTUNE_DATABASE_URL: await url };
 }
 
 /** Runs `node bin/localtune.js localtune-args…` and waits for its `listening on URL` line. */
@@ -82,7 +101,7 @@ function exited(child: ChildProcess): Promise<void> {
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
   const ownsDataDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'localtune-test-'));
-  const env = options.env ?? {};
+  const env = { ...(await engineEnv(dataDir)), ...options.env };
   const timeout = options.startTimeoutMs ?? 30_000;
   const log: string[] = [];
   const baseArgs = ['serve', '--data-dir', dataDir, '--host', '127.0.0.1', ...(options.args ?? [])];
@@ -115,9 +134,11 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
 }
 
 /** Runs a `localtune` CLI command to completion (e.g. `keys create`) and returns its stdout. */
-export function runCli(args: string[], env: Record<string, string> = {}): Promise<string> {
+export async function runCli(args: string[], env: Record<string, string> = {}): Promise<string> {
+  const dataDir = args[args.indexOf('--data-dir') + 1];
+  const engine = args.includes('--data-dir') && dataDir !== undefined ? await engineEnv(dataDir) : {};
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(repoRoot, 'bin/localtune.js'), ...args], { cwd: repoRoot, env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, [join(repoRoot, 'bin/localtune.js'), ...args], { cwd: repoRoot, env: { ...process.env, ...engine, ...env } });
     let out = '';
     let err = '';
     child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
