@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import type { Store } from '../store.ts';
 import { newId } from '../ids.ts';
+import { MigrationError } from '../migrations.ts';
 import { applyPostgresMigrations, openPool, poolDb, type Db } from './db.ts';
 import { fileStore } from './files.ts';
 import { uploadStore } from './uploads.ts';
@@ -28,11 +29,20 @@ export interface PostgresStoreOptions {
 function nodeId(dataDir: string): string {
   const path = join(dataDir, 'node-id');
   try {
-    return readFileSync(path, 'utf8').trim();
+    writeFileSync(path, newId('node-', 16), { flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  return readFileSync(path, 'utf8').trim();
+}
+
+/** Where the URL points, without its password, for error messages. */
+function describe(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || 5432}${u.pathname}`;
   } catch {
-    const id = newId('node-', 16);
-    writeFileSync(path, id, { flag: 'wx' });
-    return id;
+    return 'the configured database';
   }
 }
 
@@ -45,7 +55,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     await applyPostgresMigrations(pool);
   } catch (err) {
     await pool.end();
-    throw err;
+    if (err instanceof MigrationError) throw err;
+    throw new Error(`PostgreSQL at ${describe(options.url)}: ${(err as Error).message}`, { cause: err });
   }
   const root = poolDb(pool);
   // Blobs and shared directories always use the pool: they are not part of a transaction's work.

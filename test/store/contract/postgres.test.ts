@@ -8,7 +8,7 @@ import pg from 'pg';
 import { openPostgresStore } from '../../../src/store/postgres/index.ts';
 import { applyPostgresMigrations, postgresMigrationsDir } from '../../../src/store/postgres/db.ts';
 import { MigrationError } from '../../../src/store/migrations.ts';
-import { freshDatabaseUrl } from '../../helpers/postgres.ts';
+import { freshDatabaseUrl, POSTGRES_URL_ENV } from '../../helpers/postgres.ts';
 import { defineStoreContract } from './cases.ts';
 
 defineStoreContract({
@@ -43,5 +43,17 @@ test('PostgreSQL migrations: nodes starting at once migrate once; unknown or edi
   } finally {
     await Promise.all(pools.map((p) => p.end()));
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('PostgreSQL: a database that cannot be reached is named in the error, without the password', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'localtune-pg-unreachable-'));
+  try {
+    const admin = new URL(process.env[POSTGRES_URL_ENV]!);
+    admin.password = 'wrong-secret';
+    await assert.rejects(openPostgresStore({ url: admin.toString(), dataDir }), (err: Error) =>
+      err.message.startsWith(`PostgreSQL at 127.0.0.1:${admin.port}/postgres: `) && !err.message.includes('wrong-secret'));
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
   }
 });
