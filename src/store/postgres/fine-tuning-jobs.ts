@@ -14,7 +14,8 @@ const SETTABLE = new Set<string>(JOB_COLUMNS.filter((c) => !['id', 'project', 'c
 const JOBS = JOB_COLUMNS.join(', ');
 const EVENTS = 'id, job_id, created_at, level, type, message, data';
 const CHECKPOINTS = 'id, job_id, created_at, step_number, fine_tuned_model_checkpoint, metrics';
-const UNFINISHED: readonly JobStatus[] = ['validating_files', 'queued', 'running', 'paused'];
+// The statuses in which a node works on a job it holds, and so keeps its lease.
+const HELD: readonly JobStatus[] = ['validating_files', 'running'];
 // Queued jobs start oldest first; SQLite sorts a NULL queued_at first, and so must this engine.
 const QUEUE_ORDER = 'ORDER BY queued_at ASC NULLS FIRST, created_at, seq';
 
@@ -80,13 +81,13 @@ export function fineTuningJobStore(db: Db): FineTuningJobStore {
       // SKIP LOCKED: rows another node's open claim holds are passed over, not waited for, so two claims never overlap.
       return (await db.query<JobRow>(`SELECT ${JOBS} FROM fine_tuning_jobs
         WHERE status = ANY($1::text[]) AND base_model = ANY($2::text[])
-          AND (owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < $3 OR owner = $4)
+          AND (owner IS NULL OR lease_expires_at < $3 OR owner = $4)
         ${QUEUE_ORDER} LIMIT $5 FOR UPDATE SKIP LOCKED`,
       [[...q.statuses], [...q.baseModels], q.now, q.reclaimFrom ?? null, q.limit])).rows;
     },
     async renewLeases(owner, until) {
       return (await db.query<{ id: string; status: JobStatus }>(`UPDATE fine_tuning_jobs SET lease_expires_at = $2
-        WHERE owner = $1 AND status = ANY($3::text[]) RETURNING id, status`, [owner, until, [...UNFINISHED]])).rows;
+        WHERE owner = $1 AND status = ANY($3::text[]) RETURNING id, status`, [owner, until, [...HELD]])).rows;
     },
     transition: (id, from, to, fields, event) => db.transaction(async (tx) => {
       const row = await setFields(tx, id, from, to, fields);

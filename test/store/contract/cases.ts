@@ -260,6 +260,7 @@ export function defineStoreContract(engine: StoreEngine): void {
       await s.jobs.insert(job('lapsed', 5, { status: 'running', owner: 'node-c', lease_expires_at: now - 1, queued_at: 2 }), []);
       await s.jobs.insert(job('mine', 6, { status: 'running', owner: 'node-a', lease_expires_at: now + 60_000, queued_at: 3 }), []);
       await s.jobs.insert(job('done', 7, { status: 'succeeded', owner: 'node-a', lease_expires_at: now + 60_000, queued_at: 4 }), []);
+      await s.jobs.insert(job('paused', 8, { status: 'paused', owner: 'node-a', lease_expires_at: now + 60_000, queued_at: 4 }), []);
       const claim = (q: Partial<Parameters<Store['jobs']['lockClaimable']>[0]>) =>
         s.transaction(async (tx) => ids(await tx.jobs.lockClaimable({ statuses: ['queued', 'running'], baseModels: ['base'], now, limit: 10, ...q })));
       assert.deepEqual(await claim({}), ['lapsed', 'older', 'free']);
@@ -277,6 +278,7 @@ export function defineStoreContract(engine: StoreEngine): void {
       assert.deepEqual(renewed.map((r) => [r.id, r.status]).sort(), [['mine', 'running'], ['older', 'running']]);
       assert.equal((await s.jobs.getById('older'))?.lease_expires_at, now + 90_000);
       assert.equal((await s.jobs.getById('done'))?.lease_expires_at, now + 60_000, 'finished jobs keep their lease as it was');
+      assert.equal((await s.jobs.getById('paused'))?.lease_expires_at, now + 60_000, 'a paused job is not worked on: no renewal');
       assert.equal((await s.jobs.getById('held'))?.lease_expires_at, now + 60_000, 'another owner\'s lease is not renewed');
     });
 
