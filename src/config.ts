@@ -38,8 +38,6 @@ export interface Config {
   modelAliases: Map<string, string>;
   /** The precision base models are served at (ft: models use the one they were trained on); auto: fp32 when it fits comfortably, else int4. */
   basePrecision: 'auto' | 'fp32' | 'nf4' | 'int4' | 'int8';
-  /** `postgres://…`: keep metadata, the job queue and blobs in this PostgreSQL database (shared by many nodes); undefined: SQLite in dataDir. */
-  databaseUrl: string | undefined;
 }
 
 export interface ApiKeyGrant {
@@ -70,7 +68,6 @@ const settings = {
   trainThreads: { flag: '--train-threads', env: 'LOCALTUNE_TRAIN_THREADS', parse: parsePositiveInt },
   modelAliases: { flag: '--model-aliases', env: 'LOCALTUNE_MODEL_ALIASES', parse: parseModelAliases },
   basePrecision: { flag: '--base-precision', env: 'LOCALTUNE_BASE_PRECISION', parse: parseBasePrecision },
-  databaseUrl: { flag: '--database-url', env: 'LOCALTUNE_DATABASE_URL', parse: parseDatabaseUrl },
 } as const;
 
 export type SettingName = keyof typeof settings;
@@ -114,7 +111,6 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     trainThreads: pick('trainThreads'),
     modelAliases: pick('modelAliases') ?? new Map([['gpt-4o-mini-2024-07-18', 'localtune-default'], ['gpt-4o-mini', 'localtune-default']]),
     basePrecision: pick('basePrecision') ?? 'auto',
-    databaseUrl: pick('databaseUrl'),
   };
 }
 
@@ -135,11 +131,6 @@ function parseFlags(argv: readonly string[]): Map<string, string> {
 }
 
 function parseString(raw: string): string {
-  return raw;
-}
-
-function parseDatabaseUrl(raw: string, source: string): string {
-  if (!/^postgres(ql)?:\/\//.test(raw)) throw new ConfigError(`${source}: '${raw.replace(/:[^:@/]*@/, ':***@')}' is not a postgres:// URL`);
   return raw;
 }
 

@@ -1,4 +1,5 @@
-// PostgreSQL for tests: a fresh, empty database per call on the one server scripts/run-tests.mjs starts for the run.
+// PostgreSQL for tests: a fresh, empty database per call on the one server scripts/run-tests.mjs starts for the run,
+// and the switch (LOCALTUNE_TEST_ENGINE=postgres) that puts every test server's data dir on a database of its own.
 import pg from 'pg';
 import { randomAlnum } from '../../src/store/ids.ts';
 
@@ -22,4 +23,20 @@ export async function freshDatabaseUrl(): Promise<string> {
   const url = new URL(admin);
   url.pathname = `/${name}`;
   return url.toString();
+}
+
+/** Which engine the servers and CLI commands of this test run use: `LOCALTUNE_TEST_ENGINE=postgres`, else SQLite. */
+export const testEngine: 'sqlite' | 'postgres' = process.env.LOCALTUNE_TEST_ENGINE === 'postgres' ? 'postgres' : 'sqlite';
+
+const databases = new Map<string, Promise<string>>();
+
+/** The environment that points a process at `dataDir`'s database: none on SQLite, a database made on first use on PostgreSQL. */
+export async function engineEnv(dataDir: string): Promise<Record<string, string>> {
+  if (testEngine === 'sqlite') return {};
+  let url = databases.get(dataDir);
+  if (!url) {
+    url = freshDatabaseUrl();
+    databases.set(dataDir, url);
+  }
+  return { LOCALTUNE_DATABASE_URL: await url };
 }

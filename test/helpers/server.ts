@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
-import { freshDatabaseUrl } from './postgres.ts';
+import { engineEnv } from './postgres.ts';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -42,22 +42,6 @@ export interface TestServer {
   restart(): Promise<void>;
   /** SIGTERM, wait, and remove the temp data dir if this helper made it. */
   stop(): Promise<void>;
-}
-
-/** Which engine the servers and CLI commands of this test run use: `LOCALTUNE_TEST_ENGINE=postgres`, else SQLite. */
-export const testEngine: 'sqlite' | 'postgres' = process.env.LOCALTUNE_TEST_ENGINE === 'postgres' ? 'postgres' : 'sqlite';
-
-const databases = new Map<string, Promise<string>>();
-
-/** The environment that points a process at `dataDir`'s database: none on SQLite, a database made on first use on PostgreSQL. */
-export async function engineEnv(dataDir: string): Promise<Record<string, string>> {
-  if (testEngine === 'sqlite') return {};
-  let url = databases.get(dataDir);
-  if (!url) {
-    url = freshDatabaseUrl();
-    databases.set(dataDir, url);
-  }
-  return { LOCALTUNE_DATABASE_URL: await url };
 }
 
 /** Runs `node bin/localtune.js localtune-args…` and waits for its `listening on URL` line. */

@@ -1,17 +1,15 @@
 // API keys on PostgreSQL: only their sha256 is stored; a key maps to the project that owns everything it creates.
 import type { ApiKeyRow, ApiKeyStore } from '../store.ts';
-import { hashKey } from '../api-keys.ts';
-import { newId, nowSeconds, randomAlnum } from '../ids.ts';
+import { hashKey, newApiKey, nowSeconds } from '../ids.ts';
 import type { Db } from './db.ts';
 
 export function apiKeyStore(db: Db): ApiKeyStore {
   return {
     async create(project) {
-      const key = `sk-lt-${randomAlnum(40)}`;
-      const row: ApiKeyRow = { id: newId('key_', 16), project, key_prefix: key.slice(0, 10), created_at: nowSeconds(), revoked_at: null };
+      const made = newApiKey(project);
       await db.query('INSERT INTO api_keys (id, project, key_hash, key_prefix, created_at) VALUES ($1, $2, $3, $4, $5)',
-        [row.id, project, hashKey(key), row.key_prefix, row.created_at]);
-      return { key, row };
+        [made.row.id, project, hashKey(made.key), made.row.key_prefix, made.row.created_at]);
+      return made;
     },
     async list() {
       return (await db.query<ApiKeyRow>('SELECT id, project, key_prefix, created_at, revoked_at FROM api_keys ORDER BY created_at, seq')).rows;

@@ -2,9 +2,10 @@
 // nodes fetch it into their own data directory on first use, and again only when a newer version is published.
 import { mkdirSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join, normalize, sep } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { create as createTar, extract as extractTar } from 'tar';
 import type { SharedDirs } from '../store.ts';
+import { dataDirFolder } from '../data-dir.ts';
 import { newId, nowSeconds, randomAlnum } from '../ids.ts';
 import type { Db } from './db.ts';
 import { putChunks, readChunks, writeAtomically } from './blobs.ts';
@@ -12,20 +13,16 @@ import { putChunks, readChunks, writeAtomically } from './blobs.ts';
 /** A published blob vanishes under a reader when it is republished meanwhile: the reader starts over, this many times. */
 const FETCH_ATTEMPTS = 3;
 
-function checkKey(key: string): string {
-  const n = normalize(key);
-  if (key === '' || isAbsolute(key) || n.split(sep).includes('..') || n !== key) throw new Error(`shared directory key '${key}' is not a plain relative path`);
-  return key;
-}
-
 export function postgresSharedDirs(db: Db, dataDir: string, node: string): SharedDirs {
   const tmp = join(dataDir, 'tmp', 'dirs');
   // Which published version (its blob id) each local folder holds, kept outside the folders so they hold only their content.
   const versions = join(dataDir, 'cache', 'dirs');
   mkdirSync(tmp, { recursive: true });
   mkdirSync(versions, { recursive: true });
-  const localDir = (key: string) => join(dataDir, checkKey(key));
-  const versionFile = (key: string) => join(versions, encodeURIComponent(key));
+  const localDir = (key: string) => dataDirFolder(dataDir, key);
+  // One spelling per folder (`a/./b` and `a/b` are one key), whatever the caller wrote.
+  const keyOf = (key: string) => relative(resolve(dataDir), localDir(key)).split(sep).join('/');
+  const versionFile = (key: string) => join(versions, encodeURIComponent(keyOf(key)));
   const localVersion = (key: string) => readFile(versionFile(key), 'utf8').catch(() => undefined);
   const temp = () => join(tmp, `${Date.now()}-${randomAlnum(12)}`);
   const fetching = new Map<string, Promise<string | undefined>>();
@@ -51,7 +48,7 @@ export function postgresSharedDirs(db: Db, dataDir: string, node: string): Share
 
   async function fetchOnce(key: string): Promise<string | undefined> {
     for (let attempt = 1; ; attempt++) {
-      const row = (await db.query<{ blob_id: string }>('SELECT blob_id FROM shared_dirs WHERE key = $1', [key])).rows[0];
+      const row = (await db.query<{ blob_id: string }>('SELECT blob_id FROM shared_dirs WHERE key = $1', [keyOf(key)])).rows[0];
       if (!row) return undefined;
       const target = localDir(key);
       if ((await localVersion(key)) === row.blob_id && (await stat(target).then(() => true, () => false))) return target;
@@ -74,10 +71,10 @@ export function postgresSharedDirs(db: Db, dataDir: string, node: string): Share
         await db.transaction(async (tx) => {
           await putChunks(tx, 'dirs', blobId, archive, node);
           // Two publishes of one key take turns (even the first, when there is no row to lock), so neither leaves the other's blob behind.
-          await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key]);
-          const previous = (await tx.query<{ blob_id: string }>('SELECT blob_id FROM shared_dirs WHERE key = $1', [key])).rows[0];
+          await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [keyOf(key)]);
+          const previous = (await tx.query<{ blob_id: string }>('SELECT blob_id FROM shared_dirs WHERE key = $1', [keyOf(key)])).rows[0];
           await tx.query(`INSERT INTO shared_dirs (key, blob_id, published_at) VALUES ($1, $2, $3)
-            ON CONFLICT (key) DO UPDATE SET blob_id = excluded.blob_id, published_at = excluded.published_at`, [key, blobId, nowSeconds()]);
+            ON CONFLICT (key) DO UPDATE SET blob_id = excluded.blob_id, published_at = excluded.published_at`, [keyOf(key), blobId, nowSeconds()]);
           if (previous) await tx.query("DELETE FROM blobs WHERE kind = 'dirs' AND id = $1", [previous.blob_id]);
         });
         await writeFile(versionFile(key), blobId);
@@ -86,16 +83,17 @@ export function postgresSharedDirs(db: Db, dataDir: string, node: string): Share
       }
     },
     fetch(key) {
-      let pending = fetching.get(key);
+      const k = keyOf(key);
+      let pending = fetching.get(k);
       if (!pending) {
-        pending = fetchOnce(key).finally(() => fetching.delete(key));
-        fetching.set(key, pending);
+        pending = fetchOnce(k).finally(() => fetching.delete(k));
+        fetching.set(k, pending);
       }
       return pending;
     },
     async remove(key) {
       await db.transaction(async (tx) => {
-        const row = (await tx.query<{ blob_id: string }>('DELETE FROM shared_dirs WHERE key = $1 RETURNING blob_id', [key])).rows[0];
+        const row = (await tx.query<{ blob_id: string }>('DELETE FROM shared_dirs WHERE key = $1 RETURNING blob_id', [keyOf(key)])).rows[0];
         if (row) await tx.query("DELETE FROM blobs WHERE kind = 'dirs' AND id = $1", [row.blob_id]);
       });
       await rm(localDir(key), { recursive: true, force: true });

@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync, cpSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { openStore } from '../../../src/store/open.ts';
 import { openPostgresStore } from '../../../src/store/postgres/index.ts';
 import { applyPostgresMigrations, postgresMigrationsDir } from '../../../src/store/postgres/db.ts';
 import { MigrationError } from '../../../src/store/migrations.ts';
@@ -16,7 +17,7 @@ defineStoreContract({
   sharedNodes: true,
   async deployment() {
     const url = await freshDatabaseUrl();
-    return { open: (dataDir) => openPostgresStore({ url, dataDir }) };
+    return { open: (dataDir) => openStore({ dataDir, databaseUrl: url }) };
   },
 });
 
