@@ -61,22 +61,32 @@ export function postgresSharedDirs(db: Db, dataDir: string, node: string): Share
     }
   }
 
+  /** Makes `archive` (stored as blob `blobId`) the published version of `key`, or with no archive unpublishes it. */
+  const setPublished = (key: string, next?: { blobId: string; archive: string }) => db.transaction(async (tx) => {
+    // Two changes of one key take turns (even the first publish, when there is no row to lock), so none leaves a blob behind.
+    await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [keyOf(key)]);
+    const previous = (await tx.query<{ blob_id: string }>('DELETE FROM shared_dirs WHERE key = $1 RETURNING blob_id', [keyOf(key)])).rows[0];
+    if (previous) await tx.query("DELETE FROM blobs WHERE kind = 'dirs' AND id = $1", [previous.blob_id]);
+    if (next) {
+      await putChunks(tx, 'dirs', next.blobId, next.archive, node);
+      await tx.query('INSERT INTO shared_dirs (key, blob_id, published_at) VALUES ($1, $2, $3)', [keyOf(key), next.blobId, nowSeconds()]);
+    }
+  });
+
   return {
     localDir,
     async publish(key) {
+      // A folder that is not there is published as such: nobody's fetch finds it (as on SQLite, where the folder is all there is).
+      if (!(await stat(localDir(key)).then(() => true, () => false))) {
+        await setPublished(key);
+        await rm(versionFile(key), { force: true });
+        return;
+      }
       const archive = temp();
       const blobId = newId('dir-');
       try {
         await createTar({ cwd: localDir(key), file: archive, portable: true }, ['.']);
-        await db.transaction(async (tx) => {
-          await putChunks(tx, 'dirs', blobId, archive, node);
-          // Two publishes of one key take turns (even the first, when there is no row to lock), so neither leaves the other's blob behind.
-          await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [keyOf(key)]);
-          const previous = (await tx.query<{ blob_id: string }>('SELECT blob_id FROM shared_dirs WHERE key = $1', [keyOf(key)])).rows[0];
-          await tx.query(`INSERT INTO shared_dirs (key, blob_id, published_at) VALUES ($1, $2, $3)
-            ON CONFLICT (key) DO UPDATE SET blob_id = excluded.blob_id, published_at = excluded.published_at`, [keyOf(key), blobId, nowSeconds()]);
-          if (previous) await tx.query("DELETE FROM blobs WHERE kind = 'dirs' AND id = $1", [previous.blob_id]);
-        });
+        await setPublished(key, { blobId, archive });
         await writeFile(versionFile(key), blobId);
       } finally {
         await rm(archive, { force: true });
@@ -92,10 +102,7 @@ export function postgresSharedDirs(db: Db, dataDir: string, node: string): Share
       return pending;
     },
     async remove(key) {
-      await db.transaction(async (tx) => {
-        const row = (await tx.query<{ blob_id: string }>('DELETE FROM shared_dirs WHERE key = $1 RETURNING blob_id', [keyOf(key)])).rows[0];
-        if (row) await tx.query("DELETE FROM blobs WHERE kind = 'dirs' AND id = $1", [row.blob_id]);
-      });
+      await setPublished(key);
       await rm(localDir(key), { recursive: true, force: true });
       await rm(versionFile(key), { force: true });
     },

@@ -379,6 +379,8 @@ export function defineStoreContract(engine: StoreEngine): void {
       assert.equal(await s.dirs.fetch(key), dir);
       assert.equal(readFileSync(join(dir, 'adapter_config.json'), 'utf8'), '{"r":8}');
       assert.equal(await s.dirs.fetch('jobs/ftjob-none/final'), undefined);
+      await s.dirs.publish('jobs/ftjob-none/final');
+      assert.equal(await s.dirs.fetch('jobs/ftjob-none/final'), undefined, 'publishing a folder that is not there publishes nothing');
       await s.dirs.remove(key);
       assert.equal(await s.dirs.fetch(key), undefined);
       assert.equal(existsSync(dir), false);
