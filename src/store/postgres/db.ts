@@ -10,6 +10,8 @@ export interface Db {
   query<R extends object = Record<string, unknown>>(text: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
   /** Runs `fn` in one transaction (COMMIT, or ROLLBACK when it throws); inside a transaction, joins it. */
   transaction<T>(fn: (db: Db) => Promise<T>): Promise<T>;
+  /** Whether statements run inside a transaction (row locks last until it ends). */
+  readonly inTransaction: boolean;
 }
 
 // BIGINT (int8) and COUNT(*) come back as strings by default; every number localtune stores fits a double exactly.
@@ -30,12 +32,14 @@ function clientDb(client: pg.PoolClient): Db {
   const db: Db = {
     query: (text, params) => client.query(text, params),
     transaction: (fn) => fn(db),
+    inTransaction: true,
   };
   return db;
 }
 
 export function poolDb(pool: pg.Pool): Db {
   return {
+    inTransaction: false,
     query: (text, params) => pool.query(text, params),
     async transaction(fn) {
       const client = await pool.connect();

@@ -78,6 +78,8 @@ export function fineTuningJobStore(db: Db): FineTuningJobStore {
       return Object.fromEntries(r.rows.map((row) => [row.status, row.n]));
     },
     async lockClaimable(q) {
+      // Outside a transaction the row locks would end with the statement, and two nodes could take one job.
+      if (!db.inTransaction) throw new Error('lockClaimable must run inside Store.transaction');
       // SKIP LOCKED: rows another node's open claim holds are passed over, not waited for, so two claims never overlap.
       return (await db.query<JobRow>(`SELECT ${JOBS} FROM fine_tuning_jobs
         WHERE status = ANY($1::text[]) AND base_model = ANY($2::text[])

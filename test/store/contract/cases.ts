@@ -264,6 +264,7 @@ export function defineStoreContract(engine: StoreEngine): void {
       const claim = (q: Partial<Parameters<Store['jobs']['lockClaimable']>[0]>) =>
         s.transaction(async (tx) => ids(await tx.jobs.lockClaimable({ statuses: ['queued', 'running'], baseModels: ['base'], now, limit: 10, ...q })));
       assert.deepEqual(await claim({}), ['lapsed', 'older', 'free']);
+      await assert.rejects(s.jobs.lockClaimable({ statuses: ['queued'], baseModels: ['base'], now, limit: 1 }), /inside Store.transaction/);
       assert.deepEqual(await claim({ reclaimFrom: 'node-a' }), ['lapsed', 'mine', 'older', 'free']);
       assert.deepEqual(await claim({ statuses: ['queued'], limit: 1 }), ['older']);
       assert.deepEqual(await claim({ baseModels: ['elsewhere', 'base'], statuses: ['queued'] }), ['other-base', 'older', 'free']);
