@@ -5,11 +5,25 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { openStore } from '../../src/store/open.ts';
 import type { FineTunedModelRow, Store } from '../../src/store/store.ts';
-import { engineEnv } from './postgres.ts';
+import { engineEnv, freshDatabaseUrl, POSTGRES_URL_ENV } from './postgres.ts';
 
-/** Opens the store of a test server's data directory (the same engine the server runs on). */
-export async function openTestStore(dataDir: string): Promise<Store> {
-  return openStore({ dataDir, databaseUrl: (await engineEnv(dataDir)).LOCALTUNE_DATABASE_URL });
+/** A store engine to run servers on: its name and the environment that selects it. */
+export interface TestEngine {
+  name: 'sqlite' | 'postgres';
+  env: Record<string, string>;
+}
+
+/** The engines available to this run, the embedded one first; PostgreSQL (a fresh database) when a test server runs. */
+export async function testEngines(): Promise<TestEngine[]> {
+  const engines: TestEngine[] = [{ name: 'sqlite', env: {} }];
+  if (process.env[POSTGRES_URL_ENV]) engines.push({ name: 'postgres', env: { LOCALTUNE_DATABASE_URL: await freshDatabaseUrl() } });
+  return engines;
+}
+
+/** Opens the store of a test server's data directory: on `engine`, by default the one this run's servers use for it. */
+export async function openTestStore(dataDir: string, engine?: TestEngine): Promise<Store> {
+  const env = engine?.env ?? (await engineEnv(dataDir));
+  return openStore({ dataDir, databaseUrl: env.LOCALTUNE_DATABASE_URL });
 }
 
 /** Registers an adapter folder (`row.adapter_dir`, under the data dir) as a servable `ft:` model, as a finished job would. */
