@@ -137,7 +137,6 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
   const NH = config.numHeads;
   const NKV = config.numKvHeads;
   const G = NH / NKV;
-  const D = config.hiddenSize;
   const dimB: [Tensor, number] = [ids, 0];
   const dimT: [Tensor, number] = [ids, 1];
   const dimS: [Tensor, number] = [bias, 4];
@@ -163,7 +162,7 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
       ? Array.from({ length: T0 / block }, (_, i) => perRow(op.slice(bias, [i * block, 0], [(i + 1) * block, (i + 1) * block], [3, 4]))) // [B, 1, b, S_i] each
       : null;
   const rowBias = perRow(bias); // [B, 1, T, S]
-  let x = op.reshape(op.gather(weight(EMBED_TOKENS), ids, 0), [-1, D]); // [N, D]
+  let x = weight.rows(EMBED_TOKENS, ids); // [N, D]
   for (let l = 0; l < config.numLayers; l++) {
     const names = layerParameterNames(config, l);
     // Attention block.
@@ -228,12 +227,13 @@ export function finalNorm(config: ModelConfig, weight: WeightSource, x: Tensor):
 
 /** Logits of normed rows: [M, D] → [M, V] (tied heads read the embedding). */
 export function lmHead(config: ModelConfig, weight: WeightSource, h: Tensor): Tensor {
-  return op.gemm(h, weight(lmHeadName(config)), null, { transB: true }); // [M, V]
+  return weight.linear(lmHeadName(config), h, null); // [M, V]
 }
 
 /** Per row of normed rows h [M, D] against labels [M] int64 and weights [M], chunked: w·ce [M] and w·[argmax = label] [M]. */
 export function lmHeadLoss(config: ModelConfig, weight: WeightSource, h: Tensor, labels: Tensor, weights: Tensor, chunk = 256) {
-  return lmHeadCrossEntropy(h, weight(lmHeadName(config)), labels, weights, chunk);
+  // A quantized head is dequantized once for all chunks (both of each chunk's products read it), once h exists.
+  return lmHeadCrossEntropy(h, weight.matrix(lmHeadName(config), h), labels, weights, chunk);
 }
 
 export const MASKED = -1e9;

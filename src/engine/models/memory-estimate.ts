@@ -6,14 +6,14 @@ import { QUANT_LAYOUT, type Precision } from './quantize.ts';
 
 /**
  * Bytes of the base weights held at `precision`, split into the tensors kept in fp32 (4 bytes a value) and the
- * quantized projections (bits/8 a value plus one fp32 scale per block). onnxruntime's additions are not in it.
+ * quantized matrices (bits/8 a value plus one fp32 scale per block). onnxruntime's additions are not in it.
  */
 export function baseWeightBytes(config: ModelConfig, precision: Precision): { fp32: number; quantized: number; total: number } {
   let fp32 = 0;
   let quantized = 0;
   for (const spec of baseParameters(config)) {
     const n = parameterCount([spec]);
-    if (isQuantizedParameter(config, spec, precision)) quantized += (n * QUANT_LAYOUT[precision].bits) / 8 + (4 * n) / QUANT_LAYOUT[precision].blockSize;
+    if (isQuantizedParameter(spec, precision)) quantized += (n * QUANT_LAYOUT[precision].bits) / 8 + (4 * n) / QUANT_LAYOUT[precision].blockSize;
     else fp32 += 4 * n;
   }
   return { fp32, quantized, total: fp32 + quantized };

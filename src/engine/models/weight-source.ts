@@ -1,17 +1,21 @@
-// Base weights as graph tensors: external initializers into the aligned weight cache, or embedded ones for tests; projections fp32 or block-quantized.
+// Base weights as graph tensors: external initializers into the aligned weight cache, or embedded ones for tests; matrices fp32 or block-quantized.
 import { basename } from 'node:path';
 import type { ExternalData, Graph, Tensor, TypedData } from '../onnx/graph.ts';
 import * as op from '../onnx/ops.ts';
-import { quantizedLinear, type QuantizedWeight } from '../onnx/quantized.ts';
+import { dequantized, quantizedLinear, quantizedRows, type QuantizedWeight } from '../onnx/quantized.ts';
 import { byteLevels, QUANT_LAYOUT, type QuantizedTensor } from './quantize.ts';
 import type { WeightCache } from './weight-cache.ts';
 
 /** Base weights by HF name, as tensors of one graph. */
 export interface WeightSource {
-  /** A weight kept in the compute dtype (embedding, norms, biases, fp32 projections). */
+  /** A weight kept in the compute dtype (norms, biases, and every matrix of an fp32 base). */
   (name: string): Tensor;
-  /** x·Wᵀ + c for the projection weight `name` [out, in], x [M, in], c [M, out] or null: a Gemm, or a QuantizedLinear over a quantized W. */
+  /** x·Wᵀ + c for the matrix `name` [out, in], x [M, in], c [M, out] or null: a Gemm, or a QuantizedLinear over a quantized W. */
   linear(name: string, x: Tensor, c: Tensor | null): Tensor;
+  /** Rows `ids` (int, any shape) of the matrix `name` [V, D] as [n, D]: a Gather, or only those rows dequantized. */
+  rows(name: string, ids: Tensor): Tensor;
+  /** The matrix `name` [out, in] whole in the compute dtype: the weight itself, or dequantized in the graph once `after` exists (transient). */
+  matrix(name: string, after: Tensor): Tensor;
 }
 /** Makes a graph's WeightSource (each weight becomes its initializers, on first use). */
 export type WeightFactory = (g: Graph) => WeightSource;
@@ -48,14 +52,16 @@ function weightSource(
       return () => (t ??= make());
     };
     const scales = once(() => init('scales', `${name}.scales`, 'float32', [N, Q, 1])); // [N, Q, 1]
+    const codeRows = once(() => init('codes', `${name}.code_rows`, 'uint8', [N, (K * bits) / 8])); // [N, K·bits/8]
     const w: QuantizedWeight = {
       format: q.format,
       rows: N,
       cols: K,
       blockSize,
-      codes: init('codes', `${name}.codes`, 'uint8', q.format === 'nf4' ? [(N * K) / 2] : [N, Q, (blockSize * bits) / 8]),
+      codes: once(() => init('codes', `${name}.codes`, 'uint8', q.format === 'nf4' ? [(N * K) / 2] : [N, Q, (blockSize * bits) / 8])),
       scales,
-      kernelScales: q.format === 'nf4' ? scales() : init('scales', `${name}.kernel_scales`, 'float32', [N, Q]), // MatMulNBits wants [N, Q]
+      codeRows,
+      kernelScales: q.format === 'nf4' ? scales : once(() => init('scales', `${name}.kernel_scales`, 'float32', [N, Q])), // MatMulNBits wants [N, Q]
       levels: () => g.constant(byteLevels(q.format), 'float32', [256, E]), // [256, E]
     };
     quants.set(name, w);
@@ -65,6 +71,15 @@ function weightSource(
     linear(name: string, x: Tensor, c: Tensor | null): Tensor {
       const w = quantizedWeight(name);
       return w ? quantizedLinear(x, w, c) : op.gemm(x, source(name), c, { transB: true }); // [M, out]
+    },
+    rows(name: string, ids: Tensor): Tensor {
+      const w = quantizedWeight(name);
+      const table = w ? null : source(name);
+      return w ? quantizedRows(w, ids) : op.reshape(op.gather(table!, ids, 0), [-1, table!.shape[1] as number]); // [n, D]
+    },
+    matrix(name: string, after: Tensor): Tensor {
+      const w = quantizedWeight(name);
+      return w ? dequantized(w, after) : source(name); // [out, in]
     },
   });
 }
@@ -77,7 +92,7 @@ export function embeddedWeights(weights: ReadonlyMap<string, { dims: number[]; d
       (name) => {
         const w = weights.get(name);
         if (!w) throw new Error(`no base weight ${name}`);
-        if ('format' in w) throw new Error(`base weight ${name} is ${w.format}-quantized: use it as a projection`);
+        if ('format' in w) throw new Error(`base weight ${name} is ${w.format}-quantized: use it through linear, rows or matrix`);
         return g.initializer(name, g.float, w.dims, w.data);
       },
       (name) => {
@@ -96,7 +111,7 @@ export function cachedWeights(cache: WeightCache): WeightFactory {
       g,
       (name) => {
         const e = cache.manifest.tensors[name];
-        if (!e) throw new Error(`weight cache ${cache.dataPath} has no tensor ${name}`);
+        if (!e) throw new Error(`weight cache ${cache.dataPath} has no ${cache.manifest.quantized[name] ? 'fp32 ' : ''}tensor ${name}`);
         if (e.dtype !== g.float) throw new Error(`weight cache holds ${e.dtype}, graph computes in ${g.float}`);
         return g.externalInitializer(name, g.float, e.dims, { location, offset: e.offset, length: e.length });
       },

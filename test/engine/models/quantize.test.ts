@@ -12,6 +12,7 @@ import { batchFeeds, bucketOf } from '../../../src/engine/train/feeds.ts';
 import { buildLogitsGraph, buildLossGraph, IO, loraSpecs } from '../../../src/engine/train/graphs.ts';
 import { attentionBias } from '../../../src/engine/models/llama.ts';
 import type { LoraConfig } from '../../../src/engine/lora/config.ts';
+import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import { rng } from '../onnx/gradcheck.ts';
 import { randomBatch, randomTensors, randomWeights, tinyConfig } from '../fixtures.ts';
 
@@ -74,19 +75,20 @@ test('int4/int8 (MatMulNBits layout): codes = round(w/scale) + zero point, low n
   assert.deepEqual([...byteLevels('nf4').subarray(2 * 0x4b, 2 * 0x4b + 2)], [NF4_LEVELS[4], NF4_LEVELS[11]]);
 });
 
-// Projections wide enough for every format's blocks: D 64, F 128 (q/k/v/gate/up K = 64, o K = 64, down K = 128).
-const config = tinyConfig({ hidden_size: 64, intermediate_size: 128, vocab_size: 19 });
+// Matrices wide enough for every format's blocks: D 64, F 128 (embedding, head, q/k/v/gate/up K = 64, o K = 64, down K = 128).
+const configs = { untied: tinyConfig({ hidden_size: 64, intermediate_size: 128, vocab_size: 19 }), tied: tinyConfig({ hidden_size: 64, intermediate_size: 128, vocab_size: 19, tie_word_embeddings: true }) };
 const lora: LoraConfig = { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
 
-/** The model's weights with every projection quantized, and the same model over the dequantized projections in fp32. */
-function quantizedAndDequantized(format: QuantFormat) {
+/** The model's weights with every matrix quantized, and the same model over the dequantized matrices in fp32. */
+function quantizedAndDequantized(config: ModelConfig, format: QuantFormat) {
   const fp32 = randomWeights(config, 5, 'float32');
   const quantized = new Map<string, { dims: number[]; data: TypedData } | QuantizedTensor>();
   const dequantized = new Map<string, { dims: number[]; data: TypedData }>();
   let count = 0;
   for (const spec of baseParameters(config)) {
     const w = fp32.get(spec.name)!;
-    if (!isQuantizedParameter(config, spec, format)) {
+    if (!isQuantizedParameter(spec, format)) {
+      assert.equal(spec.dims.length, 1, `${spec.name} is a matrix: quantized`);
       quantized.set(spec.name, w);
       dequantized.set(spec.name, w);
       continue;
@@ -96,7 +98,7 @@ function quantizedAndDequantized(format: QuantFormat) {
     dequantized.set(spec.name, { dims: spec.dims, data: dequantize(q) });
     count++;
   }
-  assert.equal(count, config.numLayers * 7, 'every projection is quantized');
+  assert.equal(count, config.numLayers * 7 + (config.tieWordEmbeddings ? 1 : 2), 'every projection, the embedding and an untied head are quantized');
   return { quantized: embeddedWeights(quantized), dequantized: embeddedWeights(dequantized) };
 }
 
@@ -110,9 +112,10 @@ const maxRelative = (a: Float32Array, b: Float32Array) => {
   return diff / scale;
 };
 
+for (const [tying, config] of Object.entries(configs))
 for (const format of ['nf4', 'int4', 'int8'] as QuantFormat[]) {
-  test(`${format}: the forward equals an fp32 forward over the dequantized weights, and so do the LoRA gradients through it`, async () => {
-    const { quantized, dequantized } = quantizedAndDequantized(format);
+  test(`${format}, ${tying} head: the forward (quantized embedding rows, projections, head) equals an fp32 forward over the dequantized weights, and so do the LoRA gradients through it`, async () => {
+    const { quantized, dequantized } = quantizedAndDequantized(config, format);
     const opts = { device: 'cpu' as const, threads: 1 };
     // Logits with an adapter (B ≠ 0, so the LoRA path is exercised too).
     const [B, T] = [2, 6];

@@ -77,7 +77,7 @@ test('engine logits --base-precision: each quantized cache (bf16 safetensors in,
     mkdirSync(reference, { recursive: true });
     writeFileSync(join(reference, 'config.json'), JSON.stringify(json));
     const dequantized = new Map(
-      [...weights].map(([name, w]) => [name, isQuantizedParameter(config, { name, dims: w.dims }, format) ? { dims: w.dims, data: dequantize(quantize(w.data, w.dims as [number, number], format)) } : w]),
+      [...weights].map(([name, w]) => [name, isQuantizedParameter({ name, dims: w.dims }, format) ? { dims: w.dims, data: dequantize(quantize(w.data, w.dims as [number, number], format)) } : w]),
     );
     writeSafetensors(join(reference, 'model.safetensors'), dequantized);
     const [got, want] = [await logits(model, format), await logits(reference, 'fp32')];
