@@ -17,7 +17,7 @@ import * as op from '../src/engine/onnx/ops.ts';
 import { createSession } from '../src/engine/onnx/session.ts';
 import type { TrainBatch } from '../src/engine/train/batch.ts';
 import { createTrainer } from '../src/engine/train/trainer.ts';
-import { benchModel } from './lib/bench-models.ts';
+import { benchModel, QUANTIZED_ONLY } from './lib/bench-models.ts';
 
 interface Case {
   name: string;
@@ -35,8 +35,6 @@ const CASES: Case[] = [
   { name: 'llama8b-1x512', shape: 'llama8b', rows: 1, seqLen: 512 },
 ];
 const DEFAULT_CASES = ['small', 'smollm-4x256', 'smollm-1x1024'];
-/** Shapes whose fp32 weights (32 GB for 8B) would not fit this machine: measured quantized only. */
-const QUANTIZED_ONLY = new Set(['llama8b']);
 
 const { values: args } = parseArgs({
   options: {

@@ -3,7 +3,7 @@ import type { Tensor } from '../onnx/graph.ts';
 import { attention, lmHeadCrossEntropy, rmsNorm, rotary, swiGlu } from '../onnx/fused.ts';
 import * as op from '../onnx/ops.ts';
 import type { ModelConfig } from './config.ts';
-import type { WeightSource } from './weight-source.ts';
+import { HEAD_ROW_BLOCK, type WeightSource } from './weight-source.ts';
 import { EMBED_TOKENS, FINAL_NORM, layerParameterNames, lmHeadName, type LoraTarget } from './parameters.ts';
 
 // Dims: B batch rows, T new positions, P past positions, S = P + T keys, N = B·T rows of the hidden state,
@@ -225,9 +225,9 @@ export function finalNorm(config: ModelConfig, weight: WeightSource, x: Tensor):
   return rmsNorm(x, weight(FINAL_NORM), config.rmsNormEps); // [M, D]
 }
 
-/** Logits of normed rows: [M, D] → [M, V] (tied heads read the embedding). */
+/** Logits of normed rows: [M, D] → [M, V] (tied heads read the embedding; a quantized head's kernel scratch bounded to blocks of rows). */
 export function lmHead(config: ModelConfig, weight: WeightSource, h: Tensor): Tensor {
-  return weight.linear(lmHeadName(config), h, null); // [M, V]
+  return weight.linear(lmHeadName(config), h, null, HEAD_ROW_BLOCK); // [M, V]
 }
 
 /** Per row of normed rows h [M, D] against labels [M] int64 and weights [M], chunked: w·ce [M] and w·[argmax = label] [M]. */

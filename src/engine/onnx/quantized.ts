@@ -94,6 +94,14 @@ export function quantizedLinear(x: Tensor, w: QuantizedWeight, c: Tensor | null)
   return y;
 }
 
+/**
+ * Whether the forward kernel dequantizes the whole weight into fp32 scratch on every call: onnxruntime's CPU MatMulBnb4
+ * does (then one fp32 GEMM), so nf4 costs a transient fp32 copy of the matrix per call; MatMulNBits prepacks instead.
+ */
+export function dequantizesWholeWeight(w: QuantizedWeight): boolean {
+  return w.format === 'nf4';
+}
+
 /** Each QuantizedLinear node's weight, by the node's output (the weight's lazily made parts are no node inputs). */
 const weightOfOutput = new WeakMap<Tensor, QuantizedWeight>();
 

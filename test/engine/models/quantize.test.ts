@@ -6,7 +6,7 @@ import { byteLevels, dequantize, NF4_LEVELS, quantize, type QuantFormat, type Qu
 import { embeddedWeights } from '../../../src/engine/models/weight-source.ts';
 import { baseParameters } from '../../../src/engine/models/parameters.ts';
 import { isQuantizedParameter } from '../../../src/engine/models/weight-cache.ts';
-import type { TypedData } from '../../../src/engine/onnx/graph.ts';
+import { Graph, type TypedData } from '../../../src/engine/onnx/graph.ts';
 import { createSession } from '../../../src/engine/onnx/session.ts';
 import { batchFeeds, bucketOf } from '../../../src/engine/train/feeds.ts';
 import { buildLogitsGraph, buildLossGraph, IO, loraSpecs } from '../../../src/engine/train/graphs.ts';
@@ -155,3 +155,26 @@ for (const format of ['nf4', 'int4', 'int8'] as QuantFormat[]) {
     }
   });
 }
+
+test('nf4 head in blocks of rows (kernel scratch one block at a time): the logits of the whole quantized matrix, plus c', async () => {
+  const [N, K, M, block] = [200, 64, 3, 64]; // 4 blocks, the last of 8 rows
+  const q = quantize(randomMatrix(N * K, 7), [N, K], 'nf4');
+  const x = randomMatrix(M * K, 8);
+  const c = randomMatrix(M * N, 9);
+  const g = new Graph('blocks');
+  const xs = g.input('x', 'float32', [M, K]);
+  const cs = g.input('c', 'float32', [M, N]);
+  g.output(embeddedWeights(new Map([['w', q]]))(g).linear('w', xs, cs, block), 'y');
+  assert.equal(g.nodes.filter((n) => n.op === 'QuantizedLinear').length, 4);
+  const s = await createSession(g.serialize(), { device: 'cpu', threads: 1 });
+  const y = (await s.run({ x: new ort.Tensor('float32', x, [M, K]), c: new ort.Tensor('float32', c, [M, N]) })).y.data as Float32Array;
+  await s.close();
+  const w = dequantize(q);
+  const want = Float32Array.from({ length: M * N }, (_, i) => {
+    const [m, n] = [Math.floor(i / N), i % N];
+    let sum = c[i];
+    for (let k = 0; k < K; k++) sum += x[m * K + k] * w[n * K + k];
+    return sum;
+  });
+  assert.ok(maxRelative(y, want) < 1e-5, `blocked head differs by ${maxRelative(y, want)}`);
+});
