@@ -59,9 +59,9 @@ function residentMapped(file: string): number {
 
 /**
  * One (shape, precision), bare base, median decode step at batch 1 and 8 after a 32-token prompt, as tokens/s, and
- * memory per base parameter: `weights` = the base weights resident once loaded and warm, i.e. the pages of the weight
- * cache file onnxruntime has mapped and read (smaps Pss of that file) plus the native memory session creation added
- * (weights onnxruntime copied or prepacked, and its graph; measured before any run, so no activations or KV cache);
+ * memory per base parameter: the base weights resident once loaded and warm = `pages`, the weight cache file's pages
+ * onnxruntime has mapped and read (smaps Pss of that file), + `session`, the native memory session creation added
+ * (weights onnxruntime copied or prepacked, and its per-node state; measured before any run, so no activations or KV cache);
  * `total` = all the RSS the warm runner added (weights, the arena's activations and kernel scratch, the KV cache).
  * Prints JSON.
  */
@@ -91,13 +91,13 @@ async function precisionCase(shape: string, precision: Precision, threads: numbe
     return (1000 * batch) / times.sort((x, y) => x - y)[times.length >> 1];
   };
   const b1 = await rate(1);
-  if (process.env.LOCALTUNE_BENCH_DEBUG) console.error(JSON.stringify({ mapped: residentMapped(dataFile), sessionCopies, rss: process.memoryUsage().rss - rssBefore }));
   const params = parameterCount(parametersOf(config));
-  const weights = (residentMapped(dataFile) + sessionCopies) / params;
+  const pages = residentMapped(dataFile) / params;
+  const session = sessionCopies / params;
   const total = (process.memoryUsage().rss - rssBefore) / params;
   const b8 = await rate(8);
   await runner.close();
-  process.stdout.write(JSON.stringify({ b1, b8, weights, total, params }));
+  process.stdout.write(JSON.stringify({ b1, b8, pages, session, total, params }));
 }
 
 if (typeof args['precision-case'] === 'string') {
@@ -201,15 +201,15 @@ console.log(`  prefill of a 200-token prompt: ${f(prefillMs)} ms`);
 
 const precisions = String(args.precisions).split(',') as Precision[];
 for (const p of precisions) if (!PRECISIONS.includes(p)) throw new Error(`unknown precision ${p} (${PRECISIONS.join(', ')})`);
-console.log(`serve by base precision (bare base, prompt 32, median of ${PRECISION_STEPS} decode steps; bytes/param after batch-1 decoding: base weights = weight-file pages mapped + copies made at session creation; runner = all RSS it added, KV cache and arena included):`);
+console.log(`serve by base precision (bare base, prompt 32, median of ${PRECISION_STEPS} decode steps; bytes/param after batch-1 decoding: resident base weights = weight-file pages mapped (Pss) + native memory session creation added (prepacked or copied weights, and onnxruntime's per-node state); runner = all RSS it added, KV cache and arena included):`);
 for (const shape of String(args.shapes).split(',')) {
   const rows = precisions.map((precision) => {
     const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--precision-case', `${shape}:${precision}`, '--dir', String(args.dir)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    return { precision, r: JSON.parse(out) as { b1: number; b8: number; weights: number; total: number; params: number } };
+    return { precision, r: JSON.parse(out) as { b1: number; b8: number; pages: number; session: number; total: number; params: number } };
   });
   const fp32 = rows.find((x) => x.precision === 'fp32');
   for (const { precision, r } of rows) {
     const vs = fp32 && precision !== 'fp32' ? ` → ${f(r.b1 / fp32.r.b1, 2)}× / ${f(r.b8 / fp32.r.b8, 2)}× fp32's decode rate` : '';
-    console.log(`  ${shape} ${precision} (${f(r.params / 1e9, 2)}B params): ${f(r.weights, 2)} bytes/param resident base weights (runner ${f(r.total, 2)}); decode batch 1 ${f(r.b1)} tok/s, batch 8 ${f(r.b8)} tok/s${vs}`);
+    console.log(`  ${shape} ${precision} (${f(r.params / 1e9, 2)}B params): ${f(r.pages + r.session, 3)} bytes/param resident base weights (${f(r.pages, 3)} pages + ${f(r.session, 3)} session; runner ${f(r.total, 2)}); decode batch 1 ${f(r.b1, 2)} tok/s, batch 8 ${f(r.b8, 2)} tok/s${vs}`);
   }
 }

@@ -20,7 +20,7 @@ const CACHE_FORMAT = 1;
  * Bumped when what a quantized cache holds changes (2: the embedding and LM head quantized too; 1 kept them fp32), so
  * quantized caches, and the graphs built over them, rebuild; fp32 caches keep their fingerprint.
  */
-const QUANTIZED_LAYOUT = 2;
+export const QUANTIZED_LAYOUT = 2;
 
 /** Where a block-quantized projection lives: its code bytes and its fp32 block scales (see QuantizedTensor). */
 export interface QuantizedCacheEntry {
