@@ -5,7 +5,7 @@ import { parseModelConfig } from '../../src/engine/models/config.ts';
 import { baseParameters } from '../../src/engine/models/parameters.ts';
 import { writeSafetensors, type TensorToWrite } from '../../src/engine/models/safetensors.ts';
 import { QUANT_LAYOUT, type Precision, type QuantFormat, type QuantizedTensor } from '../../src/engine/models/quantize.ts';
-import { isQuantizedParameter, modelFingerprint, readWeightCache, writeWeightCache } from '../../src/engine/models/weight-cache.ts';
+import { isQuantizedParameter, modelFingerprint, quantizedBlockSize, readWeightCache, writeWeightCache } from '../../src/engine/models/weight-cache.ts';
 import { createRng, fillNormal, type Rng } from '../../src/engine/random.ts';
 
 const base = { architectures: ['LlamaForCausalLM'], rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 2048 };
@@ -26,8 +26,8 @@ export const QUANTIZED_ONLY = new Set(['llama8b']);
  * of a N(0, 0.02) block's size (its absmax ≈ 0.06). Seconds for an 8B shape, where drawing and quantizing 8·10⁹
  * normal values took too long on shared cores; the numbers are as random as the drawn ones and cost the kernels the same.
  */
-function randomQuantized(rng: Rng, dims: [number, number], format: QuantFormat): QuantizedTensor {
-  const { bits, blockSize } = QUANT_LAYOUT[format];
+function randomQuantized(rng: Rng, dims: [number, number], format: QuantFormat, blockSize: number): QuantizedTensor {
+  const { bits } = QUANT_LAYOUT[format];
   const [N, K] = dims;
   const codes = new Uint8Array((N * K * bits) / 8);
   for (let i = 0; i < codes.length; i += 4) {
@@ -61,7 +61,7 @@ export function benchModel(root: string, shape: string, precision: Precision): {
     const config = parseModelConfig(json);
     const rng = createRng(1);
     writeWeightCache(cacheDir, config, { dtype: 'float32', precision, fingerprint: modelFingerprint(modelDir, precision) }, (spec) => {
-      if (QUANTIZED_ONLY.has(shape) && isQuantizedParameter(spec, precision)) return randomQuantized(rng, spec.dims as [number, number], precision);
+      if (QUANTIZED_ONLY.has(shape) && isQuantizedParameter(spec, precision)) return randomQuantized(rng, spec.dims as [number, number], precision, quantizedBlockSize(spec, precision));
       const data = new Float32Array(spec.dims.reduce((x, y) => x * y, 1));
       return spec.dims.length === 1 ? data.fill(1) : fillNormal(rng, data, 0, 0.02);
     });

@@ -1,7 +1,7 @@
 // How many bytes a base model's weights take resident at each precision, from its config alone (no weights read).
 import type { ModelConfig } from './config.ts';
 import { baseParameters, parameterCount } from './parameters.ts';
-import { isQuantizedParameter } from './weight-cache.ts';
+import { isQuantizedParameter, quantizedBlockSize } from './weight-cache.ts';
 import { QUANT_LAYOUT, type Precision } from './quantize.ts';
 
 /**
@@ -13,7 +13,7 @@ export function baseWeightBytes(config: ModelConfig, precision: Precision): { fp
   let quantized = 0;
   for (const spec of baseParameters(config)) {
     const n = parameterCount([spec]);
-    if (isQuantizedParameter(spec, precision)) quantized += (n * QUANT_LAYOUT[precision].bits) / 8 + (4 * n) / QUANT_LAYOUT[precision].blockSize;
+    if (isQuantizedParameter(spec, precision)) quantized += (n * QUANT_LAYOUT[precision].bits) / 8 + (4 * n) / quantizedBlockSize(spec, precision);
     else fp32 += 4 * n;
   }
   return { fp32, quantized, total: fp32 + quantized };

@@ -61,7 +61,8 @@ function weightSource(
     const { q, init } = found;
     const K = q.dims[1];
     const N = (end ?? q.dims[0]) - first;
-    const { bits, blockSize } = QUANT_LAYOUT[q.format];
+    const { bits } = QUANT_LAYOUT[q.format];
+    const { blockSize } = q;
     const Q = K / blockSize;
     const E = q.format === 'int8' ? 1 : 2;
     const once = (make: () => Tensor) => {

@@ -5,7 +5,7 @@ import * as ort from 'onnxruntime-node';
 import { byteLevels, dequantize, NF4_LEVELS, quantize, type QuantFormat, type QuantizedTensor } from '../../../src/engine/models/quantize.ts';
 import { embeddedWeights } from '../../../src/engine/models/weight-source.ts';
 import { baseParameters } from '../../../src/engine/models/parameters.ts';
-import { isQuantizedParameter } from '../../../src/engine/models/weight-cache.ts';
+import { isQuantizedParameter, quantizeParameter } from '../../../src/engine/models/weight-cache.ts';
 import { Graph, type TypedData } from '../../../src/engine/onnx/graph.ts';
 import { createSession } from '../../../src/engine/onnx/session.ts';
 import { batchFeeds, bucketOf } from '../../../src/engine/train/feeds.ts';
@@ -93,7 +93,7 @@ function quantizedAndDequantized(config: ModelConfig, format: QuantFormat) {
       dequantized.set(spec.name, w);
       continue;
     }
-    const q = quantize(w.data as Float32Array, spec.dims as [number, number], format);
+    const q = quantizeParameter(spec, w.data as Float32Array, format);
     quantized.set(spec.name, q);
     dequantized.set(spec.name, { dims: spec.dims, data: dequantize(q) });
     count++;

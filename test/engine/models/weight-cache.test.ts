@@ -4,12 +4,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, openSync, readFileSync, readSync, closeSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WEIGHT_ALIGNMENT, ensureWeightCache } from '../../../src/engine/models/weight-cache.ts';
+import { WEIGHT_ALIGNMENT, ensureWeightCache, quantizeParameter } from '../../../src/engine/models/weight-cache.ts';
 import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16, writeSafetensors } from '../../../src/engine/models/safetensors.ts';
 import { writeTinyModel } from './tiny-model.ts';
 import { TINY_CONFIG_JSON, writeTinyModelDir } from '../fixtures.ts';
 import { baseParameters } from '../../../src/engine/models/parameters.ts';
-import { quantize } from '../../../src/engine/models/quantize.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'lt-wc-'));
 
@@ -110,7 +109,9 @@ test('quantized caches: each matrix (projections, embedding, untied head) as cod
       assert.equal(e.codes.offset % WEIGHT_ALIGNMENT, 0, name);
       assert.equal(e.scales.offset % WEIGHT_ALIGNMENT, 0, name);
       const s = source(name);
-      const q = quantize(new Float32Array(readAt(fp32.dataPath, s.offset, s.length).buffer.slice(0)), s.dims as [number, number], precision);
+      const q = quantizeParameter({ name, dims: s.dims }, new Float32Array(readAt(fp32.dataPath, s.offset, s.length).buffer.slice(0)), precision);
+      const vocabulary = name === 'model.embed_tokens.weight' || name === 'lm_head.weight';
+      assert.equal(e.blockSize, precision === 'nf4' && !vocabulary ? 64 : 32, `${precision} ${name}: nf4 projections in blocks of 64, everything else 32`);
       assert.deepEqual(new Uint8Array(readAt(cache.dataPath, e.codes.offset, e.codes.length)), q.codes, `${precision} ${name} codes`);
       assert.deepEqual(new Float32Array(readAt(cache.dataPath, e.scales.offset, e.scales.length).buffer.slice(0)), q.scales, `${precision} ${name} scales`);
     }
