@@ -17,10 +17,10 @@ export const WEIGHT_ALIGNMENT = 4096;
 /** Bumped when the cache layout changes, so old caches rebuild. */
 const CACHE_FORMAT = 1;
 /**
- * Bumped when what a quantized cache holds changes (2: the embedding and LM head quantized too; 1 kept them fp32), so
- * quantized caches, and the graphs built over them, rebuild; fp32 caches keep their fingerprint.
+ * Bumped when what a quantized cache holds changes (3: the embedding and LM head quantized too, nf4 ones in blocks of
+ * 32; 1 kept them fp32), so quantized caches, and the graphs built over them, rebuild; fp32 caches keep their fingerprint.
  */
-export const QUANTIZED_LAYOUT = 2;
+export const QUANTIZED_LAYOUT = 3;
 
 /** Where a block-quantized projection lives: its code bytes and its fp32 block scales (see QuantizedTensor). */
 export interface QuantizedCacheEntry {
