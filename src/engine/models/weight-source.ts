@@ -18,8 +18,12 @@ export interface WeightSource {
   linear(name: string, x: Tensor, c: Tensor | null, rowBlock?: number): Tensor;
   /** Rows `ids` (int, any shape) of the matrix `name` [V, D] as [n, D]: a Gather, or only those rows dequantized. */
   rows(name: string, ids: Tensor): Tensor;
-  /** The matrix `name` [out, in] whole in the compute dtype: the weight itself, or dequantized in the graph once `after` exists (transient). */
-  matrix(name: string, after: Tensor): Tensor;
+  /**
+   * The matrix `name` [out, in] in the compute dtype, as blocks of at most `rowBlock` rows [≤ rowBlock, in] in order:
+   * the weight itself (one block) in fp32; a quantized one dequantized in the graph once `after` exists, block after
+   * block (each waits for the previous one, so only one block's dequantization is in flight; transient).
+   */
+  matrixBlocks(name: string, after: Tensor, rowBlock: number): Tensor[];
 }
 /** Makes a graph's WeightSource (each weight becomes its initializers, on first use). */
 export type WeightFactory = (g: Graph) => WeightSource;
@@ -101,9 +105,15 @@ function weightSource(
       const table = w ? null : source(name);
       return w ? quantizedRows(w, ids) : op.reshape(op.gather(table!, ids, 0), [-1, table!.shape[1] as number]); // [n, D]
     },
-    matrix(name: string, after: Tensor): Tensor {
+    matrixBlocks(name: string, after: Tensor, rowBlock: number): Tensor[] {
       const w = quantizedWeight(name);
-      return w ? dequantized(w, after) : source(name); // [out, in]
+      if (!w) return [source(name)]; // [out, in]
+      const blocks: Tensor[] = [];
+      for (let first = 0; first < w.rows; first += rowBlock) {
+        const block = w.rows <= rowBlock ? w : quantizedWeight(name, first, Math.min(first + rowBlock, w.rows))!;
+        blocks.push(dequantized(block, blocks.at(-1) ?? after)); // [≤ rowBlock, in]
+      }
+      return blocks;
     },
   });
 }

@@ -6,7 +6,10 @@ import { byteLevels, dequantize, NF4_LEVELS, quantize, type QuantFormat, type Qu
 import { embeddedWeights } from '../../../src/engine/models/weight-source.ts';
 import { baseParameters } from '../../../src/engine/models/parameters.ts';
 import { isQuantizedParameter, quantizeParameter } from '../../../src/engine/models/weight-cache.ts';
-import { Graph, type TypedData } from '../../../src/engine/onnx/graph.ts';
+import { Graph, type Tensor, type TypedData } from '../../../src/engine/onnx/graph.ts';
+import { gradients } from '../../../src/engine/onnx/autodiff.ts';
+import { lmHeadCrossEntropy } from '../../../src/engine/onnx/fused.ts';
+import * as op from '../../../src/engine/onnx/ops.ts';
 import { createSession } from '../../../src/engine/onnx/session.ts';
 import { batchFeeds, bucketOf } from '../../../src/engine/train/feeds.ts';
 import { buildLogitsGraph, buildLossGraph, IO, loraSpecs } from '../../../src/engine/train/graphs.ts';
@@ -177,4 +180,32 @@ test('nf4 head in blocks of rows (kernel scratch one block at a time): the logit
     return sum;
   });
   assert.ok(maxRelative(y, want) < 1e-5, `blocked head differs by ${maxRelative(y, want)}`);
+});
+
+test('nf4 training head in row blocks, dequantized one after another: the loss and dh of the whole dequantized head', async () => {
+  const [V, D, K, block] = [200, 64, 6, 64]; // 4 blocks, the last of 8 rows
+  const q = quantize(randomMatrix(V * D, 10), [V, D], 'nf4');
+  const h = new ort.Tensor('float32', randomMatrix(K * D, 11), [K, D]);
+  const labels = new ort.Tensor('int64', BigInt64Array.from([0, 199, 64, 63, 128, 7], BigInt), [K]);
+  const outputs = async (blocks: (g: Graph, h: Tensor) => Tensor[]) => {
+    const g = new Graph('head');
+    const hs = g.input('h', 'float32', [K, D]);
+    const loss = op.reduceSum(lmHeadCrossEntropy(hs, blocks(g, hs), g.input('labels', 'int64', [K]), g.constant(new Array(K).fill(1), 'float32', [K]), 4).rowLoss, [0]);
+    g.output(loss, 'loss');
+    g.output(gradients(loss, [hs])[0], 'dh');
+    const s = await createSession(g.serialize(), { device: 'cpu', threads: 1 });
+    const out = await s.run({ h, labels });
+    await s.close();
+    return [out.loss.data, out.dh.data] as Float32Array[];
+  };
+  let count = 0;
+  const [blockedLoss, blockedDh] = await outputs((g, hs) => {
+    const blocks = embeddedWeights(new Map([['w', q]]))(g).matrixBlocks('w', hs, block);
+    count = blocks.length;
+    return blocks;
+  });
+  assert.equal(count, 4);
+  const [loss, dh] = await outputs((g) => [g.initializer('w', 'float32', [V, D], dequantize(q))]);
+  assert.ok(maxRelative(blockedLoss, loss) < 1e-5, `loss ${blockedLoss} vs ${loss}`);
+  assert.ok(maxRelative(blockedDh, dh) < 1e-5, `dh differs by ${maxRelative(blockedDh, dh)}`);
 });
