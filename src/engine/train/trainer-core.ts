@@ -26,7 +26,7 @@ export interface TrainerOptions {
   /** This base model's cache folder (aligned weight file and built graphs). */
   cacheDir: string;
   lora: LoraConfig;
-  /** The frozen base's precision: fp32 (default), or the projections block-quantized (QLoRA: nf4). */
+  /** The frozen base's precision: fp32 (default), or its matrices block-quantized (QLoRA: nf4). */
   precision?: Precision;
   /** Seeds the fresh adapter (A Kaiming-uniform, B zero) when `adapter` is not given. */
   seed: number;
