@@ -1,6 +1,6 @@
-// localtune command line: `localtune [serve]`, `demo`, `keys …`, `models …`, `jobs …`, `export …`, `engine …`. The only place that sets an exit code.
+// localtune command line: `localtune [serve]`, `worker`, `demo`, `keys …`, `models …`, `jobs …`, `export …`, `engine …`. The only place that sets an exit code.
 import { ConfigError, configFlags, loadConfig } from './config.ts';
-import { startServer } from './server.ts';
+import { startServer, startWorker } from './server.ts';
 import { MigrationError } from './store/migrations.ts';
 import { ApiRequestError } from './cli/api-client.ts';
 import { DEMO_USAGE, demoCommand } from './cli/demo.ts';
@@ -10,12 +10,15 @@ import { KEYS_USAGE, keysCommand } from './cli/keys.ts';
 import { MODELS_USAGE, modelsCommand } from './cli/models.ts';
 import { wantsHelp } from './cli/options.ts';
 
-const SERVE_USAGE = `usage: localtune [serve] [options]   start the API server (the default command)
+const SERVE_USAGE = `usage: localtune [serve] [--no-training] [options]   start the API server (the default command)
+       localtune worker [options]                         validate and train jobs only, no HTTP (with --database-url: one of many nodes)
+  --no-training (= --training false): this server runs no jobs; \`localtune worker\` nodes sharing its database do
 options (each also an environment variable; flags win):
   ${configFlags.join('\n  ')}
   LOCALTUNE_DEVICE=auto|cpu|cuda (environment only) picks where models run; auto uses CUDA when its provider loads`;
 
 const USAGE = `usage: localtune [serve] [options]           start the API server (default command; localtune serve --help)
+       localtune worker [options]            train jobs from the shared queue, no HTTP (localtune serve --help lists the options)
        localtune demo [options]              tune the built-in model on a customer-support set and compare answers (localtune demo --help)
        localtune keys create|list|revoke     API keys (localtune keys --help)
        localtune models list                 base models found in the models directory, and skipped folders (localtune models --help)
@@ -25,14 +28,20 @@ const USAGE = `usage: localtune [serve] [options]           start the API server
        localtune engine …                    engine verification commands (localtune engine --help)
        localtune --help`;
 
-async function serve(args: string[]): Promise<void> {
-  const server = await startServer(loadConfig(args));
+/** `--no-training` is the one flag without a value. */
+const configArgs = (args: string[]) => args.map((a) => (a === '--no-training' ? '--training=false' : a));
+
+/** Runs a node until SIGINT or SIGTERM, then closes it (each job finishes its step and saves a resume point). */
+async function untilStopped(node: Promise<{ close(): Promise<void> }>): Promise<void> {
+  const running = await node;
   const stop = () => {
-    server.close().then(() => process.exit(0), () => process.exit(1));
+    running.close().then(() => process.exit(0), () => process.exit(1));
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
 }
+
+const serve = (args: string[]) => untilStopped(startServer(loadConfig(configArgs(args))));
 
 async function main(argv: string[]): Promise<void> {
   const [first, ...rest] = argv;
@@ -42,6 +51,8 @@ async function main(argv: string[]): Promise<void> {
   switch (first) {
     case 'serve':
       return help ? console.log(SERVE_USAGE) : serve(rest);
+    case 'worker':
+      return help ? console.log(SERVE_USAGE) : untilStopped(startWorker(loadConfig(rest)));
     case 'demo':
       return help ? console.log(DEMO_USAGE) : demoCommand(rest);
     case 'keys':

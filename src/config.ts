@@ -4,8 +4,16 @@ import { resolve, join } from 'node:path';
 export interface Config {
   host: string;
   port: number;
-  /** Root of everything the server stores: db.sqlite, files/, adapters/, cache/. */
+  /** Root of everything the server stores: db.sqlite, files/, adapters/, cache/ (with PostgreSQL: this node's caches and temp files). */
   dataDir: string;
+  /** `postgres://…`: share metadata, queue and blobs with every node using the same database; undefined: the data directory's SQLite. */
+  databaseUrl: string | undefined;
+  /** This node's name in the job queue; undefined: host name, role and data directory. */
+  nodeId: string | undefined;
+  /** Seconds a node holds a job it stopped renewing (it died) before another node takes the job over. */
+  jobLeaseSeconds: number;
+  /** Whether this process validates and trains jobs (false: `serve --no-training`, API and serving only). */
+  training: boolean;
   /** Base models (built-in and user-provided Hugging Face directories). */
   modelsDir: string;
   /** Largest accepted upload, in bytes (the hosted API's limit is 512 MB). */
@@ -41,9 +49,13 @@ const MB = 1024 * 1024;
 
 /** One row per setting: flag name, environment variable, how to parse it. */
 const settings = {
-  host: { flag: '--host', env: 'LOCALTUNE_HOST', parse: parseHost },
+  host: { flag: '--host', env: 'LOCALTUNE_HOST', parse: parseString },
   port: { flag: '--port', env: 'LOCALTUNE_PORT', parse: parsePort },
   dataDir: { flag: '--data-dir', env: 'LOCALTUNE_DATA_DIR', parse: parsePath },
+  databaseUrl: { flag: '--database-url', env: 'LOCALTUNE_DATABASE_URL', parse: parseDatabaseUrl },
+  nodeId: { flag: '--node-id', env: 'LOCALTUNE_NODE_ID', parse: parseString },
+  jobLeaseSeconds: { flag: '--job-lease-seconds', env: 'LOCALTUNE_JOB_LEASE_SECONDS', parse: parsePositiveNumber },
+  training: { flag: '--training', env: 'LOCALTUNE_TRAINING', parse: parseBoolean },
   modelsDir: { flag: '--models-dir', env: 'LOCALTUNE_MODELS_DIR', parse: parsePath },
   maxUploadBytes: { flag: '--max-upload-mb', env: 'LOCALTUNE_MAX_UPLOAD_MB', parse: parseMegabytes },
   maxJsonBytes: { flag: '--max-json-mb', env: 'LOCALTUNE_MAX_JSON_MB', parse: parseMegabytes },
@@ -82,6 +94,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     host: pick('host') ?? '127.0.0.1',
     port: pick('port') ?? 8000,
     dataDir,
+    databaseUrl: pick('databaseUrl'),
+    nodeId: pick('nodeId'),
+    jobLeaseSeconds: pick('jobLeaseSeconds') ?? 30,
+    training: pick('training') ?? true,
     modelsDir: pick('modelsDir') ?? join(dataDir, 'models'),
     maxUploadBytes: pick('maxUploadBytes') ?? 512 * MB,
     maxJsonBytes: pick('maxJsonBytes') ?? 16 * MB,
@@ -114,8 +130,20 @@ function parseFlags(argv: readonly string[]): Map<string, string> {
   return out;
 }
 
-function parseHost(raw: string): string {
+function parseString(raw: string): string {
   return raw;
+}
+
+function parseDatabaseUrl(raw: string, source: string): string {
+  if (!/^postgres(ql)?:\/\//.test(raw)) throw new ConfigError(`${source}: '${raw.replace(/:[^:@/]*@/, ':***@')}' is not a postgres:// URL`);
+  return raw;
+}
+
+function parseBoolean(raw: string, source: string): boolean {
+  const v = raw.toLowerCase();
+  if (['true', '1', 'yes'].includes(v)) return true;
+  if (['false', '0', 'no'].includes(v)) return false;
+  throw new ConfigError(`${source}: '${raw}' is not true or false`);
 }
 
 function parsePort(raw: string, source: string): number {

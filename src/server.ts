@@ -1,23 +1,22 @@
-// Starting and stopping the HTTP server: open the database, recover file storage, pick the bind address, listen.
+// Starting and stopping a node: `serve` (API + serving, and training unless --no-training) and `worker` (training only).
+// Both open the store, recover file storage and run a job scheduler; `serve` also listens.
 import { once } from 'node:events';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config.ts';
 import { createApp } from './http/app.ts';
 import { keysConfigured } from './http/auth.ts';
 import type { AppContext } from './http/context.ts';
+import { removeInterruptedTransfers } from './http/model-transfer.ts';
 import { ensureDefaultModel } from './engine/models/default-model.ts';
 import { createModelPool } from './engine/serve/model-pool.ts';
 import { createMetrics } from './http/metrics.ts';
-import { fineTuningJobStore } from './store/fine-tuning-jobs.ts';
-import { apiKeyStore } from './store/api-keys.ts';
-import { blobStore } from './store/blobs.ts';
-import { openDatabase } from './store/db.ts';
-import { fileStore } from './store/files.ts';
-import { createModelCatalog } from './jobs/model-catalog.ts';
-import { createJobScheduler } from './jobs/scheduler.ts';
-import { uploadStore } from './store/uploads.ts';
+import { createModelCatalog, type ModelCatalog } from './jobs/model-catalog.ts';
+import { createJobScheduler, type JobScheduler } from './jobs/scheduler.ts';
 import { startTrainingWorker } from './jobs/worker/start-training-worker.ts';
+import { openStore } from './store/open.ts';
+import type { Store } from './store/store.ts';
 
 export interface RunningServer {
   /** Base URL without /v1, e.g. `http://127.0.0.1:8000`. */
@@ -36,36 +35,85 @@ const EXPIRY_SWEEP_MS = 60_000;
  * Removes expired files' rows and the parts of expired (or finished) uploads, then their blobs (a crash in
  * between leaves orphans, which start-up recovery removes). Returns how many files and parts it removed.
  */
-async function sweepExpiredFiles(ctx: AppContext): Promise<{ files: number; parts: number }> {
-  const fileBlobs = blobStore(ctx.config.dataDir);
-  const partBlobs = blobStore(ctx.config.dataDir, 'upload-parts');
-  const files = fileStore(ctx.db).deleteExpired();
-  const parts = uploadStore(ctx.db).sweep();
-  await Promise.all([...files.map((id) => fileBlobs.remove(id)), ...parts.map((id) => partBlobs.remove(id))]);
+async function sweepExpiredFiles(store: Store): Promise<{ files: number; parts: number }> {
+  const files = await store.files.deleteExpired();
+  const parts = await store.uploads.sweep();
+  await Promise.all([...files.map((id) => store.blobs.remove(id)), ...parts.map((id) => store.parts.remove(id))]);
   return { files: files.length, parts: parts.length };
 }
 
 /** Finishes what a crash may have left half done, before any request is served. */
-async function recoverFileStorage(ctx: AppContext, log: (line: string) => void): Promise<void> {
-  const files = fileStore(ctx.db);
-  const uploads = uploadStore(ctx.db);
+async function recoverFileStorage(store: Store, log: (line: string) => void): Promise<void> {
   // Their half-assembled files are temp files, removed just below.
-  const interrupted = uploads.resetInterruptedCompletions();
-  const expired = await sweepExpiredFiles(ctx);
-  const { temp, orphans } = blobStore(ctx.config.dataDir).recover((id) => files.exists(id));
-  const strayParts = blobStore(ctx.config.dataDir, 'upload-parts').recover((id) => uploads.partExists(id)).orphans;
+  const interrupted = await store.uploads.resetInterruptedCompletions();
+  const expired = await sweepExpiredFiles(store);
+  const { temp, orphans } = await store.blobs.recover((id) => store.files.exists(id));
+  const strayParts = (await store.parts.recover((id) => store.uploads.partExists(id))).orphans;
   if (expired.files || expired.parts || temp || orphans || interrupted || strayParts) {
     log(`file storage: removed ${expired.files} expired file(s), ${temp} unfinished upload(s), ${orphans} orphaned blob(s), `
       + `${expired.parts} part(s) of finished or expired Uploads, ${strayParts} orphaned part(s); ${interrupted} interrupted Upload completion(s) set back to pending`);
   }
 }
 
-/** Starts localtune on `config.host:config.port` (port 0 picks a free one) and logs one `listening on URL` line. */
-export async function startServer(config: Config, log: (line: string) => void = console.log): Promise<RunningServer> {
+interface Node {
+  store: Store;
+  catalog: ModelCatalog;
+  jobs: JobScheduler;
+}
+
+/** What serve and worker share: the store, the model catalog and a job scheduler (started only where this node trains). */
+async function openNode(config: Config, role: 'serve' | 'worker', log: (line: string) => void, onStep?: (jobId: string, step: number, tokens: number) => void): Promise<Node> {
   // Base models load on their first request; the built-in default is written once, here (idempotent).
   ensureDefaultModel(config.modelsDir);
-  const db = openDatabase(config.dataDir);
-  const metrics = createMetrics({ servingStats: () => models.stats(), jobs: fineTuningJobStore(db), maxBatch: config.maxBatch });
+  const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
+  const catalog = createModelCatalog({ store, dataDir: config.dataDir, modelsDir: config.modelsDir, aliases: config.modelAliases });
+  const jobs = createJobScheduler({
+    store,
+    // Stable across restarts, so a restarted node takes its own jobs back at once instead of waiting out their leases.
+    nodeId: config.nodeId ?? `${hostname()}:${role}:${config.dataDir}`,
+    leaseSeconds: config.jobLeaseSeconds,
+    dataDir: config.dataDir,
+    catalog,
+    maxConcurrentJobs: config.maxConcurrentJobs,
+    baseLearningRate: config.baseLearningRate,
+    resumePointSeconds: config.resumePointSeconds,
+    trainThreads: config.trainThreads,
+    startWorker: startTrainingWorker,
+    log,
+    onStep,
+  });
+  try {
+    await recoverFileStorage(store, log);
+    return { store, catalog, jobs };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}
+
+export interface RunningWorker {
+  /** Lets each running job finish its step and save a resume point, then closes the store. */
+  close(): Promise<void>;
+}
+
+/** `localtune worker`: validates and trains jobs from the shared queue; no HTTP. */
+export async function startWorker(config: Config, log: (line: string) => void = console.log): Promise<RunningWorker> {
+  const node = await openNode(config, 'worker', log);
+  // Jobs this node held before it stopped continue; then it takes jobs nobody holds.
+  await node.jobs.start();
+  log(`localtune worker started: up to ${config.maxConcurrentJobs} job(s) at once`);
+  return {
+    async close() {
+      await node.jobs.close();
+      await node.store.close();
+    },
+  };
+}
+
+/** Starts localtune on `config.host:config.port` (port 0 picks a free one) and logs one `listening on URL` line. */
+export async function startServer(config: Config, log: (line: string) => void = console.log): Promise<RunningServer> {
+  const metrics = createMetrics({ servingStats: () => models.stats(), jobs: () => node.store.jobs, maxBatch: config.maxBatch });
+  const node = await openNode(config, 'serve', log, metrics.trainingStep);
   const models = createModelPool({
     modelsDir: config.modelsDir,
     cacheDir: join(config.dataDir, 'cache'),
@@ -75,37 +123,26 @@ export async function startServer(config: Config, log: (line: string) => void = 
     log,
     observe: metrics.serving,
   });
-  const catalog = createModelCatalog({ db, dataDir: config.dataDir, modelsDir: config.modelsDir, aliases: config.modelAliases });
-  const jobs = createJobScheduler({
-    db,
-    dataDir: config.dataDir,
-    catalog,
-    maxConcurrentJobs: config.maxConcurrentJobs,
-    baseLearningRate: config.baseLearningRate,
-    resumePointSeconds: config.resumePointSeconds,
-    trainThreads: config.trainThreads,
-    startWorker: startTrainingWorker,
-    log,
-    onStep: metrics.trainingStep,
-  });
-  const ctx: AppContext = { config, db, log, catalog, models, jobs, metrics };
+  const { store, catalog, jobs } = node;
+  const ctx: AppContext = { config, store, log, catalog, models, jobs, metrics };
   try {
-    await recoverFileStorage(ctx, log);
+    await removeInterruptedTransfers(ctx);
     // Jobs left validating or running by the last run (a crash, a kill) continue; none is lost.
-    jobs.start();
+    if (config.training) await jobs.start();
     let host = config.host;
-    if (!keysConfigured(apiKeyStore(db), config.apiKeys)) {
+    const keysAtStart = await keysConfigured(store.keys, config.apiKeys);
+    if (!keysAtStart) {
       if (!LOOPBACK.has(host)) log(`no API keys configured: refusing to listen on ${host}, using 127.0.0.1`);
       host = '127.0.0.1';
       log('no API keys configured: accepting any bearer token (project "default"); create one with `localtune keys create --project NAME`');
     }
-    const server = createApp(ctx, { requireKeys: !LOOPBACK.has(host) }).listen(config.port, host);
+    const server = createApp(ctx, { requireKeys: !LOOPBACK.has(host), keysAtStart }).listen(config.port, host);
     await once(server, 'listening');
     const { address, port } = server.address() as AddressInfo;
     const url = `http://${address.includes(':') ? `[${address}]` : address}:${port}`;
-    log(`localtune listening on ${url}`);
+    log(`localtune listening on ${url}${config.training ? '' : ' (no training: jobs run on `localtune worker` nodes)'}`);
     const expirySweep = setInterval(() => {
-      sweepExpiredFiles(ctx).catch((err: unknown) => log(`file storage: expiry sweep failed: ${(err as Error).message}`));
+      sweepExpiredFiles(store).catch((err: unknown) => log(`file storage: expiry sweep failed: ${(err as Error).message}`));
     }, EXPIRY_SWEEP_MS).unref();
     return {
       url,
@@ -120,12 +157,12 @@ export async function startServer(config: Config, log: (line: string) => void = 
         await closed;
         await jobsClosed;
         await models.close();
-        db.close();
+        await store.close();
       },
     };
   } catch (err) {
     await jobs.close();
-    db.close();
+    await store.close();
     throw err;
   }
 }

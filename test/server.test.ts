@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openDatabase } from '../src/store/db.ts';
+import { openDatabase } from '../src/store/sqlite/db.ts';
 
 test('serve exits with a clear message when an applied migration was altered', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'localtune-refuse-'));

@@ -13,7 +13,6 @@ import { modelTransferRouter } from './model-transfer.ts';
 import { fineTuningJobsRouter } from './fine-tuning-jobs.ts';
 import { uploadsRouter } from './uploads.ts';
 import { metricsRouter } from './metrics.ts';
-import { apiKeyStore } from '../store/api-keys.ts';
 
 /** `x-request-id` on every response (the SDKs expose it as `requestID` / `_request_id`). */
 const requestId: RequestHandler = (req, res, next) => {
@@ -28,7 +27,7 @@ function resourceRouters(ctx: AppContext): Router[] {
 }
 
 /** `requireKeys`: the server listens beyond loopback, so /v1 never runs without keys (see authenticate). */
-export function createApp(ctx: AppContext, o: { requireKeys: boolean }): Express {
+export function createApp(ctx: AppContext, o: { requireKeys: boolean; keysAtStart: boolean }): Express {
   const app = express();
   app.disable('x-powered-by');
   // qs parsing so `metadata[key]=value` and `a[]=x` arrive as objects and arrays.
@@ -37,7 +36,7 @@ export function createApp(ctx: AppContext, o: { requireKeys: boolean }): Express
   app.use(express.json({ limit: ctx.config.maxJsonBytes, type: ['application/json', 'application/*+json'] }));
 
   const v1 = express.Router();
-  const auth = authenticate(apiKeyStore(ctx.db), ctx.config.apiKeys, { requireKeys: o.requireKeys, log: ctx.log });
+  const auth = authenticate(ctx.store.keys, ctx.config.apiKeys, { requireKeys: o.requireKeys, keysAtStart: o.keysAtStart, log: ctx.log });
   v1.use(ctx.metrics.http);
   v1.use(auth);
   for (const router of resourceRouters(ctx)) v1.use(router);

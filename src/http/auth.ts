@@ -2,11 +2,12 @@
 import type { RequestHandler } from 'express';
 import type { ApiKeyGrant } from '../config.ts';
 import { DEFAULT_PROJECT } from '../contract.ts';
-import { hashKey, type ApiKeyStore } from '../store/api-keys.ts';
+import { hashKey } from '../store/ids.ts';
+import type { ApiKeyStore } from '../store/store.ts';
 import { ApiError } from './errors.ts';
 
 /** Whether the server must check keys: any configured grant or any active stored key. */
-export function keysConfigured(keys: ApiKeyStore, grants: readonly ApiKeyGrant[]): boolean {
+export async function keysConfigured(keys: ApiKeyStore, grants: readonly ApiKeyGrant[]): Promise<boolean> {
   return grants.length > 0 || keys.hasActiveKeys();
 }
 
@@ -20,15 +21,15 @@ export interface AuthOptions {
 }
 
 /** Keys come from the database (`localtune keys create`) and from configuration (`LOCALTUNE_API_KEYS`). */
-export function authenticate(keys: ApiKeyStore, grants: readonly ApiKeyGrant[], o: AuthOptions): RequestHandler {
+export function authenticate(keys: ApiKeyStore, grants: readonly ApiKeyGrant[], o: AuthOptions & { keysAtStart: boolean }): RequestHandler {
   // Configured keys are compared by hash too, so no plaintext comparison leaks timing.
   const granted = new Map(grants.map((g) => [hashKey(g.key), g.project]));
-  const projectOf = (key: string) => granted.get(hashKey(key)) ?? keys.projectOf(key);
+  const projectOf = async (key: string) => granted.get(hashKey(key)) ?? keys.projectOf(key);
   // Logged when it changes while the server runs (the start-up lines say how it began).
-  let hadKeys = keysConfigured(keys, grants);
-  return (req, _res, next) => {
+  let hadKeys = o.keysAtStart;
+  return async (req, _res, next) => {
     // Checked per request so a key created or revoked while the server runs takes effect at once.
-    const hasKeys = keysConfigured(keys, grants);
+    const hasKeys = await keysConfigured(keys, grants);
     if (hasKeys !== hadKeys) {
       hadKeys = hasKeys;
       if (hasKeys) o.log('API keys exist now: every /v1 request needs a valid key');
@@ -47,7 +48,7 @@ export function authenticate(keys: ApiKeyStore, grants: readonly ApiKeyGrant[], 
     if (!match) {
       return next(new ApiError(401, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", { type: 'invalid_request_error' }));
     }
-    const project = projectOf(match[1]!);
+    const project = await projectOf(match[1]!);
     if (!project) {
       const shown = match[1]!.length > 8 ? `${match[1]!.slice(0, 6)}…${match[1]!.slice(-4)}` : '***';
       return next(new ApiError(401, `Incorrect API key provided: ${shown}.`, { type: 'invalid_request_error', code: 'invalid_api_key' }));

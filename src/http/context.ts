@@ -1,6 +1,6 @@
 // What every router is built from (AppContext), and the fields our middleware adds to express requests.
 import type { Config } from '../config.ts';
-import type { Db } from '../store/db.ts';
+import type { Store } from '../store/store.ts';
 import type { ModelPool } from '../engine/serve/model-pool.ts';
 import type { ModelCatalog } from '../jobs/model-catalog.ts';
 import type { JobScheduler } from '../jobs/scheduler.ts';
@@ -8,7 +8,8 @@ import type { Metrics } from './metrics.ts';
 
 export interface AppContext {
   config: Config;
-  db: Db;
+  /** Every table and blob, on whichever engine the configuration chose. */
+  store: Store;
   /** The server's log (one line per call): what went wrong where no response can say it, and state changes. */
   log: (line: string) => void;
   /** Model ids (aliases followed) → base model folders and fine-tuned adapter folders. */

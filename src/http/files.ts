@@ -6,9 +6,8 @@ import type { AppContext } from './context.ts';
 import { badRequest, noSuchObject } from './errors.ts';
 import { singleFileUpload } from './multipart.ts';
 import { validate, type BodyOf, type QueryOf } from './validation.ts';
-import { blobStore, type BlobStore } from '../store/blobs.ts';
-import { fileStore, type FileRow, type FileStore } from '../store/files.ts';
 import { newId, nowSeconds } from '../store/ids.ts';
+import type { BlobStore, FileRow, FileStore } from '../store/store.ts';
 import type { components } from './openapi-types.ts';
 
 type FileObject = components['schemas']['OpenAIFile'];
@@ -65,7 +64,7 @@ export interface NewFile {
  * content checks, then the blob made durable, then `record` inserts the row (and may change more in the same
  * transaction). The blob is on disk before its row exists; if `record` throws, the blob is removed again.
  */
-export async function createFile(blobs: BlobStore, file: NewFile, record: (row: FileRow) => void): Promise<FileRow> {
+export async function createFile(blobs: BlobStore, file: NewFile, record: (row: FileRow) => Promise<void>): Promise<FileRow> {
   if (file.purpose === 'fine-tune') await checkFineTuneJsonl(file.tempPath, file.filename, file.param);
   const createdAt = nowSeconds();
   const row: FileRow = {
@@ -81,7 +80,7 @@ export async function createFile(blobs: BlobStore, file: NewFile, record: (row: 
   };
   await blobs.commit(file.tempPath, row.id);
   try {
-    record(row);
+    await record(row);
   } catch (err) {
     await blobs.remove(row.id);
     throw err;
@@ -89,7 +88,7 @@ export async function createFile(blobs: BlobStore, file: NewFile, record: (row: 
   return row;
 }
 
-export function filesRouter(ctx: AppContext, files: FileStore = fileStore(ctx.db), blobs: BlobStore = blobStore(ctx.config.dataDir)): Router {
+export function filesRouter(ctx: AppContext, files: FileStore = ctx.store.files, blobs: BlobStore = ctx.store.blobs): Router {
   const router = Router();
 
   const filePart = { field: 'file', maxBytes: ctx.config.maxUploadBytes, tooLargeMessage: 'File is too large for this server (see --max-upload-mb).' };
@@ -109,9 +108,9 @@ export function filesRouter(ctx: AppContext, files: FileStore = fileStore(ctx.db
     res.json(toFileObject(row));
   });
 
-  router.get('/files', validate('listFiles'), (req, res) => {
+  router.get('/files', validate('listFiles'), async (req, res) => {
     const q = req.validQuery as QueryOf<'listFiles'>;
-    const page = files.list(req.project, { purpose: q.purpose, limit: q.limit ?? 10000, order: q.order ?? 'desc', after: q.after });
+    const page = await files.list(req.project, { purpose: q.purpose, limit: q.limit ?? 10000, order: q.order ?? 'desc', after: q.after });
     if (!page) throw badRequest(`No such File object: ${q.after} (the 'after' cursor must be the id of a listed file).`, 'after');
     res.json({
       object: 'list',
@@ -122,14 +121,14 @@ export function filesRouter(ctx: AppContext, files: FileStore = fileStore(ctx.db
     });
   });
 
-  router.get('/files/:file_id', validate('retrieveFile'), (req, res) => {
-    const row = files.get(req.project, req.params.file_id as string);
+  router.get('/files/:file_id', validate('retrieveFile'), async (req, res) => {
+    const row = await files.get(req.project, req.params.file_id as string);
     if (!row) throw noSuchObject('File', req.params.file_id as string);
     res.json(toFileObject(row));
   });
 
   router.get('/files/:file_id/content', validate('downloadFile'), async (req, res) => {
-    const row = files.get(req.project, req.params.file_id as string);
+    const row = await files.get(req.project, req.params.file_id as string);
     if (!row) throw noSuchObject('File', req.params.file_id as string);
     res.setHeader('content-type', 'application/octet-stream');
     res.setHeader('content-length', String(row.bytes));
@@ -143,7 +142,7 @@ export function filesRouter(ctx: AppContext, files: FileStore = fileStore(ctx.db
 
   router.delete('/files/:file_id', validate('deleteFile'), async (req, res) => {
     const id = req.params.file_id as string;
-    if (!files.delete(req.project, id)) throw noSuchObject('File', id);
+    if (!(await files.delete(req.project, id))) throw noSuchObject('File', id);
     // A crash between these two leaves a blob without a row, which start-up recovery removes.
     await blobs.remove(id);
     res.json({ id, object: 'file', deleted: true });

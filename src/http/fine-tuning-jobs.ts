@@ -6,9 +6,7 @@ import { TransitionRefused } from '../jobs/lifecycle.ts';
 import { loraFromRequest, loraToWire } from '../jobs/lora-settings.ts';
 import { TRAINABLE_METHODS } from '../jobs/methods.ts';
 import type { RequestedHyperparameters } from '../jobs/validate-files.ts';
-import { fileStore } from '../store/files.ts';
-import type { FineTunedModelRow } from '../store/fine-tuned-models.ts';
-import { fineTuningJobStore, type CheckpointRow, type EventRow, type JobRow } from '../store/fine-tuning-jobs.ts';
+import type { CheckpointRow, EventRow, FineTunedModelRow, JobRow } from '../store/store.ts';
 import { newId, nowSeconds } from '../store/ids.ts';
 import type { AppContext } from './context.ts';
 import { badRequest, noSuchObject } from './errors.ts';
@@ -91,34 +89,33 @@ function requestedHyperparameters(body: CreateBody, method: 'supervised' | 'dpo'
 
 export function fineTuningJobsRouter(ctx: AppContext): Router {
   const router = Router();
-  const jobs = fineTuningJobStore(ctx.db);
-  const files = fileStore(ctx.db);
+  const { jobs, files } = ctx.store;
 
   /** `model` (or its alias) → the local base model and, for an `ft:` model of the project, the model whose adapter training continues from. */
-  function resolveTrainingModel(project: string, model: string): { base: string; start: FineTunedModelRow | null } {
-    const found = ctx.catalog.find(project, model);
+  async function resolveTrainingModel(project: string, model: string): Promise<{ base: string; start: FineTunedModelRow | null }> {
+    const found = await ctx.catalog.find(project, model);
     if (found) return { base: found.baseModel, start: found.kind === 'fine-tuned' ? found.row : null };
     throw badRequest(`Model ${model} is not available for fine-tuning or does not exist. Use a base model listed by GET /v1/models, an alias, or one of your ft: models.`, 'model', 'model_not_available');
   }
 
-  function checkFile(project: string, id: string, param: 'training_file' | 'validation_file') {
-    const file = files.get(project, id);
+  async function checkFile(project: string, id: string, param: 'training_file' | 'validation_file') {
+    const file = await files.get(project, id);
     if (!file) throw badRequest(`invalid ${param}: ${id} (no such file in this project)`, param, 'invalid_file');
     if (file.purpose !== 'fine-tune') throw badRequest(`invalid ${param}: ${id} has purpose '${file.purpose}'; fine-tuning needs a file uploaded with purpose 'fine-tune'.`, param, 'invalid_file_purpose');
   }
 
   /** Runs a state change; a refused one is a 400 naming the job's status. */
-  function change(project: string, id: string, apply: (id: string) => JobRow): JobRow {
-    if (!jobs.get(project, id)) throw notFound(id);
+  async function change(project: string, id: string, apply: (id: string) => Promise<JobRow>): Promise<JobRow> {
+    if (!(await jobs.get(project, id))) throw notFound(id);
     try {
-      return apply(id);
+      return await apply(id);
     } catch (err) {
       if (err instanceof TransitionRefused) throw badRequest(err.message, null, 'invalid_job_status');
       throw err;
     }
   }
 
-  router.post('/fine_tuning/jobs', validate('createFineTuningJob'), (req, res) => {
+  router.post('/fine_tuning/jobs', validate('createFineTuningJob'), async (req, res) => {
     const body = req.body as CreateBody;
     if (body.integrations && body.integrations.length > 0) {
       throw badRequest('localtune supports no fine-tuning integrations (such as wandb); leave out `integrations`.', 'integrations', 'unsupported_integration');
@@ -128,9 +125,9 @@ export function fineTuningJobsRouter(ctx: AppContext): Router {
       throw badRequest(`Fine-tuning method '${method}' is not supported by this server (supported: ${[...TRAINABLE_METHODS].join(', ')}).`, 'method.type', 'unsupported_method');
     }
     const hyperparameters = requestedHyperparameters(body, method as 'supervised' | 'dpo');
-    const { base, start } = resolveTrainingModel(req.project, body.model);
-    checkFile(req.project, body.training_file, 'training_file');
-    if (body.validation_file) checkFile(req.project, body.validation_file, 'validation_file');
+    const { base, start } = await resolveTrainingModel(req.project, body.model);
+    await checkFile(req.project, body.training_file, 'training_file');
+    if (body.validation_file) await checkFile(req.project, body.validation_file, 'validation_file');
     let lora: string;
     try {
       lora = JSON.stringify(loraFromRequest(body.lora ?? {}));
@@ -168,56 +165,58 @@ export function fineTuningJobsRouter(ctx: AppContext): Router {
       result_file: null,
       queued_at: null,
       base_precision: basePrecision,
+      owner: null,
+      lease_expires_at: null,
     };
     const validating = row.validation_file
       ? `Validating training file: ${row.training_file} and validation file: ${row.validation_file}`
       : `Validating training file: ${row.training_file}`;
-    jobs.insert(row, [{ message: `Created fine-tuning job: ${id}` }, { message: validating }]);
-    ctx.jobs.submit(id);
+    await jobs.insert(row, [{ message: `Created fine-tuning job: ${id}` }, { message: validating }]);
+    await ctx.jobs.submit(id);
     res.json(toJobObject(row));
   });
 
-  router.get('/fine_tuning/jobs', validate('listFineTuningJobs'), (req, res) => {
+  router.get('/fine_tuning/jobs', validate('listFineTuningJobs'), async (req, res) => {
     const q = req.validQuery as QueryOf<'listFineTuningJobs'>;
     const metadata = q.metadata === undefined ? undefined : typeof q.metadata === 'string' ? null : q.metadata;
-    const page = jobs.list(req.project, { limit: q.limit ?? 20, after: q.after, metadata });
+    const page = await jobs.list(req.project, { limit: q.limit ?? 20, after: q.after, metadata });
     if (!page) throw badRequest(`No such FineTuningJob object: ${q.after} (the 'after' cursor must be the id of a listed job).`, 'after');
     res.json({ object: 'list', data: page.rows.map(toJobObject), has_more: page.hasMore });
   });
 
-  router.get('/fine_tuning/jobs/:fine_tuning_job_id', validate('retrieveFineTuningJob'), (req, res) => {
+  router.get('/fine_tuning/jobs/:fine_tuning_job_id', validate('retrieveFineTuningJob'), async (req, res) => {
     const id = req.params.fine_tuning_job_id as string;
-    const row = jobs.get(req.project, id);
+    const row = await jobs.get(req.project, id);
     if (!row) throw notFound(id);
     res.json(toJobObject(row));
   });
 
-  router.post('/fine_tuning/jobs/:fine_tuning_job_id/cancel', validate('cancelFineTuningJob'), (req, res) => {
-    res.json(toJobObject(change(req.project, req.params.fine_tuning_job_id as string, ctx.jobs.cancel)));
+  router.post('/fine_tuning/jobs/:fine_tuning_job_id/cancel', validate('cancelFineTuningJob'), async (req, res) => {
+    res.json(toJobObject(await change(req.project, req.params.fine_tuning_job_id as string, ctx.jobs.cancel)));
   });
 
-  router.post('/fine_tuning/jobs/:fine_tuning_job_id/pause', validate('pauseFineTuningJob'), (req, res) => {
-    res.json(toJobObject(change(req.project, req.params.fine_tuning_job_id as string, ctx.jobs.pause)));
+  router.post('/fine_tuning/jobs/:fine_tuning_job_id/pause', validate('pauseFineTuningJob'), async (req, res) => {
+    res.json(toJobObject(await change(req.project, req.params.fine_tuning_job_id as string, ctx.jobs.pause)));
   });
 
-  router.post('/fine_tuning/jobs/:fine_tuning_job_id/resume', validate('resumeFineTuningJob'), (req, res) => {
-    res.json(toJobObject(change(req.project, req.params.fine_tuning_job_id as string, ctx.jobs.resume)));
+  router.post('/fine_tuning/jobs/:fine_tuning_job_id/resume', validate('resumeFineTuningJob'), async (req, res) => {
+    res.json(toJobObject(await change(req.project, req.params.fine_tuning_job_id as string, ctx.jobs.resume)));
   });
 
-  router.get('/fine_tuning/jobs/:fine_tuning_job_id/events', validate('listFineTuningEvents'), (req, res) => {
+  router.get('/fine_tuning/jobs/:fine_tuning_job_id/events', validate('listFineTuningEvents'), async (req, res) => {
     const id = req.params.fine_tuning_job_id as string;
     const q = req.validQuery as QueryOf<'listFineTuningEvents'>;
-    if (!jobs.get(req.project, id)) throw notFound(id);
-    const page = jobs.listEvents(id, { after: q.after, limit: q.limit ?? 20 });
+    if (!(await jobs.get(req.project, id))) throw notFound(id);
+    const page = await jobs.listEvents(id, { after: q.after, limit: q.limit ?? 20 });
     if (!page) throw badRequest(`No such event of job ${id}: ${q.after} (the 'after' cursor must be the id of a listed event).`, 'after');
     res.json({ object: 'list', data: page.rows.map(toEventObject), has_more: page.hasMore });
   });
 
-  router.get('/fine_tuning/jobs/:fine_tuning_job_id/checkpoints', validate('listFineTuningJobCheckpoints'), (req, res) => {
+  router.get('/fine_tuning/jobs/:fine_tuning_job_id/checkpoints', validate('listFineTuningJobCheckpoints'), async (req, res) => {
     const id = req.params.fine_tuning_job_id as string;
     const q = req.validQuery as QueryOf<'listFineTuningJobCheckpoints'>;
-    if (!jobs.get(req.project, id)) throw notFound(id);
-    const page = jobs.listCheckpoints(id, { after: q.after, limit: q.limit ?? 10 });
+    if (!(await jobs.get(req.project, id))) throw notFound(id);
+    const page = await jobs.listCheckpoints(id, { after: q.after, limit: q.limit ?? 10 });
     if (!page) throw badRequest(`No such checkpoint of job ${id}: ${q.after} (the 'after' cursor must be the id of a listed checkpoint).`, 'after');
     const data = page.rows.map(toCheckpointObject);
     res.json({ object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: page.hasMore });

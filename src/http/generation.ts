@@ -18,11 +18,11 @@ export interface ResolvedModel {
 
 /** Resolves `id` for `project`: a base model, an `ft:` model / checkpoint of the project (its adapter loaded on first use), or an alias of either. */
 export async function resolveModel(ctx: AppContext, project: string, id: string): Promise<ResolvedModel> {
-  const model = ctx.catalog.find(project, id);
+  const model = await ctx.catalog.find(project, id);
   if (!model) throw modelNotFound(id);
   // An ft: model is served on the base precision it was trained on (its adapter was fitted to those weights).
   const served = await ctx.models.model(model.baseModel, model.kind === 'fine-tuned' ? model.row.base_precision : undefined);
-  return { served, adapter: model.kind === 'fine-tuned' ? ctx.models.adapter(model.id, model.adapterDir, served) : null };
+  return { served, adapter: model.kind === 'fine-tuned' ? ctx.models.adapter(model.id, await ctx.catalog.adapterDirOf(model.row), served) : null };
 }
 
 /** The request fields both endpoints read. */

@@ -3,7 +3,7 @@
 import { Router, type RequestHandler } from 'express';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ModelPoolStats, ServingObserver } from '../engine/serve/model-pool.ts';
-import type { FineTuningJobStore } from '../store/fine-tuning-jobs.ts';
+import type { FineTuningJobStore } from '../store/store.ts';
 import { validate } from './validation.ts';
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
@@ -12,7 +12,8 @@ const TOKEN_LATENCY_BUCKETS = [0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0
 export interface MetricsSources {
   /** The model pool's state (a function: the pool is made after the metrics it reports into). */
   servingStats: () => ModelPoolStats;
-  jobs: FineTuningJobStore;
+  /** The jobs table (a function: the store opens after the metrics that training reports into). */
+  jobs: () => FineTuningJobStore;
   maxBatch: number;
 }
 
@@ -84,9 +85,10 @@ export function createMetrics(sources: MetricsSources): Metrics {
   // Training.
   new Gauge({
     name: 'localtune_fine_tuning_jobs', help: 'Fine-tuning jobs by status (all projects).', labelNames: ['status'], registers,
-    collect() {
+    async collect() {
+      const counts = await sources.jobs().countByStatus();
       this.reset();
-      for (const [status, n] of Object.entries(sources.jobs.countByStatus())) this.set({ status }, n);
+      for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
     },
   });
   const stepSeconds = new Histogram({ name: 'localtune_training_step_seconds', help: 'Time between consecutive training steps of a job.', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120], registers });
@@ -94,9 +96,9 @@ export function createMetrics(sources: MetricsSources): Metrics {
   const lastSteps = new Map<string, { step: number; tokens: number; at: number; tokensPerSecond: number | null }>();
   new Gauge({
     name: 'localtune_training_tokens_per_second', help: 'Tokens per second of each running job over its last step.', labelNames: ['job'], registers,
-    collect() {
+    async collect() {
+      const running = new Set((await sources.jobs().inStatus(['running'])).map((j) => j.id));
       this.reset();
-      const running = new Set(sources.jobs.inStatus(['running']).map((j) => j.id));
       for (const [job, last] of lastSteps) {
         if (!running.has(job)) lastSteps.delete(job);
         else if (last.tokensPerSecond !== null) this.set({ job }, last.tokensPerSecond);

@@ -11,9 +11,8 @@ import { ExportRefused, checkExportRequest, exportFileName, isSingleFile } from 
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, loadAdapter } from '../engine/lora/peft.ts';
 import { parseModelConfig } from '../engine/models/config.ts';
 import { workerPriority } from '../jobs/worker/start-training-worker.ts';
-import { blobStore } from '../store/blobs.ts';
-import { fineTunedModelStore, type FineTunedModelRow } from '../store/fine-tuned-models.ts';
 import { nowSeconds, randomAlnum } from '../store/ids.ts';
+import type { FineTunedModelRow } from '../store/store.ts';
 import type { AppContext } from './context.ts';
 import { badRequest } from './errors.ts';
 import { disconnectSignal, isAbort, modelNotFound } from './generation.ts';
@@ -26,28 +25,31 @@ const IMPORTS_DIR = 'imports';
 /** The files a download is made of while it is being sent; removed afterwards (and at the next start, when interrupted). */
 const EXPORTS_TMP = join('tmp', 'exports');
 
+/** What a stopped server left: downloads being sent, and imports that died between their folder and their row. */
+export async function removeInterruptedTransfers(ctx: AppContext): Promise<void> {
+  rmSync(join(ctx.config.dataDir, EXPORTS_TMP), { recursive: true, force: true });
+  const importsDir = join(ctx.config.dataDir, IMPORTS_DIR);
+  if (existsSync(importsDir)) await ctx.catalog.removeUnusedAdapterDirs(readdirSync(importsDir).map((name) => join(importsDir, name)));
+}
+
 export function modelTransferRouter(ctx: AppContext): Router {
   const IMPORT_PARTS = { fields: ['adapter_config', 'adapter_model'], maxBytes: ctx.config.maxUploadBytes, tooLargeMessage: 'Adapter file is too large for this server (see --max-upload-mb).' };
   const router = Router();
-  const models = fineTunedModelStore(ctx.db);
   const dataDir = ctx.config.dataDir;
-  // What a stopped server left: downloads being sent, and imports that died between their folder and their row.
-  rmSync(join(dataDir, EXPORTS_TMP), { recursive: true, force: true });
   mkdirSync(join(dataDir, EXPORTS_TMP), { recursive: true });
   const importsDir = join(dataDir, IMPORTS_DIR);
-  if (existsSync(importsDir)) ctx.catalog.removeUnusedAdapterDirs(readdirSync(importsDir).map((name) => join(importsDir, name)));
 
   /** A model id of the project (aliases followed) → its base model folder and adapter folder (null for a base model). 404 otherwise. */
-  function locate(project: string, id: string): { modelDir: string; adapterDir: string | null } {
-    const model = ctx.catalog.find(project, id);
+  async function locate(project: string, id: string): Promise<{ modelDir: string; adapterDir: string | null }> {
+    const model = await ctx.catalog.find(project, id);
     if (!model) throw modelNotFound(id);
-    return { modelDir: ctx.catalog.baseModelDir(model.baseModel), adapterDir: model.kind === 'fine-tuned' ? model.adapterDir : null };
+    return { modelDir: ctx.catalog.baseModelDir(model.baseModel), adapterDir: model.kind === 'fine-tuned' ? await ctx.catalog.adapterDirOf(model.row) : null };
   }
 
   router.get('/models/:model/export', validate('exportModel'), async (req, res) => {
     const id = req.params.model as string;
     const q = req.validQuery as QueryOf<'exportModel'>;
-    const { modelDir, adapterDir } = locate(req.project, id);
+    const { modelDir, adapterDir } = await locate(req.project, id);
     const format = q.format;
     const dtype = q.dtype ?? null;
     try {
@@ -82,14 +84,14 @@ export function modelTransferRouter(ctx: AppContext): Router {
     }
   });
 
-  router.post('/models/import', namedFilesUpload(blobStore(dataDir), IMPORT_PARTS), validate('importModel'), (req, res) => {
+  router.post('/models/import', namedFilesUpload(ctx.store.blobs, IMPORT_PARTS), validate('importModel'), async (req, res) => {
     const body = req.body as BodyOf<'importModel'>;
     const parts = (req.files ?? {}) as Record<string, Express.Multer.File[] | undefined>;
     const configPart = parts.adapter_config?.[0];
     const weightsPart = parts.adapter_model?.[0];
     if (!configPart) throw badRequest("Missing required parameter: 'adapter_config'.", 'adapter_config', 'missing_required_parameter');
     if (!weightsPart) throw badRequest("Missing required parameter: 'adapter_model'.", 'adapter_model', 'missing_required_parameter');
-    const found = ctx.catalog.find(req.project, body.base_model);
+    const found = await ctx.catalog.find(req.project, body.base_model);
     if (found?.kind !== 'base') throw badRequest(`base_model ${JSON.stringify(body.base_model)} is not a base model of this server (GET /v1/models lists them).`, 'base_model', 'model_not_found');
     const base = found.baseModel;
 
@@ -113,9 +115,10 @@ export function modelTransferRouter(ctx: AppContext): Router {
       renameSync(staging, dir);
       const row: FineTunedModelRow = { id, project: req.project, base_model: base, adapter_dir: ctx.catalog.storedAdapterDir(dir, importsDir), job_id: null, step: null, created_at: nowSeconds(), base_precision: 'fp32' };
       try {
-        models.insert(row);
+        await ctx.store.dirs.publish(row.adapter_dir);
+        await ctx.store.models.insert(row);
       } catch (err) {
-        rmSync(dir, { recursive: true, force: true });
+        await ctx.store.dirs.remove(row.adapter_dir);
         throw err;
       }
       res.json({ id, object: 'model', created: row.created_at, owned_by: row.project, parent: base });

@@ -3,7 +3,7 @@ import { Router } from 'express';
 import { statSync } from 'node:fs';
 import type { BaseModelInfo } from '../engine/models/registry.ts';
 import type { CatalogModel } from '../jobs/model-catalog.ts';
-import { fineTunedModelStore, type FineTunedModelRow } from '../store/fine-tuned-models.ts';
+import type { FineTunedModelRow } from '../store/store.ts';
 import type { AppContext } from './context.ts';
 import { badRequest } from './errors.ts';
 import { modelNotFound } from './generation.ts';
@@ -29,7 +29,6 @@ function fineTunedModelObject(row: FineTunedModelRow): ModelObject {
 
 export function modelsRouter(ctx: AppContext): Router {
   const router = Router();
-  const store = fineTunedModelStore(ctx.db);
 
   function modelObject(model: CatalogModel): ModelObject | null {
     if (model.kind === 'fine-tuned') return fineTunedModelObject(model.row);
@@ -38,33 +37,33 @@ export function modelsRouter(ctx: AppContext): Router {
   }
 
   /** The object of what `id` names for `project`; an alias answers as its model under the alias's id, with `alias_for`. */
-  function objectOf(project: string, id: string): ModelObject | null {
-    const model = ctx.catalog.find(project, id);
+  async function objectOf(project: string, id: string): Promise<ModelObject | null> {
+    const model = await ctx.catalog.find(project, id);
     const object = model && modelObject(model);
     if (!object) return null;
     return ctx.catalog.aliases.has(id) ? { ...object, id, alias_for: object.id } : object;
   }
 
-  router.get('/models', validate('listModels'), (req, res) => {
+  router.get('/models', validate('listModels'), async (req, res) => {
     const base = ctx.catalog.baseModels().map((m) => baseModelObject(ctx, m));
-    const tuned = store.list(req.project).map(fineTunedModelObject);
-    const aliases = [...ctx.catalog.aliases.keys()].flatMap((alias) => objectOf(req.project, alias) ?? []);
+    const tuned = (await ctx.store.models.list(req.project)).map(fineTunedModelObject);
+    const aliases = (await Promise.all([...ctx.catalog.aliases.keys()].map((alias) => objectOf(req.project, alias)))).filter((m) => m !== null);
     res.json({ object: 'list', data: [...base, ...tuned, ...aliases] });
   });
 
-  router.get('/models/:model', validate('retrieveModel'), (req, res) => {
+  router.get('/models/:model', validate('retrieveModel'), async (req, res) => {
     const id = req.params.model as string;
-    const object = objectOf(req.project, id);
+    const object = await objectOf(req.project, id);
     if (!object) throw modelNotFound(id);
     res.json(object);
   });
 
-  router.delete('/models/:model', validate('deleteModel'), (req, res) => {
+  router.delete('/models/:model', validate('deleteModel'), async (req, res) => {
     const id = req.params.model as string;
     const target = ctx.catalog.aliases.get(id);
     if (target !== undefined) throw badRequest(`\`${id}\` is an alias of \`${target}\` (set by --model-aliases) and cannot be deleted; delete \`${target}\` itself if it is a fine-tuned model.`, 'model');
     if (ctx.catalog.isBaseModel(id)) throw badRequest(`Base model \`${id}\` cannot be deleted through the API; only fine-tuned models can.`, 'model');
-    if (!ctx.catalog.deleteFineTuned(req.project, id)) throw modelNotFound(id);
+    if (!(await ctx.catalog.deleteFineTuned(req.project, id))) throw modelNotFound(id);
     ctx.models.evictAdapter(id);
     res.json({ id, object: 'model', deleted: true });
   });

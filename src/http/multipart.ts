@@ -5,7 +5,7 @@ import { createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { ApiError, badRequest } from './errors.ts';
-import type { BlobStore } from '../store/blobs.ts';
+import type { BlobStore } from '../store/store.ts';
 
 /** A multer storage engine writing each file part to a fresh temp path of the blob store. */
 function tempFileStorage(blobs: BlobStore): StorageEngine {

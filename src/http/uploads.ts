@@ -10,10 +10,8 @@ import { checkFineTuneFilename, createFile, toFileObject } from './files.ts';
 import { singleFileUpload } from './multipart.ts';
 import { validate, type BodyOf } from './validation.ts';
 import type { components } from './openapi-types.ts';
-import { blobStore } from '../store/blobs.ts';
-import { fileStore, type FileRow } from '../store/files.ts';
 import { newId, nowSeconds } from '../store/ids.ts';
-import { uploadStore, type UploadPartRow, type UploadRow, type UploadStatus } from '../store/uploads.ts';
+import type { FileRow, UploadPartRow, UploadRow, UploadStatus } from '../store/store.ts';
 
 type UploadObject = components['schemas']['Upload'];
 type UploadPartObject = components['schemas']['UploadPart'];
@@ -92,25 +90,22 @@ async function assemble(read: (partId: string) => NodeJS.ReadableStream, partIds
 
 export function uploadsRouter(ctx: AppContext): Router {
   const router = Router();
-  const uploads = uploadStore(ctx.db);
-  const files = fileStore(ctx.db);
-  const fileBlobs = blobStore(ctx.config.dataDir);
-  const partBlobs = blobStore(ctx.config.dataDir, 'upload-parts');
+  const { uploads, blobs: fileBlobs, parts: partBlobs } = ctx.store;
 
   /** The request's upload in the caller's project (another project's is a 404, as if it did not exist). */
-  const uploadOf = (req: Request): UploadRow => {
+  const uploadOf = async (req: Request): Promise<UploadRow> => {
     const id = req.params.upload_id as string;
-    const upload = uploads.get(req.project, id);
+    const upload = await uploads.get(req.project, id);
     if (!upload) throw noSuchObject('Upload', id, 'upload_id');
     return upload;
   };
-  const pendingUploadOf = (req: Request, action: string): UploadRow => {
-    const upload = uploadOf(req);
+  const pendingUploadOf = async (req: Request, action: string): Promise<UploadRow> => {
+    const upload = await uploadOf(req);
     if (upload.status !== 'pending') throw notPending(upload, action);
     return upload;
   };
 
-  router.post('/uploads', validate('createUpload'), (req, res) => {
+  router.post('/uploads', validate('createUpload'), async (req, res) => {
     const body = req.body as BodyOf<'createUpload'>;
     // Refused now rather than after gigabytes of parts: the File it becomes would be refused for this name.
     if (body.purpose === 'fine-tune') checkFineTuneFilename(body.filename, 'filename');
@@ -127,7 +122,7 @@ export function uploadsRouter(ctx: AppContext): Router {
       file_expires_after: body.expires_after?.seconds ?? null,
       status: 'pending',
     };
-    uploads.insert(row);
+    await uploads.insert(row);
     res.json(toUploadObject(row));
   });
 
@@ -135,8 +130,8 @@ export function uploadsRouter(ctx: AppContext): Router {
   router.post('/uploads/:upload_id/parts',
     // A part for an unknown or finished upload is refused before its bytes are written anywhere (Node discards
     // the unread body after the answer, so a client still sending gets the error, not a reset connection).
-    (req, _res, next) => {
-      pendingUploadOf(req, 'add parts to');
+    async (req, _res, next) => {
+      await pendingUploadOf(req, 'add parts to');
       next();
     },
     singleFileUpload(partBlobs, dataPart),
@@ -152,25 +147,25 @@ export function uploadsRouter(ctx: AppContext): Router {
     async (req, res) => {
       const data = req.file!;
       // Checked again: the upload may have been cancelled, completed or expired while the part streamed in.
-      const upload = pendingUploadOf(req, 'add parts to');
-      const received = uploads.parts(upload.id).reduce((sum, p) => sum + p.bytes, 0);
+      const upload = await pendingUploadOf(req, 'add parts to');
+      const received = (await uploads.parts(upload.id)).reduce((sum, p) => sum + p.bytes, 0);
       if (received + data.size > MAX_UPLOAD_BYTES) {
         throw badRequest(`Upload ${upload.id} already holds ${received} bytes of parts; this part would pass the ${MAX_UPLOAD_BYTES / MiB / 1024} GiB limit.`, 'data');
       }
       const part: UploadPartRow = { id: newId('part_'), upload_id: upload.id, bytes: data.size, created_at: nowSeconds() };
       await partBlobs.commit(data.path, part.id);
-      if (!uploads.addPart(part)) {
+      if (!(await uploads.addPart(part))) {
         await partBlobs.remove(part.id);
-        throw notPending(uploadOf(req), 'add parts to');
+        throw notPending(await uploadOf(req), 'add parts to');
       }
       res.json(toUploadPartObject(part));
     });
 
   router.post('/uploads/:upload_id/complete', validate('completeUpload'), async (req, res) => {
     const body = req.body as BodyOf<'completeUpload'>;
-    const upload = pendingUploadOf(req, 'complete');
-    checkPartIds(upload, body.part_ids, uploads.parts(upload.id));
-    if (!uploads.beginCompletion(upload.id)) throw notPending(uploadOf(req), 'complete');
+    const upload = await pendingUploadOf(req, 'complete');
+    checkPartIds(upload, body.part_ids, await uploads.parts(upload.id));
+    if (!(await uploads.beginCompletion(upload.id))) throw notPending(await uploadOf(req), 'complete');
     const tempPath = fileBlobs.tempPath();
     let file: FileRow;
     let removedParts: string[] = [];
@@ -187,10 +182,10 @@ export function uploadsRouter(ctx: AppContext): Router {
         purpose: upload.purpose,
         expiresAfter: upload.file_expires_after,
         param: null,
-      }, (row) => { removedParts = uploads.finishCompletion(upload.id, row, files); });
+      }, async (row) => { removedParts = await uploads.finishCompletion(upload.id, row); });
     } catch (err) {
       // The upload is as it was: the client may complete again (other parts, another order) or cancel.
-      uploads.abortCompletion(upload.id);
+      await uploads.abortCompletion(upload.id);
       await rm(tempPath, { force: true });
       throw err;
     }
@@ -200,9 +195,9 @@ export function uploadsRouter(ctx: AppContext): Router {
   });
 
   router.post('/uploads/:upload_id/cancel', validate('cancelUpload'), async (req, res) => {
-    const upload = pendingUploadOf(req, 'cancel');
-    const removedParts = uploads.cancel(upload.id);
-    if (!removedParts) throw notPending(uploadOf(req), 'cancel');
+    const upload = await pendingUploadOf(req, 'cancel');
+    const removedParts = await uploads.cancel(upload.id);
+    if (!removedParts) throw notPending(await uploadOf(req), 'cancel');
     await Promise.all(removedParts.map((id) => partBlobs.remove(id)));
     res.json(toUploadObject({ ...upload, status: 'cancelled' }));
   });

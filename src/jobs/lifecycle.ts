@@ -1,5 +1,5 @@
 // The job state machine: the one table of allowed transitions, each applied as one transaction with its event.
-import type { FineTuningJobStore, JobFields, JobRow, JobStatus, NewEvent } from '../store/fine-tuning-jobs.ts';
+import type { FineTuningJobStore, JobFields, JobRow, JobStatus, NewEvent } from '../store/store.ts';
 
 /**
  * Every status change a job can make, and from where. `validating_files → queued → running → succeeded | failed |
@@ -30,16 +30,16 @@ export class TransitionRefused extends Error {
  * Applies transition `name` with its event and field changes in one transaction. Throws TransitionRefused when
  * the job's current status does not allow it (the row is read again, so the message names the real status).
  */
-export function applyTransition(store: FineTuningJobStore, jobId: string, name: TransitionName, event: NewEvent, fields: JobFields = {}): JobRow {
-  const row = tryTransition(store, jobId, name, event, fields);
+export async function applyTransition(store: FineTuningJobStore, jobId: string, name: TransitionName, event: NewEvent, fields: JobFields = {}): Promise<JobRow> {
+  const row = await tryTransition(store, jobId, name, event, fields);
   if (row) return row;
-  const current = store.getById(jobId);
+  const current = await store.getById(jobId);
   if (!current) throw new Error(`fine-tuning job ${jobId} does not exist`);
   throw new TransitionRefused(jobId, name, current.status);
 }
 
 /** Like applyTransition, but a refusal (the job moved on meanwhile, e.g. cancelled during validation) returns undefined. */
-export function tryTransition(store: FineTuningJobStore, jobId: string, name: TransitionName, event: NewEvent, fields: JobFields = {}): JobRow | undefined {
+export function tryTransition(store: FineTuningJobStore, jobId: string, name: TransitionName, event: NewEvent, fields: JobFields = {}): Promise<JobRow | undefined> {
   const t = TRANSITIONS[name];
   return store.transition(jobId, t.from, t.to, fields, event);
 }

@@ -1,14 +1,12 @@
-// The job scheduler: validates files, queues, runs up to N training workers (restarting crashed ones), forwards
-// cancel/pause/shutdown, and picks up after a crash every job that was left unfinished. What the workers produce is
+// The job scheduler of one node: claims jobs from the shared queue (validation, and training up to N workers at once),
+// holds them by renewing their leases, restarts crashed workers, forwards cancel/pause/shutdown — whichever node they
+// were asked of — and takes over the jobs of a node that stopped renewing its leases. What the workers produce is
 // recorded by job-results.ts.
 import { rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { Db } from '../store/db.ts';
-import { blobStore, type BlobStore } from '../store/blobs.ts';
-import { fineTunedModelStore, type FineTunedModelStore } from '../store/fine-tuned-models.ts';
-import { fineTuningJobStore, type FineTuningJobStore, type JobRow } from '../store/fine-tuning-jobs.ts';
 import { nowSeconds } from '../store/ids.ts';
+import type { JobFields, JobRow, Store } from '../store/store.ts';
 import type { LoraConfig } from '../engine/lora/config.ts';
 import { requestedDevice } from '../engine/onnx/session.ts';
 import { createJobResults, type RunProgress } from './job-results.ts';
@@ -25,7 +23,11 @@ import type { TrainingSpec, WorkerMessage } from './worker-protocol.ts';
 export type StartWorker = (spec: TrainingSpec, options: WorkerOptions) => WorkerHandle;
 
 export interface JobSchedulerOptions {
-  db: Db;
+  store: Store;
+  /** This node's name in the queue (the `owner` of the jobs it holds); stable across its restarts. */
+  nodeId: string;
+  /** How long a claim holds without renewal: a node silent for longer loses its jobs to the others. */
+  leaseSeconds: number;
   dataDir: string;
   catalog: ModelCatalog;
   maxConcurrentJobs: number;
@@ -39,14 +41,20 @@ export interface JobSchedulerOptions {
 }
 
 export interface JobScheduler {
-  /** Picks up what the last run of the server left: re-validates, restarts running jobs, fills free slots. */
-  start(): void;
-  /** A job just created in `validating_files`. */
-  submit(jobId: string): void;
-  /** Each applies its transition (throwing TransitionRefused when not allowed) and tells the job's worker. */
-  cancel(jobId: string): JobRow;
-  pause(jobId: string): JobRow;
-  resume(jobId: string): JobRow;
+  /**
+   * Starts taking work from the queue: first what this node held before it stopped (re-validates, resumes training),
+   * then, every second, jobs nobody holds. A node that trains nothing (`serve --no-training`) never starts it.
+   */
+  start(): Promise<void>;
+  /**
+   * A job was just created in `validating_files`: look at the queue now rather than at the next tick. Resolves once
+   * this node has claimed what it can (so a crash right after the answer finds the job held by this node).
+   */
+  submit(jobId: string): Promise<void>;
+  /** Each applies its transition (throwing TransitionRefused when not allowed) and tells the job's worker, on whichever node it runs. */
+  cancel(jobId: string): Promise<JobRow>;
+  pause(jobId: string): Promise<JobRow>;
+  resume(jobId: string): Promise<JobRow>;
   /** Stops the workers without touching job statuses: each saves a resume point after its current step, and the next start continues from there. */
   close(): Promise<void>;
 }
@@ -57,6 +65,13 @@ const MAX_CRASHES_WITHOUT_PROGRESS = 3;
 const CANCEL_GRACE_MS = 10_000;
 /** How long a shutdown waits for a training step to finish and its resume point to be saved. */
 const SHUTDOWN_GRACE_MS = 30_000;
+/**
+ * How often a node renews its leases, looks for cancels and pauses made through other nodes, and claims jobs. Polling
+ * rather than LISTEN/NOTIFY: it works the same on both engines, and a second's delay is well within one training step.
+ */
+const TICK_MS = 1_000;
+/** A job nobody holds: what a node releasing it (pause, validated into the queue) sets. */
+const RELEASED: JobFields = { owner: null, lease_expires_at: null };
 
 interface Run extends RunProgress {
   spec: TrainingSpec;
@@ -68,10 +83,9 @@ interface Run extends RunProgress {
 }
 
 export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
-  const jobs: FineTuningJobStore = fineTuningJobStore(o.db);
-  const models: FineTunedModelStore = fineTunedModelStore(o.db);
-  const blobs: BlobStore = blobStore(o.dataDir);
-  const results = createJobResults({ db: o.db, dataDir: o.dataDir, catalog: o.catalog });
+  const { store } = o;
+  const { jobs, blobs } = store;
+  const results = createJobResults({ store, dataDir: o.dataDir, catalog: o.catalog });
   const { fail } = results;
   const dataDir = resolve(o.dataDir);
   const active = new Map<string, Run>();
@@ -79,44 +93,46 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
   /** Validations in progress, so a cancel or shutdown can stop them. */
   const validations = new Map<string, AbortController>();
   let closing = false;
+  let started = false;
+  let ticker: NodeJS.Timeout | undefined;
+  const lease = (): JobFields => ({ owner: o.nodeId, lease_expires_at: Date.now() + o.leaseSeconds * 1000 });
+  const logged = (what: string) => (err: unknown) => o.log(`fine-tuning scheduler: ${what}: ${(err as Error).stack ?? err}`);
 
-  async function validate(jobId: string): Promise<void> {
-    const job = jobs.getById(jobId);
-    if (!job || job.status !== 'validating_files') return;
+  async function validate(job: JobRow): Promise<void> {
     const abort = new AbortController();
-    validations.set(jobId, abort);
-    const result = await validateInChildProcess({
+    validations.set(job.id, abort);
+    const result = await (async () => validateInChildProcess({
       method: job.method,
       modelDir: o.catalog.baseModelDir(job.base_model),
-      trainingPath: blobs.pathOf(job.training_file),
-      validationPath: job.validation_file === null ? null : blobs.pathOf(job.validation_file),
+      trainingPath: await blobs.localPath(job.training_file),
+      validationPath: job.validation_file === null ? null : await blobs.localPath(job.validation_file),
       hyperparameters: JSON.parse(job.hyperparameters) as RequestedHyperparameters,
-    }, o.log, abort.signal).finally(() => validations.delete(jobId));
-    if (!result.ok) return fail(jobId, result.error);
-    jobs.transaction(() => {
-      const moved = tryTransition(jobs, jobId, 'validated', { message: 'Files validated, moving job to queued state' }, {
-        resolved_hyperparameters: JSON.stringify(result.hyperparameters), queued_at: nowSeconds(),
+    }, o.log, abort.signal))().finally(() => validations.delete(job.id));
+    if (!result.ok) return fail(job.id, result.error);
+    await store.transaction(async (tx) => {
+      const moved = await tryTransition(tx.jobs, job.id, 'validated', { message: 'Files validated, moving job to queued state' }, {
+        resolved_hyperparameters: JSON.stringify(result.hyperparameters), queued_at: nowSeconds(), ...RELEASED,
       });
-      if (moved) for (const warning of result.statistics.warnings) jobs.addEvent(jobId, { level: 'warn', message: `Training file: ${warning}` });
+      if (moved) for (const warning of result.statistics.warnings) await tx.jobs.addEvent(job.id, { level: 'warn', message: `Training file: ${warning}` });
     });
   }
 
-  function validateLogged(jobId: string) {
-    validate(jobId).catch((err) => {
-      // Stopped on purpose: the job was cancelled, or the server is shutting down (the next start validates again).
+  function validateLogged(job: JobRow) {
+    validate(job).catch(async (err) => {
+      // Stopped on purpose: the job was cancelled, or the node is shutting down (whoever takes the job validates again).
       if (closing || (err as Error).name === 'AbortError') return;
-      o.log(`fine-tuning job ${jobId}: validation failed unexpectedly: ${(err as Error).stack ?? err}`);
-      fail(jobId, { code: 'validation_error', message: `The files could not be validated: ${(err as Error).message}`, param: null });
-    }).catch((err) => o.log(`fine-tuning job ${jobId}: ${(err as Error).stack ?? err}`)).finally(pump);
+      o.log(`fine-tuning job ${job.id}: validation failed unexpectedly: ${(err as Error).stack ?? err}`);
+      await fail(job.id, { code: 'validation_error', message: `The files could not be validated: ${(err as Error).message}`, param: null });
+    }).catch(logged(`job ${job.id}`)).finally(pump);
   }
 
-  function specOf(job: JobRow): TrainingSpec {
+  async function specOf(job: JobRow): Promise<TrainingSpec> {
     const hp = JSON.parse(job.resolved_hyperparameters!) as JobHyperparameters;
     let startAdapterDir: string | null = null;
     if (job.start_model !== null) {
-      const start = models.get(job.project, job.start_model);
+      const start = await store.models.get(job.project, job.start_model);
       if (!start) throw Object.assign(new Error(`The model ${job.start_model} that training continues from was deleted.`), { code: 'model_not_available', param: 'model' });
-      startAdapterDir = o.catalog.adapterDirOf(start);
+      startAdapterDir = await o.catalog.adapterDirOf(start);
     }
     return {
       jobId: job.id,
@@ -124,8 +140,8 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
       modelDir: o.catalog.baseModelDir(job.base_model),
       cacheDir: join(dataDir, 'cache', job.base_model),
       startAdapterDir,
-      trainingFile: blobs.pathOf(job.training_file),
-      validationFile: job.validation_file === null ? null : blobs.pathOf(job.validation_file),
+      trainingFile: await blobs.localPath(job.training_file),
+      validationFile: job.validation_file === null ? null : await blobs.localPath(job.validation_file),
       hyperparameters: {
         nEpochs: hp.n_epochs, batchSize: hp.batch_size, learningRate: hp.learning_rate_multiplier * methodLearningRate(job.method, o.baseLearningRate), beta: hp.beta, rpoAlpha: hp.rpo_alpha,
       },
@@ -140,11 +156,11 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
     };
   }
 
-  /** Starts a worker for a job that is `running` (just started, or left running by a crash). */
-  function launch(job: JobRow) {
+  /** Starts a worker for a job that is `running` and held by this node (just started, left running by a crash, or taken over). */
+  async function launch(job: JobRow) {
     let spec: TrainingSpec;
     try {
-      spec = specOf(job);
+      spec = await specOf(job);
     } catch (err) {
       const e = err as Error & { code?: string; param?: string };
       return fail(job.id, { code: e.code ?? 'server_error', message: e.message, param: e.param ?? null });
@@ -169,26 +185,27 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
     run.handle.exited.then(async ({ code, signal }) => {
       await run.queue;
       active.delete(job.id);
-      if (!run.finished && !closing) onCrash(run, code, signal);
+      if (!run.finished && !closing) await onCrash(run, code, signal);
       // A finished job is never resumed: its resume point (adapter + optimizer moments) is only taking disk space.
-      const status = jobs.getById(job.id)?.status;
+      const status = (await jobs.getById(job.id))?.status;
       if (status === 'succeeded' || status === 'failed' || status === 'cancelled') rmSync(join(run.spec.jobDir, RESUME_DIR), { recursive: true, force: true });
-      pump();
-    }).catch((err) => o.log(`fine-tuning job ${job.id}: after its worker exited: ${(err as Error).stack ?? err}`));
+      void pump();
+    }).catch(logged(`job ${job.id}: after its worker exited`));
   }
 
   /** A worker that exited without saying why crashed: restart it with the same spec (it resumes from its own resume point). */
-  function onCrash(run: Run, code: number | null, signal: string | null) {
-    const job = jobs.getById(run.job.id);
-    if (!job || job.status !== 'running') return; // paused or cancelled meanwhile: stopping was the point
+  async function onCrash(run: Run, code: number | null, signal: string | null) {
+    const job = await jobs.getById(run.job.id);
+    // Paused or cancelled meanwhile (stopping was the point), or taken over by another node.
+    if (!job || job.status !== 'running' || job.owner !== o.nodeId) return;
     const n = (crashes.get(job.id) ?? 0) + 1;
     crashes.set(job.id, n);
     const how = signal ? `signal ${signal}` : `exit code ${code}`;
     if (n >= MAX_CRASHES_WITHOUT_PROGRESS) {
       return fail(job.id, { code: 'training_crashed', message: `The training worker crashed ${n} times in a row without finishing a step (last: ${how}).`, param: null });
     }
-    jobs.addEvent(job.id, { level: 'warn', message: `The training worker stopped unexpectedly (${how}); restarting it from the last resume point` });
-    launch(job);
+    await jobs.addEvent(job.id, { level: 'warn', message: `The training worker stopped unexpectedly (${how}); restarting it from the last resume point` });
+    await launch(job);
   }
 
   /** The run's own bookkeeping (is its exit expected, has it made progress), then the message's results. */
@@ -214,59 +231,134 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
     await results.record(run, m, closing);
   }
 
-  /** Starts queued jobs, oldest first, while a slot is free. Called from timers and promise callbacks, so it never throws. */
-  function pump() {
-    if (closing) return;
-    try {
-      for (const job of jobs.inStatus(['queued'])) {
-        if (active.size >= o.maxConcurrentJobs) return;
-        // A paused-then-resumed job whose worker is still stopping waits for it.
-        if (active.has(job.id)) continue;
-        const row = tryTransition(jobs, job.id, 'start', { message: 'Fine-tuning job started' }, { estimated_finish: null });
-        if (row) launch(row);
-      }
-    } catch (err) {
-      o.log(`fine-tuning scheduler: could not start queued jobs: ${(err as Error).stack ?? err}`);
+  /** Tells this node's worker (or validation) of a job that a cancel or pause reached through any node. */
+  function stopLocal(jobId: string, reason: 'cancel' | 'pause') {
+    if (reason === 'cancel') validations.get(jobId)?.abort();
+    const run = active.get(jobId);
+    if (!run) return;
+    run.handle.send({ type: reason });
+    if (reason === 'cancel') {
+      const timer = setTimeout(() => run.handle.kill('SIGKILL'), CANCEL_GRACE_MS);
+      run.handle.exited.finally(() => clearTimeout(timer));
     }
   }
 
+  /** Renews this node's leases; a job it holds that is no longer held (cancelled, paused, or taken over elsewhere) is stopped here. */
+  async function keepLeases() {
+    const held = new Set((await jobs.renewLeases(o.nodeId, Date.now() + o.leaseSeconds * 1000)).map((j) => j.id));
+    for (const id of [...active.keys(), ...validations.keys()]) {
+      if (held.has(id)) continue;
+      const job = await jobs.getById(id);
+      if (!job || job.status === 'cancelled') stopLocal(id, 'cancel');
+      else if (job.status === 'paused') stopLocal(id, 'pause');
+      else if (job.owner !== o.nodeId) {
+        // Another node took the job over (this one missed its renewals): two workers must not train it.
+        o.log(`fine-tuning job ${id}: node ${job.owner} holds it now; stopping this node's worker`);
+        active.get(id)?.handle.kill('SIGKILL');
+        validations.get(id)?.abort();
+      }
+    }
+  }
+
+  /**
+   * Claims what this node can do now, each claim in one transaction (two nodes never take the same job): files to
+   * validate, then training — jobs whose node stopped renewing first, then queued jobs oldest first — while a slot is free.
+   * `reclaim`: at start, also the jobs this node held before it stopped.
+   */
+  async function claim(reclaim: boolean) {
+    const baseModels = o.catalog.baseModels().map((m) => m.id);
+    const now = Date.now();
+    const reclaimFrom = reclaim ? o.nodeId : undefined;
+    const toValidate = await store.transaction(async (tx) => {
+      const rows = await tx.jobs.lockClaimable({ statuses: ['validating_files'], baseModels, now, limit: 16, reclaimFrom });
+      const claimed: JobRow[] = [];
+      for (const row of rows) {
+        if (validations.has(row.id)) continue;
+        if (!(await tx.jobs.update(row.id, ['validating_files'], lease()))) continue;
+        const again = row.owner === o.nodeId ? 'after a server restart' : `after node ${row.owner} stopped`;
+        if (row.owner !== null) await tx.jobs.addEvent(row.id, { message: `Validating the files again ${again}` });
+        claimed.push(row);
+      }
+      return claimed;
+    });
+    for (const job of toValidate) validateLogged(job);
+
+    const free = o.maxConcurrentJobs - active.size;
+    if (free <= 0) return;
+    const toLaunch = await store.transaction(async (tx) => {
+      const rows = await tx.jobs.lockClaimable({ statuses: ['running', 'queued'], baseModels, now, limit: free + active.size, reclaimFrom });
+      const claimed: JobRow[] = [];
+      // Jobs left running (by a crash or a lost node) before queued ones.
+      rows.sort((a, b) => Number(b.status === 'running') - Number(a.status === 'running'));
+      for (const row of rows) {
+        if (claimed.length >= free) break;
+        // A paused-then-resumed job whose worker is still stopping waits for it.
+        if (active.has(row.id)) continue;
+        if (row.status === 'queued') {
+          const started = await tryTransition(tx.jobs, row.id, 'start', { message: 'Fine-tuning job started' }, { estimated_finish: null, ...lease() });
+          if (started) claimed.push(started);
+          continue;
+        }
+        if (!(await tx.jobs.update(row.id, ['running'], lease()))) continue;
+        // No owner: left running by a version that kept none, which was this node.
+        const again = row.owner === null || row.owner === o.nodeId ? 'after a server restart' : `on another node after node ${row.owner} stopped`;
+        await tx.jobs.addEvent(row.id, { message: `Resuming the job ${again}` });
+        claimed.push({ ...row, ...lease() });
+      }
+      return claimed;
+    });
+    for (const job of toLaunch) await launch(job);
+  }
+
+  // Ticks and nudges never overlap: one runs, and at most one more is remembered. The promise settles after a pass
+  // that began after the call.
+  let ticking: Promise<void> | null = null;
+  let again = false;
+  let reclaim = true;
+  function pump(): Promise<void> {
+    if (!started || closing) return Promise.resolve();
+    if (ticking) {
+      again = true;
+      return ticking;
+    }
+    ticking = (async () => {
+      do {
+        again = false;
+        await keepLeases();
+        await claim(reclaim);
+        reclaim = false;
+      } while (again && !closing);
+    })().catch(logged('could not renew leases or claim jobs')).finally(() => {
+      ticking = null;
+    });
+    return ticking;
+  }
+
+  async function transitionAndTell(jobId: string, name: 'cancel' | 'pause', event: string, fields: JobFields): Promise<JobRow> {
+    const row = await applyTransition(jobs, jobId, name, { message: event }, fields);
+    stopLocal(jobId, name);
+    return row;
+  }
+
   return {
-    start() {
-      results.removeUnusedAdapters();
-      for (const job of jobs.inStatus(['validating_files'])) {
-        jobs.addEvent(job.id, { message: 'Validating the files again after a server restart' });
-        validateLogged(job.id);
-      }
-      for (const job of jobs.inStatus(['running'])) {
-        jobs.addEvent(job.id, { message: 'Resuming the job after a server restart' });
-        launch(job);
-      }
-      pump();
+    async start() {
+      await results.removeUnusedAdapters();
+      started = true;
+      void pump();
+      ticker = setInterval(pump, TICK_MS);
+      ticker.unref();
     },
-    submit: (jobId) => validateLogged(jobId),
-    cancel(jobId) {
-      const row = applyTransition(jobs, jobId, 'cancel', { message: 'Fine-tuning job cancelled' }, { finished_at: nowSeconds(), estimated_finish: null });
-      validations.get(jobId)?.abort();
-      const run = active.get(jobId);
-      if (run) {
-        run.handle.send({ type: 'cancel' });
-        const timer = setTimeout(() => run.handle.kill('SIGKILL'), CANCEL_GRACE_MS);
-        run.handle.exited.finally(() => clearTimeout(timer));
-      }
-      return row;
-    },
-    pause(jobId) {
-      const row = applyTransition(jobs, jobId, 'pause', { message: 'Fine-tuning job paused' }, { estimated_finish: null });
-      active.get(jobId)?.handle.send({ type: 'pause' });
-      return row;
-    },
-    resume(jobId) {
-      const row = applyTransition(jobs, jobId, 'resume', { message: 'Fine-tuning job resumed, moving job to queued state' }, { queued_at: nowSeconds() });
-      setImmediate(pump);
+    submit: pump,
+    cancel: (jobId) => transitionAndTell(jobId, 'cancel', 'Fine-tuning job cancelled', { finished_at: nowSeconds(), estimated_finish: null }),
+    pause: (jobId) => transitionAndTell(jobId, 'pause', 'Fine-tuning job paused', { estimated_finish: null, ...RELEASED }),
+    async resume(jobId) {
+      const row = await applyTransition(jobs, jobId, 'resume', { message: 'Fine-tuning job resumed, moving job to queued state' }, { queued_at: nowSeconds(), ...RELEASED });
+      void pump();
       return row;
     },
     async close() {
       closing = true;
+      clearInterval(ticker);
       for (const v of validations.values()) v.abort();
       const runs = [...active.values()];
       // Each worker saves a resume point after its current step and exits; one still busy after the grace period is
@@ -280,6 +372,7 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
         await r.handle.exited;
         await r.queue;
       }));
+      await ticking;
     },
   };
 }

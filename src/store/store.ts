@@ -216,8 +216,8 @@ export interface FineTuningJobStore {
    */
   lockClaimable(query: ClaimQuery): Promise<JobRow[]>;
   /**
-   * Extends to `until` (unix ms) the lease of every unfinished job `owner` holds, and returns those jobs' ids and
-   * statuses: how a node learns that a job it runs was cancelled or paused through another node.
+   * Extends to `until` (unix ms) the lease of every job `owner` holds (those validating or running with it as owner) and
+   * returns them: a job a node runs that is missing was cancelled, paused or taken over through another node.
    */
   renewLeases(owner: string, until: number): Promise<{ id: string; status: JobStatus }[]>;
   /**

@@ -12,8 +12,7 @@ import { loadTokenizer } from '../../src/engine/models/tokenizer.ts';
 import { saveAdapter } from '../../src/engine/lora/peft.ts';
 import type { LoraConfig } from '../../src/engine/lora/config.ts';
 import { createTrainer } from '../../src/engine/train/trainer.ts';
-import { openDatabase } from '../../src/store/db.ts';
-import { fineTunedModelStore } from '../../src/store/fine-tuned-models.ts';
+import { registerFineTunedModel } from '../helpers/store.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { settleOrder } from '../helpers/wait.ts';
 
@@ -39,9 +38,7 @@ async function trainAndRegister(id: string, answer: string, seed: number): Promi
   const adapterDir = `adapters/${id.split(':').at(-1)}`;
   saveAdapter(join(dataDir, adapterDir), lora, trainer.getAdapter(), DEFAULT_MODEL_ID);
   await trainer.close();
-  const db = openDatabase(dataDir);
-  fineTunedModelStore(db).insert({ id, project: 'default', base_model: DEFAULT_MODEL_ID, adapter_dir: adapterDir, job_id: null, step: null, created_at: 1_700_000_000, base_precision: 'fp32' });
-  db.close();
+  await registerFineTunedModel(dataDir, { id, project: 'default', base_model: DEFAULT_MODEL_ID, adapter_dir: adapterDir, job_id: null, step: null, created_at: 1_700_000_000, base_precision: 'fp32' });
 }
 
 let server: TestServer;

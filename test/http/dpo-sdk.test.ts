@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
 import type { FineTuningJob } from 'openai/resources/fine-tuning/jobs/jobs';
 import { preferenceSequence } from '../../src/datasets/batches.ts';
@@ -16,8 +16,7 @@ import { DPO_LEARNING_RATE_SCALE } from '../../src/jobs/methods.ts';
 import { loadAdapter } from '../../src/engine/lora/peft.ts';
 import { readModelDir } from '../../src/engine/models/model-dir.ts';
 import { computeLogits } from '../../src/engine/train/verify.ts';
-import { openDatabase } from '../../src/store/db.ts';
-import { fineTunedModelStore } from '../../src/store/fine-tuned-models.ts';
+import { openTestStore } from '../helpers/store.ts';
 import { createKey, startTestServer, type TestServer } from '../helpers/server.ts';
 import { waitForJob } from '../helpers/wait.ts';
 
@@ -57,16 +56,17 @@ const finished = (id: string): Promise<FineTuningJob> => waitForJob(client, id, 
 
 /** Σ log p(token) over each sequence's weighted tokens, from the engine's logits with the model's stored adapter. */
 async function sequenceLogps(model: string, sequences: TokenizedExample[]): Promise<number[]> {
-  const db = openDatabase(dataDir);
-  const row = fineTunedModelStore(db).get('alpha', model);
-  db.close();
-  assert.ok(row, `${model} is stored`);
+  const store = await openTestStore(dataDir);
+  const row = await store.models.get('alpha', model);
+  const adapterDir = row && await store.dirs.fetch(row.adapter_dir);
+  await store.close();
+  assert.ok(row && adapterDir, `${model} is stored`);
   const modelDir = join(dataDir, 'models', DEFAULT_MODEL_ID);
   const { config, logits } = await computeLogits({
     modelDir,
     cacheDir: join(dataDir, 'cache-test', DEFAULT_MODEL_ID),
     tokens: sequences.map((s) => Array.from(s.ids)),
-    adapter: ((a) => ({ lora: a.config, tensors: a.tensors }))(loadAdapter(resolve(dataDir, row.adapter_dir), readModelDir(modelDir).config)),
+    adapter: ((a) => ({ lora: a.config, tensors: a.tensors }))(loadAdapter(adapterDir, readModelDir(modelDir).config)),
     device: 'cpu',
   });
   const V = config.vocabSize;

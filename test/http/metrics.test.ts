@@ -10,8 +10,7 @@ import { parseModelConfig } from '../../src/engine/models/config.ts';
 import { resolveLoraConfig } from '../../src/engine/lora/config.ts';
 import { initAdapter } from '../../src/engine/lora/init.ts';
 import { saveAdapter } from '../../src/engine/lora/peft.ts';
-import { openDatabase } from '../../src/store/db.ts';
-import { fineTunedModelStore } from '../../src/store/fine-tuned-models.ts';
+import { registerFineTunedModel } from '../helpers/store.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { waitForJob } from '../helpers/wait.ts';
 
@@ -27,9 +26,7 @@ before(async () => {
   const config = parseModelConfig(JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')));
   const lora = resolveLoraConfig({ r: 4, alpha: 8, dropout: 0 });
   saveAdapter(join(dataDir, 'adapters', 'metrics'), lora, initAdapter(config, lora, 1), DEFAULT_MODEL_ID);
-  const db = openDatabase(dataDir);
-  fineTunedModelStore(db).insert({ id: FT, project: 'ops', base_model: DEFAULT_MODEL_ID, adapter_dir: 'adapters/metrics', job_id: null, step: null, created_at: 1_700_000_000, base_precision: 'fp32' });
-  db.close();
+  await registerFineTunedModel(dataDir, { id: FT, project: 'ops', base_model: DEFAULT_MODEL_ID, adapter_dir: 'adapters/metrics', job_id: null, step: null, created_at: 1_700_000_000, base_precision: 'fp32' });
   server = await startTestServer({ dataDir, env: { LOCALTUNE_API_KEYS: `ops:${KEY}` } });
 });
 

@@ -6,8 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { DEFAULT_MODEL_ID, ensureDefaultModel } from '../../src/engine/models/default-model.ts';
-import { openDatabase } from '../../src/store/db.ts';
-import { fineTunedModelStore } from '../../src/store/fine-tuned-models.ts';
+import { registerFineTunedModel } from '../helpers/store.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'localtune-aliases-'));
@@ -17,9 +16,7 @@ let client: OpenAI;
 
 before(async () => {
   ensureDefaultModel(join(dataDir, 'models'));
-  const db = openDatabase(dataDir);
-  fineTunedModelStore(db).insert({ id: TUNED, project: 'default', base_model: DEFAULT_MODEL_ID, adapter_dir: 'adapters/house', job_id: null, step: null, created_at: 1_700_000_000, base_precision: 'fp32' });
-  db.close();
+  await registerFineTunedModel(dataDir, { id: TUNED, project: 'default', base_model: DEFAULT_MODEL_ID, adapter_dir: 'adapters/house', job_id: null, step: null, created_at: 1_700_000_000, base_precision: 'fp32' });
   server = await startTestServer({ dataDir, args: ['--model-aliases', `gpt-4o-mini=${DEFAULT_MODEL_ID},house=${TUNED},ghost=no-such-model`] });
   client = server.client();
 });

@@ -14,8 +14,7 @@ import { saveAdapter } from '../../src/engine/lora/peft.ts';
 import { DEFAULT_MODEL_ID, ensureDefaultModel } from '../../src/engine/models/default-model.ts';
 import { readModelDir } from '../../src/engine/models/model-dir.ts';
 import { loraSpecs } from '../../src/engine/train/graphs.ts';
-import { openDatabase } from '../../src/store/db.ts';
-import { fineTunedModelStore } from '../../src/store/fine-tuned-models.ts';
+import { registerFineTunedModel } from '../helpers/store.ts';
 import { randomTensors } from '../engine/fixtures.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -24,21 +23,19 @@ const modelDir = ensureDefaultModel(join(dataDir, 'models'));
 const TUNED = `ft:${DEFAULT_MODEL_ID}:default:json:Ee55Ff66`;
 
 /** Registers an ft: model with a random (non-zero) r4 adapter: its rows decode differently from the base model's. */
-function registerTunedModel(): void {
+async function registerTunedModel(): Promise<void> {
   const config = readModelDir(modelDir).config;
   const lora = resolveLoraConfig({ r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj', 'down_proj'] });
   const specs = loraSpecs(config, lora);
   const values = randomTensors(specs, 7, 0.3);
   saveAdapter(join(dataDir, 'adapters/json'), lora, new Map(specs.map((s) => [s.name, { dims: s.dims, data: Float32Array.from(values.get(s.name)!) }])), DEFAULT_MODEL_ID);
-  const db = openDatabase(dataDir);
-  fineTunedModelStore(db).insert({ id: TUNED, project: 'default', base_model: DEFAULT_MODEL_ID, adapter_dir: 'adapters/json', job_id: null, step: null, created_at: 1_700_000_000, base_precision: 'fp32' });
-  db.close();
+  await registerFineTunedModel(dataDir, { id: TUNED, project: 'default', base_model: DEFAULT_MODEL_ID, adapter_dir: 'adapters/json', job_id: null, step: null, created_at: 1_700_000_000, base_precision: 'fp32' });
 }
 
 let server: TestServer;
 let client: OpenAI;
 before(async () => {
-  registerTunedModel();
+  await registerTunedModel();
   server = await startTestServer({ dataDir });
   client = server.client();
 });

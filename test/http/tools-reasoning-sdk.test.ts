@@ -12,8 +12,7 @@ import type { LoraConfig } from '../../src/engine/lora/config.ts';
 import { saveAdapter } from '../../src/engine/lora/peft.ts';
 import { loadTokenizer } from '../../src/engine/models/tokenizer.ts';
 import { createTrainer } from '../../src/engine/train/trainer.ts';
-import { openDatabase } from '../../src/store/db.ts';
-import { fineTunedModelStore } from '../../src/store/fine-tuned-models.ts';
+import { registerFineTunedModel } from '../helpers/store.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { writeTemplateModel, type TemplateModelOptions } from '../helpers/template-model.ts';
 
@@ -86,9 +85,7 @@ async function prepare(f: Family, seed: number): Promise<void> {
   const adapterDir = `adapters/${f.base}`;
   saveAdapter(join(dataDir, adapterDir), lora, trainer.getAdapter(), f.base);
   await trainer.close();
-  const db = openDatabase(dataDir);
-  fineTunedModelStore(db).insert({ id: ft(f), project: 'default', base_model: f.base, adapter_dir: adapterDir, job_id: null, step: null, created_at: 1_700_000_000, base_precision: 'fp32' });
-  db.close();
+  await registerFineTunedModel(dataDir, { id: ft(f), project: 'default', base_model: f.base, adapter_dir: adapterDir, job_id: null, step: null, created_at: 1_700_000_000, base_precision: 'fp32' });
 }
 
 let server: TestServer;

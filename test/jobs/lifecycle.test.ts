@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openDatabase } from '../../src/store/db.ts';
-import { fineTuningJobStore, type JobRow, type JobStatus } from '../../src/store/fine-tuning-jobs.ts';
+import type { JobRow, JobStatus } from '../../src/store/store.ts';
+import { openTestStore } from '../helpers/store.ts';
 import { applyTransition, TRANSITIONS, TransitionRefused, type TransitionName } from '../../src/jobs/lifecycle.ts';
 
 const STATUSES: JobStatus[] = ['validating_files', 'queued', 'running', 'paused', 'succeeded', 'failed', 'cancelled'];
@@ -16,38 +16,38 @@ function jobRow(id: string, status: JobStatus, project = 'p'): JobRow {
     training_file: 'file-a', validation_file: null, hyperparameters: '{}', resolved_hyperparameters: null,
     lora: '{}', suffix: null, seed: 1, metadata: null, fine_tuned_model: null, finished_at: null,
     error_code: null, error_message: null, error_param: null, trained_tokens: null, total_steps: null,
-    estimated_finish: null, result_file: null, queued_at: null, base_precision: 'fp32',
+    estimated_finish: null, result_file: null, queued_at: null, base_precision: 'fp32', owner: null, lease_expires_at: null,
   };
 }
 
-test('each transition moves exactly the statuses the table lists, with one event, and refuses the others unchanged', () => {
+test('each transition moves exactly the statuses the table lists, with one event, and refuses the others unchanged', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'localtune-lifecycle-'));
-  const db = openDatabase(dir);
+  const opened = await openTestStore(dir);
   try {
-    const store = fineTuningJobStore(db);
+    const store = opened.jobs;
     let n = 0;
     for (const name of Object.keys(TRANSITIONS) as TransitionName[]) {
       const { from, to } = TRANSITIONS[name];
       for (const status of STATUSES) {
         const id = `ftjob-${n++}`;
-        store.insert(jobRow(id, status), []);
-        const events = () => store.listEvents(id, { limit: 100 })!.rows;
+        await store.insert(jobRow(id, status), []);
+        const events = async () => (await store.listEvents(id, { limit: 100 }))!.rows;
         if ((from as readonly JobStatus[]).includes(status)) {
-          const row = applyTransition(store, id, name, { message: `did ${name}` }, { finished_at: 7 });
+          const row = await applyTransition(store, id, name, { message: `did ${name}` }, { finished_at: 7 });
           assert.equal(row.status, to, `${name} from ${status}`);
-          assert.equal(store.getById(id)!.finished_at, 7);
-          assert.deepEqual(events().map((e) => e.message), [`did ${name}`]);
+          assert.equal((await store.getById(id))!.finished_at, 7);
+          assert.deepEqual((await events()).map((e) => e.message), [`did ${name}`]);
         } else {
-          assert.throws(() => applyTransition(store, id, name, { message: 'never' }, { finished_at: 7 }),
+          await assert.rejects(() => applyTransition(store, id, name, { message: 'never' }, { finished_at: 7 }),
             (e: unknown) => e instanceof TransitionRefused && e.status === status && e.message.includes(`its status is ${status}`), `${name} from ${status}`);
-          assert.equal(store.getById(id)!.status, status);
-          assert.equal(store.getById(id)!.finished_at, null);
-          assert.deepEqual(events(), []);
+          assert.equal((await store.getById(id))!.status, status);
+          assert.equal((await store.getById(id))!.finished_at, null);
+          assert.deepEqual(await events(), []);
         }
       }
     }
   } finally {
-    db.close();
+    await opened.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });

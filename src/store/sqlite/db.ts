@@ -2,7 +2,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { applyMigrations, migrationsDir } from './migrations.ts';
+import { applyMigrations, migrationsDir } from '../migrations.ts';
 
 export type Db = Database.Database;
 

@@ -1,26 +1,10 @@
-// File contents on disk: `<data>/files/<id>` (and upload parts in `<data>/upload-parts/<id>`), written through a temp file + fsync + rename so a crash never leaves half a blob.
-import { createReadStream, mkdirSync, readdirSync, rmSync, type ReadStream } from 'node:fs';
+// File contents on disk (the embedded engine's blobs): `<data>/files/<id>` (and upload parts in `<data>/upload-parts/<id>`),
+// written through a temp file + fsync + rename so a crash never leaves half a blob.
+import { createReadStream, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { open, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomAlnum } from './ids.ts';
-
-export interface BlobStore {
-  /** A fresh path in the temp folder to stream new content into. */
-  tempPath(): string;
-  /** Flushes a finished temp file to disk, moves it to `id`'s place and makes the rename durable. */
-  commit(tempPath: string, id: string): Promise<void>;
-  /** Writes `data` as blob `id` durably (for files the server makes itself, like result files). */
-  write(id: string, data: string | Uint8Array): Promise<void>;
-  read(id: string): ReadStream;
-  /** Where blob `id` lives, for a process that reads it itself (the training worker). */
-  pathOf(id: string): string;
-  remove(id: string): Promise<void>;
-  /**
-   * Start-up recovery: empties the temp folder (uploads cut off by a crash) and removes blobs whose
-   * row never got inserted. Returns how many of each it removed.
-   */
-  recover(isKnown: (id: string) => boolean): { temp: number; orphans: number };
-}
+import { randomAlnum } from '../ids.ts';
+import type { BlobStore } from '../store.ts';
 
 async function fsyncPath(path: string): Promise<void> {
   const handle = await open(path, 'r');
@@ -55,12 +39,13 @@ export function blobStore(dataDir: string, folder: 'files' | 'upload-parts' = 'f
       await store.commit(temp, id);
     },
     read: (id) => createReadStream(pathOf(id)),
-    pathOf,
+    localPath: async (id) => pathOf(id),
     remove: (id) => rm(pathOf(id), { force: true }),
-    recover(isKnown) {
+    async recover(isKnown) {
       const temps = readdirSync(tmp);
       for (const name of temps) rmSync(join(tmp, name), { force: true, recursive: true });
-      const orphans = readdirSync(dir).filter((name) => !isKnown(name));
+      const orphans: string[] = [];
+      for (const name of readdirSync(dir)) if (!(await isKnown(name))) orphans.push(name);
       for (const name of orphans) rmSync(join(dir, name), { force: true });
       return { temp: temps.length, orphans: orphans.length };
     },

@@ -1,42 +1,7 @@
-// The files table: uploaded and generated files, each owned by a project. All file SQL lives here.
+// The files table on SQLite: uploaded and generated files, each owned by a project.
 import type { Db } from './db.ts';
-import { nowSeconds } from './ids.ts';
-
-export type FilePurpose = 'assistants' | 'assistants_output' | 'batch' | 'batch_output' | 'fine-tune' | 'fine-tune-results' | 'vision' | 'user_data' | 'evals';
-
-export interface FileRow {
-  id: string;
-  project: string;
-  bytes: number;
-  created_at: number;
-  expires_at: number | null;
-  filename: string;
-  purpose: FilePurpose;
-  status: 'uploaded' | 'processed' | 'error';
-  status_details: string | null;
-}
-
-export interface FileListQuery {
-  purpose?: string;
-  limit: number;
-  order: 'asc' | 'desc';
-  /** Id of the last file of the previous page. */
-  after?: string;
-}
-
-export interface FileStore {
-  insert(row: FileRow): void;
-  /** The file if it exists in `project` and has not expired. */
-  get(project: string, id: string): FileRow | undefined;
-  /** One page, ordered by created_at (then insertion); undefined when `after` is not a file of the project. */
-  list(project: string, query: FileListQuery): { rows: FileRow[]; hasMore: boolean } | undefined;
-  /** Removes the row; false when there was none in `project`. */
-  delete(project: string, id: string): boolean;
-  /** Deletes rows whose expires_at has passed, except files an unfinished job uses; returns their ids so the blobs can go too. */
-  deleteExpired(): string[];
-  /** Whether any row (any project) has this id: used to find stray blobs at start-up. */
-  exists(id: string): boolean;
-}
+import { nowSeconds } from '../ids.ts';
+import type { FileRow, FileStore } from '../store.ts';
 
 const COLUMNS = 'id, project, bytes, created_at, expires_at, filename, purpose, status, status_details';
 const LIVE = '(expires_at IS NULL OR expires_at > @now)';
@@ -59,9 +24,9 @@ export function fileStore(db: Db): FileStore {
   const exists = db.prepare('SELECT 1 FROM files WHERE id = ?');
 
   return {
-    insert: (row) => void insert.run(row),
-    get: (project, id) => get.get({ project, id, now: nowSeconds() }) as FileRow | undefined,
-    list(project, q) {
+    insert: async (row) => void insert.run(row),
+    get: async (project, id) => get.get({ project, id, now: nowSeconds() }) as FileRow | undefined,
+    async list(project, q) {
       const now = nowSeconds();
       let position: { created_at: number | null; seq: number | null } = { created_at: null, seq: null };
       if (q.after !== undefined) {
@@ -74,8 +39,8 @@ export function fileStore(db: Db): FileStore {
       const rows = page.all({ project, now, purpose: q.purpose ?? null, created: position.created_at, seq: position.seq, limit: q.limit + 1 }) as FileRow[];
       return { rows: rows.slice(0, q.limit), hasMore: rows.length > q.limit };
     },
-    delete: (project, id) => remove.run(project, id).changes === 1,
-    deleteExpired: () => (expired.all({ now: nowSeconds() }) as { id: string }[]).map((r) => r.id),
-    exists: (id) => exists.get(id) !== undefined,
+    delete: async (project, id) => remove.run(project, id).changes === 1,
+    deleteExpired: async () => (expired.all({ now: nowSeconds() }) as { id: string }[]).map((r) => r.id),
+    exists: async (id) => exists.get(id) !== undefined,
   };
 }
