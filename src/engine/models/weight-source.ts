@@ -126,7 +126,7 @@ export function embeddedWeights(weights: ReadonlyMap<string, { dims: number[]; d
       (name) => {
         const w = weights.get(name);
         if (!w) throw new Error(`no base weight ${name}`);
-        if ('format' in w) throw new Error(`base weight ${name} is ${w.format}-quantized: use it through linear, rows or matrix`);
+        if ('format' in w) throw new Error(`base weight ${name} is ${w.format}-quantized: use it through linear, rows or matrixBlocks`);
         return g.initializer(name, g.float, w.dims, w.data);
       },
       (name) => {
