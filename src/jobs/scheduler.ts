@@ -373,6 +373,9 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
         await r.queue;
       }));
       await ticking;
+      // Each job stopped where it saved its resume point: let another node take it over now rather than when the lease
+      // runs out (this node, if it comes back first, takes its jobs back either way).
+      if (started) await jobs.renewLeases(o.nodeId, 0);
     },
   };
 }
