@@ -17,6 +17,9 @@ import { createAdapterCache, type PreparedAdapter } from '../src/engine/serve/ad
 import { createModelRunner, type ModelRunner } from '../src/engine/serve/model-runner.ts';
 import { baseParameters as parametersOf, parameterCount } from '../src/engine/models/parameters.ts';
 import { PRECISIONS, type Precision } from '../src/engine/models/quantize.ts';
+import { readWeightCache } from '../src/engine/models/weight-cache.ts';
+import { Graph } from '../src/engine/onnx/graph.ts';
+import { createSession } from '../src/engine/onnx/session.ts';
 import { benchModel, writeRandomModel } from './lib/bench-models.ts';
 
 // Flags of other benches pass through `npm run bench` too: unknown ones are ignored.
@@ -32,14 +35,47 @@ const { values: args } = parseArgs({
 const PRECISION_STEPS = 24; // decode steps per batch size (memory-bound: a 1B fp32 step reads ~5 GB)
 
 /**
- * One (shape, precision): the RSS the runner adds once loaded and warm (its session's weights, as resident bytes per base
- * parameter) and the median bare-base decode step at batch 1 and 8 after a 32-token prompt, as tokens/s. Prints JSON.
+ * This process's resident anonymous memory outside the JS heap and JS buffers (onnxruntime's allocations and copies):
+ * RssAnon from /proc/self/status less V8's heap and array buffers, bytes.
+ */
+function residentNative(): number {
+  const { heapTotal, arrayBuffers } = process.memoryUsage();
+  return 1024 * Number(/RssAnon:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) - heapTotal - arrayBuffers;
+}
+
+/**
+ * Resident bytes of `file`'s pages mapped into this process (/proc/self/smaps): the weight pages read so far. Pss,
+ * not Rss: views of one tensor (a tied head and its embedding rows) map the same pages twice, and Rss counts both.
+ */
+function residentMapped(file: string): number {
+  let bytes = 0;
+  let inFile = false;
+  for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inFile = line.trimEnd().endsWith(file);
+    else if (inFile && line.startsWith('Pss:')) bytes += 1024 * Number(/(\d+)/.exec(line)![1]);
+  }
+  return bytes;
+}
+
+/**
+ * One (shape, precision), bare base, median decode step at batch 1 and 8 after a 32-token prompt, as tokens/s, and
+ * memory per base parameter: the base weights resident once loaded and warm = `pages`, the weight cache file's pages
+ * onnxruntime has mapped and read (smaps Pss of that file), + `session`, the native memory session creation added
+ * (weights onnxruntime copied or prepacked, and its per-node state; measured before any run, so no activations or KV cache);
+ * `total` = all the RSS the warm runner added (weights, the arena's activations and kernel scratch, the KV cache).
+ * Prints JSON.
  */
 async function precisionCase(shape: string, precision: Precision, threads: number) {
   const { modelDir, cacheDir } = benchModel(String(args.dir), shape, precision);
   const config = parseModelConfig(JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')));
+  const dataFile = readWeightCache(modelDir, cacheDir, { dtype: 'float32', precision })!.dataPath;
+  const warmUp = new Graph('warm-up');
+  warmUp.output(warmUp.input('x', 'float32', [1]), 'y');
+  await (await createSession(warmUp.serialize(), { device: 'cpu' })).close(); // onnxruntime's one-time set-up is no weight
   const rssBefore = process.memoryUsage().rss;
+  const nativeBefore = residentNative();
   const runner = await createModelRunner({ modelDir, cacheDir, config, contextLength: 2048, precision, device: 'cpu', threads });
+  const sessionCopies = residentNative() - nativeBefore;
   const prompt = Array.from({ length: 32 }, (_, i) => (i * 7919) % config.vocabSize);
   const rate = async (batch: number) => {
     const { rows, logits } = await runner.prefill(Array.from({ length: batch }, () => ({ tokens: prompt, adapter: null })));
@@ -55,10 +91,13 @@ async function precisionCase(shape: string, precision: Precision, threads: numbe
     return (1000 * batch) / times.sort((x, y) => x - y)[times.length >> 1];
   };
   const b1 = await rate(1);
-  const residentBytes = process.memoryUsage().rss - rssBefore;
+  const params = parameterCount(parametersOf(config));
+  const pages = residentMapped(dataFile) / params;
+  const session = sessionCopies / params;
+  const total = (process.memoryUsage().rss - rssBefore) / params;
   const b8 = await rate(8);
   await runner.close();
-  process.stdout.write(JSON.stringify({ b1, b8, bytesPerParam: residentBytes / parameterCount(parametersOf(config)), params: parameterCount(parametersOf(config)) }));
+  process.stdout.write(JSON.stringify({ b1, b8, pages, session, total, params }));
 }
 
 if (typeof args['precision-case'] === 'string') {
@@ -162,15 +201,15 @@ console.log(`  prefill of a 200-token prompt: ${f(prefillMs)} ms`);
 
 const precisions = String(args.precisions).split(',') as Precision[];
 for (const p of precisions) if (!PRECISIONS.includes(p)) throw new Error(`unknown precision ${p} (${PRECISIONS.join(', ')})`);
-console.log(`serve by base precision (bare base, prompt 32, median of ${PRECISION_STEPS} decode steps; resident = RSS the loaded, warm runner adds):`);
+console.log(`serve by base precision (bare base, prompt 32, median of ${PRECISION_STEPS} decode steps; bytes/param after batch-1 decoding: resident base weights = weight-file pages mapped (Pss) + native memory session creation added (prepacked or copied weights, and onnxruntime's per-node state); runner = all RSS it added, KV cache and arena included):`);
 for (const shape of String(args.shapes).split(',')) {
   const rows = precisions.map((precision) => {
     const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--precision-case', `${shape}:${precision}`, '--dir', String(args.dir)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    return { precision, r: JSON.parse(out) as { b1: number; b8: number; bytesPerParam: number; params: number } };
+    return { precision, r: JSON.parse(out) as { b1: number; b8: number; pages: number; session: number; total: number; params: number } };
   });
   const fp32 = rows.find((x) => x.precision === 'fp32');
   for (const { precision, r } of rows) {
     const vs = fp32 && precision !== 'fp32' ? ` → ${f(r.b1 / fp32.r.b1, 2)}× / ${f(r.b8 / fp32.r.b8, 2)}× fp32's decode rate` : '';
-    console.log(`  ${shape} ${precision} (${f(r.params / 1e9, 2)}B params): ${f(r.bytesPerParam, 2)} bytes/param resident; decode batch 1 ${f(r.b1)} tok/s, batch 8 ${f(r.b8)} tok/s${vs}`);
+    console.log(`  ${shape} ${precision} (${f(r.params / 1e9, 2)}B params): ${f(r.pages + r.session, 3)} bytes/param resident base weights (${f(r.pages, 3)} pages + ${f(r.session, 3)} session; runner ${f(r.total, 2)}); decode batch 1 ${f(r.b1, 2)} tok/s, batch 8 ${f(r.b8, 2)} tok/s${vs}`);
   }
 }

@@ -10,6 +10,8 @@ import { newId, nowSeconds } from '../src/store/ids.ts';
 import type { JobRow } from '../src/store/store.ts';
 import { startTestServer } from '../test/helpers/server.ts';
 import { openTestStore, testEngines } from '../test/helpers/store.ts';
+import { POSTGRES_URL_ENV } from '../test/helpers/postgres.ts';
+import { startTestPostgres } from './lib/test-postgres.ts';
 
 const REQUESTS = Number(process.env.LOCALTUNE_BENCH_REQUESTS ?? 300);
 const JOBS = 200;
@@ -39,32 +41,39 @@ function job(id: string, createdAt: number): JobRow {
 }
 
 const results: { engine: string; list: { p50: number; p99: number }; events: { p50: number; p99: number }; upload: { p50: number; p99: number } }[] = [];
-for (const engine of await testEngines()) {
-  const dataDir = mkdtempSync(join(tmpdir(), `localtune-bench-store-${engine.name}-`));
-  // Seeded before the server starts, through the same interface the server uses.
-  const store = await openTestStore(dataDir, engine);
-  const base = nowSeconds() - JOBS;
-  for (let i = 0; i < JOBS; i++) await store.jobs.insert(job(newId('ftjob-'), base + i), [{ message: 'Created fine-tuning job' }]);
-  const eventsJob = newId('ftjob-');
-  await store.jobs.insert(job(eventsJob, base + JOBS), []);
-  for (let step = 1; step <= EVENTS; step++) await store.jobs.putMetricsEvent(eventsJob, step, `Step ${step}/${EVENTS}: training loss=1.00`, { step, train_loss: 1 });
-  await store.close();
+// PostgreSQL on a throwaway server, as the tests start it (unless this runs under scripts/run-tests.mjs, which has one).
+const postgres = process.env[POSTGRES_URL_ENV] ? undefined : await startTestPostgres();
+if (postgres) process.env[POSTGRES_URL_ENV] = postgres.url;
+try {
+  for (const engine of await testEngines()) {
+    const dataDir = mkdtempSync(join(tmpdir(), `localtune-bench-store-${engine.name}-`));
+    // Seeded before the server starts, through the same interface the server uses.
+    const store = await openTestStore(dataDir, engine);
+    const base = nowSeconds() - JOBS;
+    for (let i = 0; i < JOBS; i++) await store.jobs.insert(job(newId('ftjob-'), base + i), [{ message: 'Created fine-tuning job' }]);
+    const eventsJob = newId('ftjob-');
+    await store.jobs.insert(job(eventsJob, base + JOBS), []);
+    for (let step = 1; step <= EVENTS; step++) await store.jobs.putMetricsEvent(eventsJob, step, `Step ${step}/${EVENTS}: training loss=1.00`, { step, train_loss: 1 });
+    await store.close();
 
-  const server = await startTestServer({ dataDir, env: engine.env });
-  try {
-    const client = server.client();
-    await client.fineTuning.jobs.list({ limit: 20 });
-    const list = await timed(REQUESTS, async () => void (await client.fineTuning.jobs.list({ limit: 20 })));
-    // Each request pages on from a cursor deep in the job's events, as `jobs events --follow` and the dashboard do.
-    const cursors = (await client.fineTuning.jobs.listEvents(eventsJob, { limit: 100 })).data.map((e) => e.id);
-    const events = await timed(REQUESTS, async (i) => void (await client.fineTuning.jobs.listEvents(eventsJob, { limit: 20, after: cursors[i % cursors.length] })));
-    const body = Buffer.from(Array.from({ length: 400 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `q${i}` }, { role: 'assistant', content: 'a'.repeat(200) }] })).join('\n'));
-    const upload = await timed(Math.min(REQUESTS, 100), async (i) => void (await client.files.create({ file: await toFile(body, `bench-${i}.jsonl`), purpose: 'fine-tune' })));
-    results.push({ engine: engine.name, list, events, upload });
-  } finally {
-    await server.stop();
-    rmSync(dataDir, { recursive: true, force: true });
+    const server = await startTestServer({ dataDir, env: engine.env });
+    try {
+      const client = server.client();
+      await client.fineTuning.jobs.list({ limit: 20 });
+      const list = await timed(REQUESTS, async () => void (await client.fineTuning.jobs.list({ limit: 20 })));
+      // Each request pages on from a cursor deep in the job's events, as `jobs events --follow` and the dashboard do.
+      const cursors = (await client.fineTuning.jobs.listEvents(eventsJob, { limit: 100 })).data.map((e) => e.id);
+      const events = await timed(REQUESTS, async (i) => void (await client.fineTuning.jobs.listEvents(eventsJob, { limit: 20, after: cursors[i % cursors.length] })));
+      const body = Buffer.from(Array.from({ length: 400 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `q${i}` }, { role: 'assistant', content: 'a'.repeat(200) }] })).join('\n'));
+      const upload = await timed(Math.min(REQUESTS, 100), async (i) => void (await client.files.create({ file: await toFile(body, `bench-${i}.jsonl`), purpose: 'fine-tune' })));
+      results.push({ engine: engine.name, list, events, upload });
+    } finally {
+      await server.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   }
+} finally {
+  await postgres?.stop();
 }
 
 console.log(`API latency per store engine (ms), ${REQUESTS} sequential requests (uploads: ${Math.min(REQUESTS, 100)} of ~90 KB); ${JOBS} jobs, ${EVENTS} events of one job:`);

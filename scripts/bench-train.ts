@@ -1,6 +1,7 @@
 // `npm run bench`: fp32 MatMul peak through onnxruntime, then LoRA train-step throughput, fraction of that peak and peak memory per model
 // shape and base precision (side by side against fp32 on the same shape). Each case runs in its own child process so its peak RSS is its own.
-// Usage: npm run bench [-- --cases small,smollm-4x256,smollm-1x1024,llama1b-1x512,llama8b-1x512 --precisions fp32,nf4,int4,int8 --model DIR --steps N]
+// Usage: npm run bench [-- --cases small,smollm-4x256,smollm-1x1024,llama1b-1x512,llama8b-1x512 --precisions fp32,nf4,int4,int8 --model DIR --steps N --low-memory true|false]
+// (--low-memory: the sessions with or without memory patterns and prepacked weight copies; default the trainer's, low for nf4 only)
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -17,7 +18,7 @@ import * as op from '../src/engine/onnx/ops.ts';
 import { createSession } from '../src/engine/onnx/session.ts';
 import type { TrainBatch } from '../src/engine/train/batch.ts';
 import { createTrainer } from '../src/engine/train/trainer.ts';
-import { benchModel } from './lib/bench-models.ts';
+import { benchModel, QUANTIZED_ONLY } from './lib/bench-models.ts';
 
 interface Case {
   name: string;
@@ -35,8 +36,6 @@ const CASES: Case[] = [
   { name: 'llama8b-1x512', shape: 'llama8b', rows: 1, seqLen: 512 },
 ];
 const DEFAULT_CASES = ['small', 'smollm-4x256', 'smollm-1x1024'];
-/** Shapes whose fp32 weights (32 GB for 8B) would not fit this machine: measured quantized only. */
-const QUANTIZED_ONLY = new Set(['llama8b']);
 
 const { values: args } = parseArgs({
   options: {
@@ -46,6 +45,7 @@ const { values: args } = parseArgs({
     precision: { type: 'string' },
     model: { type: 'string' },
     steps: { type: 'string', default: '4' },
+    'low-memory': { type: 'string' },
     dir: { type: 'string', default: join(tmpdir(), 'localtune-bench') },
   },
 });
@@ -94,6 +94,7 @@ async function runCase(c: Case, precision: Precision, steps: number) {
     lora: { r: 8, alpha: 16, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] },
     seed: 1,
     device: 'cpu',
+    lowMemory: args['low-memory'] === undefined ? undefined : args['low-memory'] === 'true',
   });
   const rng = createRng(2);
   const { rows: B, seqLen: T } = c;
@@ -143,7 +144,7 @@ if (args.case) {
     if (!c) throw new Error(`unknown case ${name} (${CASES.map((x) => x.name).join(', ')})`);
     for (const precision of precisions) {
       if (precision === 'fp32' && QUANTIZED_ONLY.has(c.shape) && !args.model) continue;
-      const extra = args.model ? ['--model', args.model] : [];
+      const extra = [...(args.model ? ['--model', args.model] : []), ...(args['low-memory'] ? ['--low-memory', args['low-memory']] : [])];
       const child = ['--import', 'tsx', fileURLToPath(import.meta.url), '--case', name, '--precision', precision, '--steps', args.steps!, '--dir', args.dir!, ...extra];
       const out = execFileSync(process.execPath, child, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 });
       results.push({ c, precision, r: JSON.parse(out) });

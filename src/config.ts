@@ -134,11 +134,6 @@ function parseString(raw: string): string {
   return raw;
 }
 
-function parseDatabaseUrl(raw: string, source: string): string {
-  if (!/^postgres(ql)?:\/\//.test(raw)) throw new ConfigError(`${source}: '${raw.replace(/:[^:@/]*@/, ':***@')}' is not a postgres:// URL`);
-  return raw;
-}
-
 function parseBoolean(raw: string, source: string): boolean {
   const v = raw.toLowerCase();
   if (['true', '1', 'yes'].includes(v)) return true;
@@ -168,6 +163,20 @@ function parseBasePrecision(raw: string, source: string): Config['basePrecision'
   const v = raw.toLowerCase();
   if (!(BASE_PRECISIONS as readonly string[]).includes(v)) throw new ConfigError(`${source}: '${raw}' is not one of ${BASE_PRECISIONS.join(', ')}`);
   return v as Config['basePrecision'];
+}
+
+/** A PostgreSQL connection URL; the error never repeats it, since it may hold a password. */
+function parseDatabaseUrl(raw: string, source: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${source}: not a URL; expected postgres://USER:PASSWORD@HOST:PORT/DATABASE`);
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw new ConfigError(`${source}: expected a postgres:// or postgresql:// URL, got a ${url.protocol}// one`);
+  }
+  return raw;
 }
 
 function parsePositiveNumber(raw: string, source: string): number {

@@ -56,3 +56,13 @@ test('fine-tuning settings: defaults, and aliases as ALIAS=MODEL pairs', () => {
   assert.throws(() => loadConfig([], { LOCALTUNE_MODEL_ALIASES: 'nomodel' }), /ALIAS=MODEL/);
   assert.throws(() => loadConfig(['--base-learning-rate', '-1'], {}), /--base-learning-rate/);
 });
+
+test('database URL: SQLite without one; a postgres:// URL from LOCALTUNE_DATABASE_URL or --database-url; errors never echo it', () => {
+  assert.equal(loadConfig([], {}).databaseUrl, undefined);
+  const url = 'postgres://lt:secret@db.internal:5432/localtune';
+  assert.equal(loadConfig([], { LOCALTUNE_DATABASE_URL: url }).databaseUrl, url);
+  assert.equal(loadConfig(['--database-url', 'postgresql://h/db'], { LOCALTUNE_DATABASE_URL: url }).databaseUrl, 'postgresql://h/db');
+  assert.throws(() => loadConfig(['--database-url', 'mysql://u:secret@h/db'], {}), (e: unknown) =>
+    e instanceof ConfigError && /--database-url/.test(e.message) && !e.message.includes('secret'));
+  assert.throws(() => loadConfig([], { LOCALTUNE_DATABASE_URL: 'not a url' }), /LOCALTUNE_DATABASE_URL: not a URL/);
+});

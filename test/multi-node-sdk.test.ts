@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import OpenAI, { toFile } from 'openai';
 import type { FineTuningJob, FineTuningJobEvent } from 'openai/resources/fine-tuning/jobs/jobs';
 import { startTestServer, startTestWorker, type TestServer, type TestWorker } from './helpers/server.ts';
-import { testEngines, type TestEngine } from './helpers/store.ts';
+import { freshDatabaseUrl } from './helpers/postgres.ts';
 import { waitFor, waitForJob } from './helpers/wait.ts';
 
 const QUESTION = 'What is the capital of Atlantis?';
@@ -20,10 +20,12 @@ const NODES = ['worker-a', 'worker-b'] as const;
 // Short leases so a takeover comes quickly; resume points every 0.2 s so it continues from well inside the run.
 const WORKER_ARGS = ['--job-lease-seconds', '2', '--resume-point-seconds', '0.2', '--max-concurrent-jobs', '2', '--train-threads', '1'];
 
-for (const engine of await testEngines()) describe(`on ${engine.name}`, () => nodesSuite(engine));
+// Both engines, always (scripts/run-tests.mjs starts the test PostgreSQL for a file that uses helpers/postgres).
+describe('on sqlite', () => nodesSuite('sqlite'));
+describe('on postgres', () => nodesSuite('postgres'));
 
-function nodesSuite(engine: TestEngine) {
-  const shared = engine.name === 'sqlite';
+function nodesSuite(engine: 'sqlite' | 'postgres') {
+  const shared = engine === 'sqlite';
   /** The embedded engine's one data dir, which every process uses; unused on PostgreSQL, where each has its own. */
   let dataDir: string;
   let serverA: TestServer;
@@ -37,11 +39,13 @@ function nodesSuite(engine: TestEngine) {
   before(async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'localtune-nodes-'));
     const own = shared ? { dataDir } : {};
-    serverA = await startTestServer({ ...own, env: engine.env, args: ['--no-training', '--node-id', 'api-a'] });
-    serverB = shared ? serverA : await startTestServer({ env: engine.env, args: ['--no-training', '--node-id', 'api-b'] });
+    // Every node on the one database: on SQLite the shared data dir's file.
+    const env: Record<string, string> = shared ? {} : { LOCALTUNE_DATABASE_URL: await freshDatabaseUrl() };
+    serverA = await startTestServer({ ...own, env, args: ['--no-training', '--node-id', 'api-a'] });
+    serverB = shared ? serverA : await startTestServer({ env, args: ['--no-training', '--node-id', 'api-b'] });
     clientA = serverA.client();
     clientB = serverB.client();
-    for (const nodeId of NODES) workers.set(nodeId, await startTestWorker({ ...own, nodeId, env: engine.env, args: WORKER_ARGS }));
+    for (const nodeId of NODES) workers.set(nodeId, await startTestWorker({ ...own, nodeId, env, args: WORKER_ARGS }));
     trainingFile = (await clientA.files.create({ file: await toFile(Buffer.from(TRAINING), 'train.jsonl'), purpose: 'fine-tune' })).id;
   });
 

@@ -1,6 +1,7 @@
 // Opens the store the configuration names: PostgreSQL when a database URL is given, else the data directory's SQLite.
 import type { Store } from './store.ts';
 import { openSqliteStore } from './sqlite/index.ts';
+import { openPostgresStore } from './postgres/index.ts';
 
 export interface StoreOptions {
   /** This node's data directory: the SQLite file and blobs, or (with PostgreSQL) this node's caches and temp files. */
@@ -10,6 +11,5 @@ export interface StoreOptions {
 }
 
 export async function openStore(o: StoreOptions): Promise<Store> {
-  if (o.databaseUrl !== undefined) throw new Error('PostgreSQL is not available in this build');
-  return openSqliteStore(o.dataDir);
+  return o.databaseUrl === undefined ? openSqliteStore(o.dataDir) : openPostgresStore({ url: o.databaseUrl, dataDir: o.dataDir });
 }

@@ -1,11 +1,14 @@
 // End-to-end test helpers: run the real `localtune serve` as a child process on a free port, and `localtune worker`
-// processes beside it, each with a temp data dir or a given (shared) one.
+// processes beside it, each with a temp data dir or a given (shared) one. With LOCALTUNE_TEST_ENGINE=postgres every data
+// dir gets its own fresh PostgreSQL database (the servers, workers and CLI commands given that data dir all use it), so
+// the same tests check the PostgreSQL engine.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
+import { engineEnv } from './postgres.ts';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -89,7 +92,7 @@ function exited(child: ChildProcess): Promise<void> {
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
   const ownsDataDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'localtune-test-'));
-  const env = options.env ?? {};
+  const env = { ...(await engineEnv(dataDir)), ...options.env };
   const timeout = options.startTimeoutMs ?? 30_000;
   const log: string[] = [];
   const baseArgs = ['serve', '--data-dir', dataDir, '--host', '127.0.0.1', ...(options.args ?? [])];
@@ -156,7 +159,8 @@ export async function startTestWorker(options: TestWorkerOptions = {}): Promise<
   const ownsDataDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'localtune-worker-'));
   const args = ['worker', '--data-dir', dataDir, ...(options.nodeId ? ['--node-id', options.nodeId] : []), ...(options.args ?? [])];
-  const start = async () => (await launch(args, options.env ?? {}, options.startTimeoutMs ?? 30_000, log, WORKER_STARTED)).child;
+  const env = { ...(await engineEnv(dataDir)), ...options.env };
+  const start = async () => (await launch(args, env, options.startTimeoutMs ?? 30_000, log, WORKER_STARTED)).child;
   const log: string[] = [];
   let child = await start();
   return {
@@ -180,9 +184,11 @@ export async function startTestWorker(options: TestWorkerOptions = {}): Promise<
 }
 
 /** Runs a `localtune` CLI command to completion (e.g. `keys create`) and returns its stdout. */
-export function runCli(args: string[], env: Record<string, string> = {}): Promise<string> {
+export async function runCli(args: string[], env: Record<string, string> = {}): Promise<string> {
+  const dataDir = args[args.indexOf('--data-dir') + 1];
+  const engine = args.includes('--data-dir') && dataDir !== undefined ? await engineEnv(dataDir) : {};
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(repoRoot, 'bin/localtune.js'), ...args], { cwd: repoRoot, env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, [join(repoRoot, 'bin/localtune.js'), ...args], { cwd: repoRoot, env: { ...process.env, ...engine, ...env } });
     let out = '';
     let err = '';
     child.stdout.on('data', (c: Buffer) => { out += c.toString(); });

@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { Readable } from 'node:stream';
 import OpenAI, { toFile, toStreamingFile } from 'openai';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { openTestStore, runSql, storedBlobCount } from '../helpers/store.ts';
 
 const ALPHA = 'sk-alpha-uploads';
 const BETA = 'sk-beta-uploads';
@@ -21,7 +21,7 @@ before(async () => {
 });
 after(() => server?.stop());
 
-const partsOnDisk = () => readdirSync(join(server.dataDir, 'upload-parts')).length;
+const partsOnDisk = () => storedBlobCount(server.dataDir, 'upload-parts');
 const tempFiles = () => readdirSync(join(server.dataDir, 'tmp', 'uploads')).length;
 const md5 = (data: Buffer) => createHash('md5').update(data).digest('hex');
 
@@ -70,7 +70,7 @@ test('create, parts in parallel, complete in part_ids order with md5: the File i
     assert.equal(part.upload_id, upload.id);
     assert.equal(typeof part.created_at, 'number');
   }
-  assert.equal(partsOnDisk(), 4);
+  assert.equal(await partsOnDisk(), 4);
   const done = await client.uploads.complete(upload.id, { part_ids: parts.map((p) => p.id), md5: md5(jsonl) });
   assert.equal(done.status, 'completed');
   assert.equal(done.id, upload.id);
@@ -83,7 +83,7 @@ test('create, parts in parallel, complete in part_ids order with md5: the File i
   assert.deepEqual(await client.files.retrieve(file.id), file);
   const downloaded = Buffer.from(await (await client.files.content(file.id)).arrayBuffer());
   assert.ok(downloaded.equals(jsonl));
-  assert.equal(partsOnDisk(), 0);
+  assert.equal(await partsOnDisk(), 0);
   assert.equal(tempFiles(), 0);
 });
 
@@ -98,7 +98,7 @@ test('the File keeps expires_after, and parts may be left out of part_ids', asyn
   assert.ok(Buffer.from(await (await client.files.content(done.file!.id)).arrayBuffer()).equals(data.subarray(0, 3000)));
   // The unused part went with the completion.
   await refused(client.uploads.complete(upload.id, { part_ids: [unused.id] }), 400, null, /already completed/);
-  assert.equal(partsOnDisk(), 0);
+  assert.equal(await partsOnDisk(), 0);
 });
 
 test('complete refuses a wrong total, unknown or repeated part ids and a wrong md5, and leaves the upload pending', async () => {
@@ -129,11 +129,11 @@ test('a completed or cancelled upload takes no more parts, completions or cancel
   await refused(client.uploads.cancel(upload.id), 400, null, /Cannot cancel Upload .*: it is already completed/);
 
   const second = await uploadInParts(jsonl, [10]);
-  assert.equal(partsOnDisk(), 2);
+  assert.equal(await partsOnDisk(), 2);
   const cancelled = await client.uploads.cancel(second.upload.id);
   assert.equal(cancelled.status, 'cancelled');
   assert.equal(cancelled.file, null);
-  assert.equal(partsOnDisk(), 0);
+  assert.equal(await partsOnDisk(), 0);
   // Refused before the body is read, yet answered (not a reset connection) while a large part is still being sent.
   const large = await toFile(Buffer.alloc(16 * 1024 * 1024, 1), 'large');
   await refused(client.uploads.parts.create(second.upload.id, { data: large }), 400, null, /it was already cancelled/);
@@ -169,7 +169,7 @@ test('bad create parameters, a missing or oversize part, and unknown ids are ref
   // One byte over 64 MiB: refused while it streams, with nothing left on disk.
   const big = Buffer.alloc(64 * 1024 * 1024 + 1, 7);
   await refused(client.uploads.parts.create(upload.id, { data: await toFile(big, 'big') }), 413, 'data', /at most 64 MiB/);
-  assert.equal(partsOnDisk(), 0);
+  assert.equal(await partsOnDisk(), 0);
   assert.equal(tempFiles(), 0);
 
   await refused(client.uploads.parts.create('upload_nope', { data: await toFile(Buffer.from('x'), 'p') }), 404, 'upload_id', /No such Upload object: upload_nope/);
@@ -191,28 +191,23 @@ test("another project's upload is a 404 for parts, complete and cancel", async (
 test('an expired upload refuses parts and completion; its parts are swept, and a completion cut off by a crash is pending again', async () => {
   const expiring = await uploadInParts(jsonl, [100]);
   const interrupted = await uploadInParts(jsonl, [200]);
-  const db = new Database(join(server.dataDir, 'db.sqlite'));
-  try {
-    db.prepare('UPDATE uploads SET expires_at = created_at - 1 WHERE id = ?').run(expiring.upload.id);
-  } finally {
-    db.close();
-  }
+  await runSql(server.dataDir, 'UPDATE uploads SET expires_at = created_at - 1 WHERE id = ?', [expiring.upload.id]);
   await refused(client.uploads.parts.create(expiring.upload.id, { data: await toFile(Buffer.from('{}\n'), 'p') }), 400, null, /it expired at .* create a new one/);
   await refused(client.uploads.complete(expiring.upload.id, { part_ids: expiring.parts.map((p) => p.id) }), 400, null, /it expired/);
   await refused(client.uploads.cancel(expiring.upload.id), 400, null, /it expired/);
 
   // A crash in the middle of a completion: the database says 'completing' and half a file sits in the temp folder.
   await server.kill();
-  const crashed = new Database(join(server.dataDir, 'db.sqlite'));
+  const store = await openTestStore(server.dataDir);
   try {
-    crashed.prepare("UPDATE uploads SET status = 'completing' WHERE id = ?").run(interrupted.upload.id);
+    assert.equal(await store.uploads.beginCompletion(interrupted.upload.id), true);
   } finally {
-    crashed.close();
+    await store.close();
   }
   await server.restart();
   assert.match(server.output(), /2 part\(s\) of finished or expired Uploads, 0 orphaned part\(s\); 1 interrupted Upload completion\(s\) set back to pending/);
-  assert.equal(partsOnDisk(), 2);
+  assert.equal(await partsOnDisk(), 2);
   const done = await client.uploads.complete(interrupted.upload.id, { part_ids: interrupted.parts.map((p) => p.id) });
   assert.ok(Buffer.from(await (await client.files.content(done.file!.id)).arrayBuffer()).equals(jsonl));
-  assert.equal(partsOnDisk(), 0);
+  assert.equal(await partsOnDisk(), 0);
 });

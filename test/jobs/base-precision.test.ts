@@ -28,13 +28,14 @@ test('base_precision: explicit kept; auto = the starting model\'s, else fp32 whe
   assert.equal(servingPrecision(config, 'int4', 1), 'int4');
 });
 
-test('base-weight bytes: 4 a value in fp32; nf4 projections 4 bits + an fp32 absmax per 64, int4 per 32, int8 8 bits + a scale per 32', () => {
+test('base-weight bytes: 4 a value in fp32; nf4 projections 4 bits + an fp32 absmax per 64 (embedding and head per 32), int4 per 32, int8 8 bits + a scale per 32', () => {
   const config = writeTinyModelDir(join(root, 'bytes'), { ...TINY_CONFIG_JSON, hidden_size: 64, intermediate_size: 128 }, 1);
   const fp32 = baseWeightBytes(config, 'fp32');
   assert.equal(fp32.quantized, 0);
   const nf4 = baseWeightBytes(config, 'nf4');
-  const projectionValues = (fp32.total - nf4.fp32) / 4;
-  assert.equal(nf4.quantized, projectionValues * (0.5 + 4 / 64));
-  assert.equal(baseWeightBytes(config, 'int4').quantized, projectionValues * (0.5 + 4 / 32));
-  assert.equal(baseWeightBytes(config, 'int8').quantized, projectionValues * (1 + 4 / 32));
+  const matrixValues = (fp32.total - nf4.fp32) / 4;
+  const vocabularyValues = 2 * config.vocabSize * config.hiddenSize; // the embedding and the untied head
+  assert.equal(nf4.quantized, (matrixValues - vocabularyValues) * (0.5 + 4 / 64) + vocabularyValues * (0.5 + 4 / 32));
+  assert.equal(baseWeightBytes(config, 'int4').quantized, matrixValues * (0.5 + 4 / 32));
+  assert.equal(baseWeightBytes(config, 'int8').quantized, matrixValues * (1 + 4 / 32));
 });

@@ -5,11 +5,14 @@ import { writeTextAtomically } from '../atomic-file.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { LORA_TARGETS, isLoraTarget, loraModules, loraTensorNames, parseLoraTensorName, type LoraTarget } from '../models/parameters.ts';
 import { readSafetensorsHeader, readTensor, writeSafetensors, type TensorDtype } from '../models/safetensors.ts';
+import { QUANTIZED_LAYOUT } from '../models/weight-cache.ts';
 import { resolveLoraConfig, type LoraConfig } from './config.ts';
 import type { AdapterTensors } from './init.ts';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
+/** Safetensors metadata key: the quantized-base layout (weight-cache QUANTIZED_LAYOUT) of the localtune that saved the adapter. */
+const QUANTIZED_LAYOUT_KEY = 'localtune_quantized_layout';
 
 export interface LoadedAdapter {
   config: LoraConfig;
@@ -54,8 +57,18 @@ function peftConfigJson(config: LoraConfig, baseModelName: string): Record<strin
  */
 export function saveAdapter(dir: string, config: LoraConfig, tensors: AdapterTensors, baseModelName: string, dtype: TensorDtype = 'F32'): void {
   mkdirSync(dir, { recursive: true });
-  writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), new Map([...tensors].map(([name, t]) => [name, { ...t, dtype }])), { format: 'pt' });
+  const metadata = { format: 'pt', [QUANTIZED_LAYOUT_KEY]: String(QUANTIZED_LAYOUT) };
+  writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), new Map([...tensors].map(([name, t]) => [name, { ...t, dtype }])), metadata);
   writeTextAtomically(join(dir, ADAPTER_CONFIG_FILE), JSON.stringify(peftConfigJson(config, baseModelName), null, 2) + '\n');
+}
+
+/**
+ * The quantized-base layout of the localtune that saved the adapter in `dir` (null: saved elsewhere, or by a localtune
+ * whose quantized bases kept the embedding and head fp32). An adapter trained on a quantized base fits that layout.
+ */
+export function savedQuantizedLayout(dir: string): number | null {
+  const v = readSafetensorsHeader(join(dir, ADAPTER_WEIGHTS_FILE)).metadata[QUANTIZED_LAYOUT_KEY];
+  return v === undefined ? null : Number(v);
 }
 
 function configField(cfg: Record<string, unknown>, field: string, ok: (v: unknown) => boolean, want: string): void {

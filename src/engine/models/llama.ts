@@ -3,7 +3,7 @@ import type { Tensor } from '../onnx/graph.ts';
 import { attention, lmHeadCrossEntropy, rmsNorm, rotary, swiGlu } from '../onnx/fused.ts';
 import * as op from '../onnx/ops.ts';
 import type { ModelConfig } from './config.ts';
-import type { WeightSource } from './weight-source.ts';
+import { HEAD_ROW_BLOCK, type WeightSource } from './weight-source.ts';
 import { EMBED_TOKENS, FINAL_NORM, layerParameterNames, lmHeadName, type LoraTarget } from './parameters.ts';
 
 // Dims: B batch rows, T new positions, P past positions, S = P + T keys, N = B·T rows of the hidden state,
@@ -137,7 +137,6 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
   const NH = config.numHeads;
   const NKV = config.numKvHeads;
   const G = NH / NKV;
-  const D = config.hiddenSize;
   const dimB: [Tensor, number] = [ids, 0];
   const dimT: [Tensor, number] = [ids, 1];
   const dimS: [Tensor, number] = [bias, 4];
@@ -163,7 +162,7 @@ export function decoderStack(config: ModelConfig, weight: WeightSource, inputs: 
       ? Array.from({ length: T0 / block }, (_, i) => perRow(op.slice(bias, [i * block, 0], [(i + 1) * block, (i + 1) * block], [3, 4]))) // [B, 1, b, S_i] each
       : null;
   const rowBias = perRow(bias); // [B, 1, T, S]
-  let x = op.reshape(op.gather(weight(EMBED_TOKENS), ids, 0), [-1, D]); // [N, D]
+  let x = weight.rows(EMBED_TOKENS, ids); // [N, D]
   for (let l = 0; l < config.numLayers; l++) {
     const names = layerParameterNames(config, l);
     // Attention block.
@@ -226,14 +225,17 @@ export function finalNorm(config: ModelConfig, weight: WeightSource, x: Tensor):
   return rmsNorm(x, weight(FINAL_NORM), config.rmsNormEps); // [M, D]
 }
 
-/** Logits of normed rows: [M, D] → [M, V] (tied heads read the embedding). */
+/** Logits of normed rows: [M, D] → [M, V] (tied heads read the embedding; a quantized head's kernel scratch bounded to blocks of rows). */
 export function lmHead(config: ModelConfig, weight: WeightSource, h: Tensor): Tensor {
-  return op.gemm(h, weight(lmHeadName(config)), null, { transB: true }); // [M, V]
+  return weight.linear(lmHeadName(config), h, null, HEAD_ROW_BLOCK); // [M, V]
 }
 
 /** Per row of normed rows h [M, D] against labels [M] int64 and weights [M], chunked: w·ce [M] and w·[argmax = label] [M]. */
 export function lmHeadLoss(config: ModelConfig, weight: WeightSource, h: Tensor, labels: Tensor, weights: Tensor, chunk = 256) {
-  return lmHeadCrossEntropy(h, weight(lmHeadName(config)), labels, weights, chunk);
+  // A quantized head is dequantized once for all chunks (both of each chunk's products read it), once h exists, in
+  // blocks of rows: the dequantization's intermediates (codes as floats, then int32, levels) then exist for one block at
+  // a time, not for the whole head (measured on the 1B shape: 9.6 GB step peak whole).
+  return lmHeadCrossEntropy(h, weight.matrixBlocks(lmHeadName(config), h, HEAD_ROW_BLOCK), labels, weights, chunk);
 }
 
 export const MASKED = -1e9;

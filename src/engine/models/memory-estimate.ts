@@ -1,19 +1,19 @@
 // How many bytes a base model's weights take resident at each precision, from its config alone (no weights read).
 import type { ModelConfig } from './config.ts';
 import { baseParameters, parameterCount } from './parameters.ts';
-import { isQuantizedParameter } from './weight-cache.ts';
+import { isQuantizedParameter, quantizedBlockSize } from './weight-cache.ts';
 import { QUANT_LAYOUT, type Precision } from './quantize.ts';
 
 /**
  * Bytes of the base weights held at `precision`, split into the tensors kept in fp32 (4 bytes a value) and the
- * quantized projections (bits/8 a value plus one fp32 scale per block). onnxruntime's additions are not in it.
+ * quantized matrices (bits/8 a value plus one fp32 scale per block). onnxruntime's additions are not in it.
  */
 export function baseWeightBytes(config: ModelConfig, precision: Precision): { fp32: number; quantized: number; total: number } {
   let fp32 = 0;
   let quantized = 0;
   for (const spec of baseParameters(config)) {
     const n = parameterCount([spec]);
-    if (isQuantizedParameter(config, spec, precision)) quantized += (n * QUANT_LAYOUT[precision].bits) / 8 + (4 * n) / QUANT_LAYOUT[precision].blockSize;
+    if (isQuantizedParameter(spec, precision)) quantized += (n * QUANT_LAYOUT[precision].bits) / 8 + (4 * n) / quantizedBlockSize(spec, precision);
     else fp32 += 4 * n;
   }
   return { fp32, quantized, total: fp32 + quantized };

@@ -16,7 +16,7 @@ export const NF4_LEVELS: readonly number[] = [
   0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
 ];
 
-/** Per format: bits per code and weights per block (bitsandbytes' and QLoRA's NF4 block 64; MatMulNBits' block 32). */
+/** Per format: bits per code and weights per block (bitsandbytes' and QLoRA's NF4 block 64; MatMulNBits' block 32); a matrix may use a smaller block. */
 export const QUANT_LAYOUT: Record<QuantFormat, { bits: 4 | 8; blockSize: number }> = {
   nf4: { bits: 4, blockSize: 64 },
   int4: { bits: 4, blockSize: 32 },
@@ -32,9 +32,9 @@ export interface QuantizedTensor {
   scales: Float32Array; // [N, Q]
 }
 
-/** Whether a [N, K] weight can take the format: blocks must tile each row (true of every real model's projections). */
-export function quantizable(dims: readonly number[], format: QuantFormat): boolean {
-  return dims.length === 2 && dims[1] % QUANT_LAYOUT[format].blockSize === 0;
+/** Whether a [N, K] weight can take the format: blocks must tile each row (true of every real model's matrices). */
+export function quantizable(dims: readonly number[], format: QuantFormat, blockSize = QUANT_LAYOUT[format].blockSize): boolean {
+  return dims.length === 2 && dims[1] % blockSize === 0;
 }
 
 // NF4 decision thresholds: midpoints between neighbouring levels (nearest level, as bitsandbytes' dQuantizeNF4 tree).
@@ -57,11 +57,11 @@ function nearestNf4(x: number): number {
  * magnitude m gives scale = m / −2^(bits−1), code = clamp(round(w/scale), −2^(bits−1), 2^(bits−1) − 1) + 2^(bits−1), so m
  * itself is exact; int4 packs two codes a byte, the first in the low nibble.
  */
-export function quantize(w: Float32Array, dims: [number, number], format: QuantFormat): QuantizedTensor {
+export function quantize(w: Float32Array, dims: [number, number], format: QuantFormat, blockSize = QUANT_LAYOUT[format].blockSize): QuantizedTensor {
   const [N, K] = dims;
   if (w.length !== N * K) throw new Error(`quantize: ${w.length} values for [${dims}]`);
-  if (!quantizable(dims, format)) throw new Error(`quantize ${format}: row length ${K} is not a multiple of the block size ${QUANT_LAYOUT[format].blockSize}`);
-  const { bits, blockSize } = QUANT_LAYOUT[format];
+  if (!quantizable(dims, format, blockSize)) throw new Error(`quantize ${format}: row length ${K} is not a multiple of the block size ${blockSize}`);
+  const { bits } = QUANT_LAYOUT[format];
   const blocks = (N * K) / blockSize;
   const codes = new Uint8Array((N * K * bits) / 8);
   const scales = new Float32Array(blocks);

@@ -239,12 +239,12 @@ export const VJP: Record<string, VjpRule> = {
     const dx = needs[0] ? op.gemm(g, dequantized(quantizedWeightOf(n), g)) : null; // [M, K] emitted last (see accumulate)
     return [dx, null, null, ...(c ? [dc] : [])];
   }),
-  // Fused LM head + CE per row: dh[n] = g[n]·(saved ∂rowLoss_n/∂h_n); the head weight is frozen
+  // Fused LM head + CE per row (inputs h, labels, weights, head blocks): dh[n] = g[n]·(saved ∂rowLoss_n/∂h_n); the head is frozen
   LmHeadCrossEntropy: (n, gs, needs) => {
-    if (needs[1]) throw new Error('LmHeadCrossEntropy: no gradient for the head weight (it is frozen)');
+    if (needs.slice(3).some(Boolean)) throw new Error('LmHeadCrossEntropy: no gradient for the head weight (it is frozen)');
     if (gs[1]) throw new Error('LmHeadCrossEntropy: the correct-count output is not differentiable');
     const dh = gs[0] && needs[0] ? op.mul(n.saved!.dh, op.unsqueeze(gs[0], [1])) : null; // [N, D]
-    return [dh, null, null, null];
+    return n.inputs.map((_, i) => (i === 0 ? dh : null));
   },
 };
 

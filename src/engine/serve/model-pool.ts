@@ -7,6 +7,8 @@ import { compileChatTemplate, type ChatTemplate } from '../models/chat-template.
 import type { ModelConfig } from '../models/config.ts';
 import { readModelDir } from '../models/model-dir.ts';
 import { baseWeightBytes } from '../models/memory-estimate.ts';
+import { QUANTIZED_LAYOUT } from '../models/weight-cache.ts';
+import { savedQuantizedLayout } from '../lora/peft.ts';
 import type { Precision } from '../models/quantize.ts';
 import { MODEL_ID_PATTERN } from '../models/registry.ts';
 import { replyFormatOf, replyMarkers, type ReplyFormat } from '../models/reply-format.ts';
@@ -94,6 +96,8 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
   const loaded = new Map<string, Promise<{ served: ServedModel; runner: ThreadedModelRunner }>>();
   const ready = new Map<string, { served: ServedModel; runner: ThreadedModelRunner }>();
   const devices = new Map<string, Device>();
+  /** Adapters served on a quantized base whose saved layout was checked (once each: it reads the adapter file's header). */
+  const layoutChecked = new Set<string>();
   const adapters = createAdapterCache(o.adapterCacheBytes, undefined, (event, key) => {
     // A runner thread keeps its own copy of each adapter it was sent, until the cache lets it go.
     if (event === 'evict') for (const { runner } of ready.values()) runner.forgetAdapter(key);
@@ -187,7 +191,16 @@ export function createModelPool(o: ModelPoolOptions): ModelPool {
       }
       return (await p).served;
     },
-    adapter: (key, dir, model) => adapters.get(key, dir, model.config),
+    adapter(key, dir, model) {
+      const prepared = adapters.get(key, dir, model.config);
+      if (model.precision !== 'fp32' && !layoutChecked.has(key)) {
+        layoutChecked.add(key);
+        if (savedQuantizedLayout(dir) !== QUANTIZED_LAYOUT) {
+          o.log?.(`serving ${key} on ${model.id}'s ${model.precision} base, whose embedding and LM head are quantized since this adapter was saved: it was fitted to fp32 ones, so its outputs differ slightly from its training's (train it again to match)`);
+        }
+      }
+      return prepared;
+    },
     evictAdapter: (key) => adapters.evict(key),
     loadedDevices: () => new Map(devices),
     expectedDevice() {

@@ -20,9 +20,10 @@ export const ENGINE_USAGE = `usage:
       loss_weights[b][t] weights the prediction of input_ids[b][t+1] made at position t (same length as the row; the last must be 0)
       writes DIR/loss.json (mean loss, accuracy, tokens before any step), DIR/gradients.safetensors
       (∂ mean loss / ∂ LoRA tensor, PEFT names), and with --steps K: DIR/steps.json and DIR/adapter/ (PEFT) after K AdamW steps
-  --base-precision fp32 (default) | nf4 | int4 | int8: the base's projections block-quantized as README "Quantized base
-      models" says (NF4: bitsandbytes' levels, blocks of 64 with an fp32 absmax; int4/int8: blocks of 32, symmetric, fp32
-      scales), so an independent implementation can dequantize the same weights and compare
+  --base-precision fp32 (default) | nf4 | int4 | int8: the base's matrices block-quantized as README "Quantized base
+      models" says (NF4: bitsandbytes' levels, blocks of 64 with an fp32 absmax, 32 for the embedding and LM head;
+      int4/int8: blocks of 32, symmetric, fp32 scales), so an independent implementation can dequantize the same weights
+      and compare
   --cache DIR defaults to $LOCALTUNE_DATA_DIR/cache/<model folder name> (LOCALTUNE_DATA_DIR defaults to ./data); LOCALTUNE_DEVICE picks the device`;
 
 function readJson(file: string): Record<string, unknown> {

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveLoraConfig } from '../../../src/engine/lora/config.ts';
 import { initAdapter } from '../../../src/engine/lora/init.ts';
-import { loadAdapter, saveAdapter } from '../../../src/engine/lora/peft.ts';
+import { loadAdapter, saveAdapter, savedQuantizedLayout } from '../../../src/engine/lora/peft.ts';
+import { QUANTIZED_LAYOUT } from '../../../src/engine/models/weight-cache.ts';
 import { parseModelConfig } from '../../../src/engine/models/config.ts';
 import { readSafetensorsHeader, writeSafetensors, type TensorToWrite } from '../../../src/engine/models/safetensors.ts';
 import { tinyConfigJson } from '../models/tiny-model.ts';
@@ -115,4 +116,14 @@ test('clear errors: shapes, partial layers, foreign tensors, unsupported PEFT op
   assert.throws(() => loadAdapter(dir, model), /adapter_model\.safetensors is missing \(adapter_model\.bin/);
   rmSync(join(dir, 'adapter_config.json'));
   assert.throws(() => loadAdapter(dir, model), /adapter_config\.json is missing/);
+});
+
+test('saved adapters record the quantized-base layout they were fitted to; adapters saved elsewhere record none', () => {
+  const dir = join(tmp(), 'ours');
+  const lora = resolveLoraConfig({ r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj'] });
+  saveAdapter(dir, lora, initAdapter(model, lora, 1), 'tiny');
+  assert.equal(savedQuantizedLayout(dir), QUANTIZED_LAYOUT);
+  const peft = join(tmp(), 'peft');
+  writePeft(peft, {}, qTensors((l, m) => `model.layers.${l}.self_attn.q_proj.lora_${m}.weight`));
+  assert.equal(savedQuantizedLayout(peft), null);
 });

@@ -5,13 +5,17 @@ import * as ort from 'onnxruntime-node';
 import { byteLevels, dequantize, NF4_LEVELS, quantize, type QuantFormat, type QuantizedTensor } from '../../../src/engine/models/quantize.ts';
 import { embeddedWeights } from '../../../src/engine/models/weight-source.ts';
 import { baseParameters } from '../../../src/engine/models/parameters.ts';
-import { isQuantizedParameter } from '../../../src/engine/models/weight-cache.ts';
-import type { TypedData } from '../../../src/engine/onnx/graph.ts';
+import { isQuantizedParameter, quantizeParameter } from '../../../src/engine/models/weight-cache.ts';
+import { Graph, type Tensor, type TypedData } from '../../../src/engine/onnx/graph.ts';
+import { gradients } from '../../../src/engine/onnx/autodiff.ts';
+import { lmHeadCrossEntropy } from '../../../src/engine/onnx/fused.ts';
+import * as op from '../../../src/engine/onnx/ops.ts';
 import { createSession } from '../../../src/engine/onnx/session.ts';
 import { batchFeeds, bucketOf } from '../../../src/engine/train/feeds.ts';
 import { buildLogitsGraph, buildLossGraph, IO, loraSpecs } from '../../../src/engine/train/graphs.ts';
 import { attentionBias } from '../../../src/engine/models/llama.ts';
 import type { LoraConfig } from '../../../src/engine/lora/config.ts';
+import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import { rng } from '../onnx/gradcheck.ts';
 import { randomBatch, randomTensors, randomWeights, tinyConfig } from '../fixtures.ts';
 
@@ -74,29 +78,30 @@ test('int4/int8 (MatMulNBits layout): codes = round(w/scale) + zero point, low n
   assert.deepEqual([...byteLevels('nf4').subarray(2 * 0x4b, 2 * 0x4b + 2)], [NF4_LEVELS[4], NF4_LEVELS[11]]);
 });
 
-// Projections wide enough for every format's blocks: D 64, F 128 (q/k/v/gate/up K = 64, o K = 64, down K = 128).
-const config = tinyConfig({ hidden_size: 64, intermediate_size: 128, vocab_size: 19 });
+// Matrices wide enough for every format's blocks: D 64, F 128 (embedding, head, q/k/v/gate/up K = 64, o K = 64, down K = 128).
+const configs = { untied: tinyConfig({ hidden_size: 64, intermediate_size: 128, vocab_size: 19 }), tied: tinyConfig({ hidden_size: 64, intermediate_size: 128, vocab_size: 19, tie_word_embeddings: true }) };
 const lora: LoraConfig = { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
 
-/** The model's weights with every projection quantized, and the same model over the dequantized projections in fp32. */
-function quantizedAndDequantized(format: QuantFormat) {
+/** The model's weights with every matrix quantized, and the same model over the dequantized matrices in fp32. */
+function quantizedAndDequantized(config: ModelConfig, format: QuantFormat) {
   const fp32 = randomWeights(config, 5, 'float32');
   const quantized = new Map<string, { dims: number[]; data: TypedData } | QuantizedTensor>();
   const dequantized = new Map<string, { dims: number[]; data: TypedData }>();
   let count = 0;
   for (const spec of baseParameters(config)) {
     const w = fp32.get(spec.name)!;
-    if (!isQuantizedParameter(config, spec, format)) {
+    if (!isQuantizedParameter(spec, format)) {
+      assert.equal(spec.dims.length, 1, `${spec.name} is a matrix: quantized`);
       quantized.set(spec.name, w);
       dequantized.set(spec.name, w);
       continue;
     }
-    const q = quantize(w.data as Float32Array, spec.dims as [number, number], format);
+    const q = quantizeParameter(spec, w.data as Float32Array, format);
     quantized.set(spec.name, q);
     dequantized.set(spec.name, { dims: spec.dims, data: dequantize(q) });
     count++;
   }
-  assert.equal(count, config.numLayers * 7, 'every projection is quantized');
+  assert.equal(count, config.numLayers * 7 + (config.tieWordEmbeddings ? 1 : 2), 'every projection, the embedding and an untied head are quantized');
   return { quantized: embeddedWeights(quantized), dequantized: embeddedWeights(dequantized) };
 }
 
@@ -110,9 +115,10 @@ const maxRelative = (a: Float32Array, b: Float32Array) => {
   return diff / scale;
 };
 
+for (const [tying, config] of Object.entries(configs))
 for (const format of ['nf4', 'int4', 'int8'] as QuantFormat[]) {
-  test(`${format}: the forward equals an fp32 forward over the dequantized weights, and so do the LoRA gradients through it`, async () => {
-    const { quantized, dequantized } = quantizedAndDequantized(format);
+  test(`${format}, ${tying} head: the forward (quantized embedding rows, projections, head) equals an fp32 forward over the dequantized weights, and so do the LoRA gradients through it`, async () => {
+    const { quantized, dequantized } = quantizedAndDequantized(config, format);
     const opts = { device: 'cpu' as const, threads: 1 };
     // Logits with an adapter (B ≠ 0, so the LoRA path is exercised too).
     const [B, T] = [2, 6];
@@ -152,3 +158,54 @@ for (const format of ['nf4', 'int4', 'int8'] as QuantFormat[]) {
     }
   });
 }
+
+test('nf4 head in blocks of rows (kernel scratch one block at a time): the logits of the whole quantized matrix, plus c', async () => {
+  const [N, K, M, block] = [200, 64, 3, 64]; // 4 blocks, the last of 8 rows
+  const q = quantize(randomMatrix(N * K, 7), [N, K], 'nf4');
+  const x = randomMatrix(M * K, 8);
+  const c = randomMatrix(M * N, 9);
+  const g = new Graph('blocks');
+  const xs = g.input('x', 'float32', [M, K]);
+  const cs = g.input('c', 'float32', [M, N]);
+  g.output(embeddedWeights(new Map([['w', q]]))(g).linear('w', xs, cs, block), 'y');
+  assert.equal(g.nodes.filter((n) => n.op === 'QuantizedLinear').length, 4);
+  const s = await createSession(g.serialize(), { device: 'cpu', threads: 1 });
+  const y = (await s.run({ x: new ort.Tensor('float32', x, [M, K]), c: new ort.Tensor('float32', c, [M, N]) })).y.data as Float32Array;
+  await s.close();
+  const w = dequantize(q);
+  const want = Float32Array.from({ length: M * N }, (_, i) => {
+    const [m, n] = [Math.floor(i / N), i % N];
+    let sum = c[i];
+    for (let k = 0; k < K; k++) sum += x[m * K + k] * w[n * K + k];
+    return sum;
+  });
+  assert.ok(maxRelative(y, want) < 1e-5, `blocked head differs by ${maxRelative(y, want)}`);
+});
+
+test('nf4 training head in row blocks, dequantized one after another: the loss and dh of the whole dequantized head', async () => {
+  const [V, D, K, block] = [200, 64, 6, 64]; // 4 blocks, the last of 8 rows
+  const q = quantize(randomMatrix(V * D, 10), [V, D], 'nf4');
+  const h = new ort.Tensor('float32', randomMatrix(K * D, 11), [K, D]);
+  const labels = new ort.Tensor('int64', BigInt64Array.from([0, 199, 64, 63, 128, 7], BigInt), [K]);
+  const outputs = async (blocks: (g: Graph, h: Tensor) => Tensor[]) => {
+    const g = new Graph('head');
+    const hs = g.input('h', 'float32', [K, D]);
+    const loss = op.reduceSum(lmHeadCrossEntropy(hs, blocks(g, hs), g.input('labels', 'int64', [K]), g.constant(new Array(K).fill(1), 'float32', [K]), 4).rowLoss, [0]);
+    g.output(loss, 'loss');
+    g.output(gradients(loss, [hs])[0], 'dh');
+    const s = await createSession(g.serialize(), { device: 'cpu', threads: 1 });
+    const out = await s.run({ h, labels });
+    await s.close();
+    return [out.loss.data, out.dh.data] as Float32Array[];
+  };
+  let count = 0;
+  const [blockedLoss, blockedDh] = await outputs((g, hs) => {
+    const blocks = embeddedWeights(new Map([['w', q]]))(g).matrixBlocks('w', hs, block);
+    count = blocks.length;
+    return blocks;
+  });
+  assert.equal(count, 4);
+  const [loss, dh] = await outputs((g) => [g.initializer('w', 'float32', [V, D], dequantize(q))]);
+  assert.ok(maxRelative(blockedLoss, loss) < 1e-5, `loss ${blockedLoss} vs ${loss}`);
+  assert.ok(maxRelative(blockedDh, dh) < 1e-5, `dh differs by ${maxRelative(blockedDh, dh)}`);
+});

@@ -4,12 +4,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, openSync, readFileSync, readSync, closeSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WEIGHT_ALIGNMENT, ensureWeightCache } from '../../../src/engine/models/weight-cache.ts';
+import { WEIGHT_ALIGNMENT, ensureWeightCache, quantizeParameter } from '../../../src/engine/models/weight-cache.ts';
 import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16, writeSafetensors } from '../../../src/engine/models/safetensors.ts';
 import { writeTinyModel } from './tiny-model.ts';
 import { TINY_CONFIG_JSON, writeTinyModelDir } from '../fixtures.ts';
 import { baseParameters } from '../../../src/engine/models/parameters.ts';
-import { quantize } from '../../../src/engine/models/quantize.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'lt-wc-'));
 
@@ -92,25 +91,27 @@ test('a missing or misshapen tensor is named', () => {
   assert.throws(() => ensureWeightCache(model, join(root, 'c2'), { dtype: 'float32' }), /k_proj\.bias has shape \[5\], config\.json implies \[4\]/);
 });
 
-test('quantized caches: each projection as codes + block scales (aligned, as quantize() gives them), the rest fp32, beside the fp32 cache', () => {
+test('quantized caches: each matrix (projections, embedding, untied head) as codes + block scales (aligned, as quantize() gives them), norms fp32, beside the fp32 cache', () => {
   const root = tmp();
   const model = join(root, 'model');
   const config = writeTinyModelDir(model, { ...TINY_CONFIG_JSON, hidden_size: 64, intermediate_size: 128, vocab_size: 19 }, 3);
   const cacheDir = join(root, 'cache');
   const fp32 = ensureWeightCache(model, cacheDir, { dtype: 'float32' });
   const source = (name: string) => fp32.manifest.tensors[name];
-  const projections = baseParameters(config).filter((p) => /_proj\.weight$/.test(p.name)).map((p) => p.name);
-  assert.equal(projections.length, 14);
+  const matrices = baseParameters(config).filter((p) => p.dims.length === 2).map((p) => p.name);
+  assert.equal(matrices.length, 14 + 2);
   for (const precision of ['nf4', 'int4', 'int8'] as const) {
     const cache = ensureWeightCache(model, cacheDir, { dtype: 'float32', precision });
     assert.equal(cache.manifest.precision, precision);
-    assert.deepEqual(Object.keys(cache.manifest.quantized).sort(), [...projections].sort());
-    assert.deepEqual(Object.keys(cache.manifest.tensors).sort(), baseParameters(config).map((p) => p.name).filter((n) => !projections.includes(n)).sort());
+    assert.deepEqual(Object.keys(cache.manifest.quantized).sort(), [...matrices].sort());
+    assert.deepEqual(Object.keys(cache.manifest.tensors).sort(), baseParameters(config).map((p) => p.name).filter((n) => !matrices.includes(n)).sort());
     for (const [name, e] of Object.entries(cache.manifest.quantized)) {
       assert.equal(e.codes.offset % WEIGHT_ALIGNMENT, 0, name);
       assert.equal(e.scales.offset % WEIGHT_ALIGNMENT, 0, name);
       const s = source(name);
-      const q = quantize(new Float32Array(readAt(fp32.dataPath, s.offset, s.length).buffer.slice(0)), s.dims as [number, number], precision);
+      const q = quantizeParameter({ name, dims: s.dims }, new Float32Array(readAt(fp32.dataPath, s.offset, s.length).buffer.slice(0)), precision);
+      const vocabulary = name === 'model.embed_tokens.weight' || name === 'lm_head.weight';
+      assert.equal(e.blockSize, precision === 'nf4' && !vocabulary ? 64 : 32, `${precision} ${name}: nf4 projections in blocks of 64, everything else 32`);
       assert.deepEqual(new Uint8Array(readAt(cache.dataPath, e.codes.offset, e.codes.length)), q.codes, `${precision} ${name} codes`);
       assert.deepEqual(new Float32Array(readAt(cache.dataPath, e.scales.offset, e.scales.length).buffer.slice(0)), q.scales, `${precision} ${name} scales`);
     }
@@ -118,7 +119,11 @@ test('quantized caches: each projection as codes + block scales (aligned, as qua
   // Every precision's cache stays valid beside the others (each removes only its own stale data files).
   assert.equal(ensureWeightCache(model, cacheDir, { dtype: 'float32' }).dataPath, fp32.dataPath);
   assert.equal(readdirSync(cacheDir).filter((f) => f.endsWith('.bin')).length, 4);
-  // Projections the blocks do not tile (input width 8 or 12 here) stay fp32.
+  // The quantized layout is part of a quantized cache's fingerprint (so of its graphs' keys): caches of the previous layout
+  // (embedding and head fp32), fingerprinted as the fp32 cache is, are rebuilt rather than read.
+  const nf4 = ensureWeightCache(model, cacheDir, { dtype: 'float32', precision: 'nf4' });
+  assert.notEqual(nf4.manifest.fingerprint, fp32.manifest.fingerprint);
+  // Matrices the blocks do not tile (input width 8 or 12 here) stay fp32.
   const narrow = join(root, 'narrow');
   writeTinyModel(narrow);
   assert.deepEqual(ensureWeightCache(narrow, join(root, 'narrow-cache'), { dtype: 'float32', precision: 'nf4' }).manifest.quantized, {});

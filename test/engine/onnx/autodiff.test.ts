@@ -148,6 +148,19 @@ test('fused LM head cross-entropy, chunked, with weights: per-row losses under d
   );
 });
 
+test('fused LM head cross-entropy over a head in row blocks (as a quantized head is dequantized): the same per-row losses and gradient', async () => {
+  await gradCheck(
+    {
+      h: { shape: [5, 3] },
+      w1: { shape: [4, 3], grad: false },
+      w2: { shape: [3, 3], grad: false },
+      labels: { shape: [5], dtype: 'int64', data: [0, 6, 3, 3, 5] },
+      weights: { shape: [5], grad: false, data: [1, 0, 1, 0.5, 1] },
+    },
+    ({ h, w1, w2, labels, weights }) => lmHeadCrossEntropy(h, [w1, w2], labels, weights, 2).rowLoss,
+  );
+});
+
 test('an op without a rule throws by name; the frozen path gets no gradient', () => {
   const g = new Graph('t', 'float64');
   const a = g.input('a', 'float64', [3]);

@@ -7,9 +7,9 @@ import { after, test } from 'node:test';
 import { initAdapter } from '../../../src/engine/lora/init.ts';
 import { loadAdapter, saveAdapter } from '../../../src/engine/lora/peft.ts';
 import { parseModelConfig } from '../../../src/engine/models/config.ts';
-import { dequantize, quantize } from '../../../src/engine/models/quantize.ts';
+import { dequantize } from '../../../src/engine/models/quantize.ts';
 import { bfloat16ToFloat32, float32ToBfloat16, readSafetensorsHeader, writeSafetensors } from '../../../src/engine/models/safetensors.ts';
-import { isQuantizedParameter } from '../../../src/engine/models/weight-cache.ts';
+import { isQuantizedParameter, quantizeParameter } from '../../../src/engine/models/weight-cache.ts';
 import { requestedDevice } from '../../../src/engine/onnx/session.ts';
 import { runEngineCommand } from '../../../src/engine/train/verify-command.ts';
 import { randomWeights, TINY_CONFIG_JSON, writeTinyModelDir } from '../fixtures.ts';
@@ -77,7 +77,7 @@ test('engine logits --base-precision: each quantized cache (bf16 safetensors in,
     mkdirSync(reference, { recursive: true });
     writeFileSync(join(reference, 'config.json'), JSON.stringify(json));
     const dequantized = new Map(
-      [...weights].map(([name, w]) => [name, isQuantizedParameter(config, { name, dims: w.dims }, format) ? { dims: w.dims, data: dequantize(quantize(w.data, w.dims as [number, number], format)) } : w]),
+      [...weights].map(([name, w]) => [name, isQuantizedParameter({ name, dims: w.dims }, format) ? { dims: w.dims, data: dequantize(quantizeParameter({ name, dims: w.dims }, w.data, format)) } : w]),
     );
     writeSafetensors(join(reference, 'model.safetensors'), dequantized);
     const [got, want] = [await logits(model, format), await logits(reference, 'fp32')];
