@@ -225,6 +225,10 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
       case 'failed':
         run.finished = true;
         break;
+      case 'flush':
+        // Messages are handled in order, so everything sent before this one is recorded by now.
+        run.handle.send({ type: 'flushed' });
+        return;
       case 'stopped':
         // Stopped for a shutdown the server is not making (a stop signal sent to the worker alone): restart it, as after a crash.
         run.finished = m.reason !== 'shutdown' || closing;

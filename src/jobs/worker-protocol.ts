@@ -78,6 +78,11 @@ export type WorkerMessage =
   | { type: 'step'; metrics: StepMetrics; trainedTokens: number }
   /** An epoch-end checkpoint: `dir` (under jobDir) holds the adapter in the PEFT layout. */
   | { type: 'checkpoint'; step: number; epoch: number; dir: string; metrics: StepMetrics }
+  /**
+   * Asks for `flushed` once every message before this one is recorded. Sent before each resume point is written: a
+   * resume point never runs ahead of what the database holds, so a job resumed from it loses no step's events.
+   */
+  | { type: 'flush' }
   /** A resume point for step `step` is now in jobDir/resume/ (written whole). */
   | { type: 'resume-point'; step: number }
   /** Training finished: `dir` holds the final adapter. */
@@ -94,3 +99,6 @@ export type WorkerMessage =
  * and exit, and the job continues from there at the next start.
  */
 export type WorkerCommand = { type: 'pause' } | { type: 'cancel' } | { type: 'shutdown' };
+
+/** Scheduler → worker, the answer to `flush`. */
+export type WorkerReply = { type: 'flushed' };

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { getPriority, setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { TrainingSpec, WorkerCommand, WorkerMessage } from '../worker-protocol.ts';
+import type { TrainingSpec, WorkerCommand, WorkerMessage, WorkerReply } from '../worker-protocol.ts';
 
 /** How much nicer than the server the worker runs: training yields the CPU to it, so the API stays responsive while a job trains. */
 export const WORKER_NICENESS = 5;
@@ -15,8 +15,8 @@ export const SPEC_ENV = 'LOCALTUNE_TRAINING_SPEC';
 
 export interface WorkerHandle {
   pid: number | undefined;
-  /** Delivered when the worker next finishes a step; ignored once it has exited. */
-  send(cmd: WorkerCommand): void;
+  /** Commands are honoured when the worker next finishes a step, replies at once; ignored once it has exited. */
+  send(cmd: WorkerCommand | WorkerReply): void;
   kill(signal?: NodeJS.Signals): void;
   /** Resolves when the worker has exited and every message it sent has been delivered. */
   exited: Promise<{ code: number | null; signal: string | null }>;

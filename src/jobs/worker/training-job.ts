@@ -18,6 +18,8 @@ import { prepareSupervised } from './supervised.ts';
 export interface JobIO {
   /** Resolves once the message has left this process (so a crash right after cannot lose it). */
   send(m: WorkerMessage): Promise<void>;
+  /** Resolves once the scheduler has recorded every message sent so far (never, if it died meanwhile). */
+  flush(): Promise<void>;
   /** The command received and not yet acted on (cancel wins over pause and shutdown). */
   pendingCommand(): WorkerCommand['type'] | null;
   log(line: string): void;
@@ -101,6 +103,8 @@ export async function runTrainingJob(spec: TrainingSpec, io: JobIO): Promise<'su
     let lastResumePoint = Date.now();
     // Said once written, so the scheduler can publish it for a node that may take the job over.
     const saveResumePoint = async () => {
+      // Steps whose messages the scheduler never read (it died) are done again from the previous resume point.
+      await io.flush();
       writeResumePoint(spec.jobDir, { fingerprint, position, globalStep, trainedTokens, lastMetrics, state: m.getState() });
       lastResumePoint = Date.now();
       await io.send({ type: 'resume-point', step: globalStep });

@@ -60,6 +60,8 @@ export function runWorker(spec: TrainingSpec): WorkerRun {
   const logs: string[] = [];
   const handle = startTrainingWorker(spec, {
     onMessage(m) {
+      // Answered as the scheduler answers it (having recorded everything before it), and not kept: it is plumbing.
+      if (m.type === 'flush') return handle.send({ type: 'flushed' });
       messages.push(m);
       for (const w of [...waiters]) if (w.pred(m)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(m);
     },

@@ -210,13 +210,17 @@ test('a command received during step k is honoured before step k + 1; pause and 
         sent.push(m);
         if (m.type === 'step' && m.metrics.step === 3) pending = command; // arrives while step 3 reports
       },
+      async flush() {
+        sent.push({ type: 'flush' });
+      },
       pendingCommand: () => pending,
       log: () => {},
     });
     assert.equal(outcome, 'stopped');
     assert.deepEqual(
       sent.map((m) => m.type),
-      command === 'cancel' ? ['started', 'step', 'step', 'step', 'stopped'] : ['started', 'step', 'step', 'step', 'resume-point', 'stopped'],
+      // The resume point is written only once the scheduler has recorded every step before it.
+      command === 'cancel' ? ['started', 'step', 'step', 'step', 'stopped'] : ['started', 'step', 'step', 'step', 'flush', 'resume-point', 'stopped'],
     );
     assert.deepEqual(sent.at(-1), { type: 'stopped', reason: command, step: 3 });
     assert.equal(existsSync(resumePointPath(spec.jobDir)), command !== 'cancel');
@@ -233,6 +237,7 @@ test('resumed at an epoch start, the worker repeats that step and its checkpoint
         sent.push(m);
         if (m.type === 'checkpoint' && m.step === pauseAfter) pending = 'pause';
       },
+      flush: async () => {},
       pendingCommand: () => pending,
       log: () => {},
     });
@@ -301,6 +306,7 @@ async function runInProcess(spec: TrainingSpec, pauseAt: number | null): Promise
       sent.push(m);
       if (m.type === 'step' && m.metrics.step === pauseAt) pending = 'pause';
     },
+    flush: async () => {},
     pendingCommand: () => pending,
     log: () => {},
   });
