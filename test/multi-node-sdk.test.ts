@@ -70,6 +70,8 @@ function nodesSuite(engine: 'sqlite' | 'postgres') {
   /** The node named by the job's 'Fine-tuning job started' event. */
   const startedOn = async (id: string) => ((await allEvents(id)).find((e) => e.message === 'Fine-tuning job started')?.data as { node?: string } | undefined)?.node;
   const lastLoss = async (id: string) => (await allEvents(id)).find((e) => e.type === 'metrics')!.data as { step: number; train_loss: number };
+  /** The paused job's epochs of 10 steps. */
+  const PAUSED_EPOCHS = 8;
   const create = (nEpochs: number, seed = 3) =>
     clientA.fineTuning.jobs.create({ model: 'localtune-default', training_file: trainingFile, seed, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: nEpochs, batch_size: 1 } } } });
 
@@ -125,7 +127,8 @@ function nodesSuite(engine: 'sqlite' | 'postgres') {
   });
 
   test('pause sent to a server stops the job on its worker after a resume point; resume finishes it with every step once', async () => {
-    const job = await create(2);
+    // Long enough that the pause (seen by the worker's next lease renewal, within a second) lands mid-training even when tiny steps run fast.
+    const job = await create(PAUSED_EPOCHS);
     await waitUntil(job.id, async () => (await metricsSteps(job.id)).length >= 3, 'past step 3');
     assert.equal((await clientB.fineTuning.jobs.pause(job.id)).status, 'paused');
     const stoppedAt = await waitFor('the worker to stop the job', async () =>
@@ -138,8 +141,8 @@ function nodesSuite(engine: 'sqlite' | 'postgres') {
     assert.equal((await clientA.fineTuning.jobs.resume(job.id)).status, 'queued');
     const done = await finished(job.id);
     assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
-    assert.ok((await allEvents(job.id)).some((e) => e.message === `Resumed training at step ${stoppedAt}/20 on cpu`));
-    assert.deepEqual((await metricsSteps(job.id)).sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i + 1));
+    assert.ok((await allEvents(job.id)).some((e) => e.message === `Resumed training at step ${stoppedAt}/${PAUSED_EPOCHS * 10} on cpu`));
+    assert.deepEqual((await metricsSteps(job.id)).sort((a, b) => a - b), Array.from({ length: PAUSED_EPOCHS * 10 }, (_, i) => i + 1));
   });
 
   test('a server killed mid-upload loses no acknowledged file, and keeps nothing of the upload it was receiving', async () => {
