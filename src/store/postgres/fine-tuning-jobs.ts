@@ -1,19 +1,10 @@
 // The fine-tuning tables on PostgreSQL: jobs (and the queue nodes claim them from), their events and checkpoints.
 import type { CheckpointRow, EventRow, FineTuningJobStore, JobRow, JobStatus, NewEvent } from '../store.ts';
+import { CHECKPOINTS, EVENTS, JOB_COLUMNS, JOBS, SETTABLE_JOB_COLUMNS } from '../columns.ts';
 import { newId, nowSeconds } from '../ids.ts';
 import type { Db } from './db.ts';
 import { page } from './files.ts';
 
-const JOB_COLUMNS = [
-  'id', 'project', 'created_at', 'status', 'model', 'base_model', 'start_model', 'method', 'training_file', 'validation_file',
-  'hyperparameters', 'resolved_hyperparameters', 'lora', 'suffix', 'seed', 'metadata', 'fine_tuned_model', 'finished_at',
-  'error_code', 'error_message', 'error_param', 'trained_tokens', 'total_steps', 'estimated_finish', 'result_file', 'queued_at',
-  'base_precision', 'owner', 'lease_expires_at',
-] as const;
-const SETTABLE = new Set<string>(JOB_COLUMNS.filter((c) => !['id', 'project', 'created_at', 'status'].includes(c)));
-const JOBS = JOB_COLUMNS.join(', ');
-const EVENTS = 'id, job_id, created_at, level, type, message, data';
-const CHECKPOINTS = 'id, job_id, created_at, step_number, fine_tuned_model_checkpoint, metrics';
 // The statuses in which a node works on a job it holds, and so keeps its lease.
 const HELD: readonly JobStatus[] = ['validating_files', 'running'];
 // Queued jobs start oldest first; SQLite sorts a NULL queued_at first, and so must this engine.
@@ -30,7 +21,7 @@ export function fineTuningJobStore(db: Db): FineTuningJobStore {
   // JobFields, never from a request, and are checked against the table's.
   const setFields = async (tx: Db, id: string, from: readonly JobStatus[], to: JobStatus | undefined, fields: Record<string, unknown>) => {
     const columns = Object.keys(fields);
-    for (const c of columns) if (!SETTABLE.has(c)) throw new Error(`fine_tuning_jobs.${c} is not a settable column`);
+    for (const c of columns) if (!SETTABLE_JOB_COLUMNS.has(c)) throw new Error(`fine_tuning_jobs.${c} is not a settable column`);
     const params: unknown[] = [id, [...from]];
     const sets = columns.map((c) => `${c} = $${params.push(fields[c])}`);
     if (to !== undefined) sets.unshift(`status = $${params.push(to)}`);

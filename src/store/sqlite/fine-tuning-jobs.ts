@@ -1,18 +1,9 @@
 // The fine-tuning tables on SQLite: jobs, their events (lifecycle messages and per-step metrics) and checkpoints.
 import type { Db } from './db.ts';
+import { CHECKPOINTS, EVENTS, JOB_COLUMNS, JOBS, SETTABLE_JOB_COLUMNS } from '../columns.ts';
 import { newId, nowSeconds } from '../ids.ts';
 import type { CheckpointRow, EventRow, FineTuningJobStore, JobRow, JobStatus, NewEvent, Page } from '../store.ts';
 
-const JOB_COLUMNS = [
-  'id', 'project', 'created_at', 'status', 'model', 'base_model', 'start_model', 'method', 'training_file', 'validation_file',
-  'hyperparameters', 'resolved_hyperparameters', 'lora', 'suffix', 'seed', 'metadata', 'fine_tuned_model', 'finished_at',
-  'error_code', 'error_message', 'error_param', 'trained_tokens', 'total_steps', 'estimated_finish', 'result_file', 'queued_at',
-  'base_precision', 'owner', 'lease_expires_at',
-] as const;
-const SETTABLE = new Set<string>(JOB_COLUMNS.filter((c) => !['id', 'project', 'created_at', 'status'].includes(c)));
-const JOBS = JOB_COLUMNS.join(', ');
-const EVENTS = 'id, job_id, created_at, level, type, message, data';
-const CHECKPOINTS = 'id, job_id, created_at, step_number, fine_tuned_model_checkpoint, metrics';
 
 export function fineTuningJobStore(db: Db): FineTuningJobStore {
   const insertJob = db.prepare(`INSERT INTO fine_tuning_jobs (${JOBS}) VALUES (${JOB_COLUMNS.map((c) => '@' + c).join(', ')})`);
@@ -60,7 +51,7 @@ export function fineTuningJobStore(db: Db): FineTuningJobStore {
     const key = `${setsStatus}:${columns.join(',')}`;
     let s = updates.get(key);
     if (!s) {
-      for (const c of columns) if (!SETTABLE.has(c)) throw new Error(`fine_tuning_jobs.${c} is not a settable column`);
+      for (const c of columns) if (!SETTABLE_JOB_COLUMNS.has(c)) throw new Error(`fine_tuning_jobs.${c} is not a settable column`);
       const sets = [...(setsStatus ? ['status = @to'] : []), ...columns.map((c) => `${c} = @${c}`)];
       s = db.prepare(`UPDATE fine_tuning_jobs SET ${sets.join(', ')} WHERE id = @id AND status IN (SELECT value FROM json_each(@from)) RETURNING ${JOBS}`);
       updates.set(key, s);
