@@ -24,10 +24,9 @@ function runNodeTest(files, env) {
 const only = process.argv.slice(2);
 const files = only.length ? only : find('test');
 const postgresPass = { LOCALTUNE_TEST_ENGINE: 'postgres' };
-// The full run checks that both engines keep one behaviour: the SDK tests of everything the store holds (files,
-// uploads, jobs and their events, fine-tuned models and adapters) run a second time against PostgreSQL. The other SDK
-// tests (generation, tools, structured output) touch the store no differently; LOCALTUNE_TEST_ENGINE=postgres runs any file so.
-const POSTGRES_PASS = ['files-sdk', 'uploads-sdk', 'fine-tuning-jobs-sdk', 'model-aliases-sdk', 'model-transfer-sdk'].map((n) => join('test', 'http', `${n}.test.ts`));
+// The full run checks that both engines keep one behaviour: every SDK test (test/http/*-sdk.test.ts) runs a second time
+// against PostgreSQL. LOCALTUNE_TEST_ENGINE=postgres runs any other file so too.
+const POSTGRES_PASS = find(join('test', 'http')).filter((f) => f.endsWith('-sdk.test.ts'));
 const passes = [{ files, env: {} }];
 if (!only.length) passes.push({ files: POSTGRES_PASS, env: postgresPass });
 const needsPostgres = process.env.LOCALTUNE_TEST_ENGINE === 'postgres' || passes.length > 1
