@@ -71,7 +71,7 @@ function nodesSuite(engine: 'sqlite' | 'postgres') {
   const startedOn = async (id: string) => ((await allEvents(id)).find((e) => e.message === 'Fine-tuning job started')?.data as { node?: string } | undefined)?.node;
   const lastLoss = async (id: string) => (await allEvents(id)).find((e) => e.type === 'metrics')!.data as { step: number; train_loss: number };
   /** The paused job's epochs of 10 steps. */
-  const PAUSED_EPOCHS = 8;
+  const PAUSED_EPOCHS = 15;
   const create = (nEpochs: number, seed = 3) =>
     clientA.fineTuning.jobs.create({ model: 'localtune-default', training_file: trainingFile, seed, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: nEpochs, batch_size: 1 } } } });
 
