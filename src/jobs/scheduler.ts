@@ -281,8 +281,8 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
       for (const row of rows) {
         if (validations.has(row.id)) continue;
         if (!(await tx.jobs.update(row.id, ['validating_files'], lease()))) continue;
-        const again = row.owner === o.nodeId ? 'after a server restart' : `after node ${row.owner} stopped`;
-        if (row.owner !== null) await tx.jobs.addEvent(row.id, { message: `Validating the files again ${again}`, data: { node: o.nodeId } });
+        const why = row.owner === o.nodeId ? 'after a server restart' : `after node ${row.owner} stopped`;
+        if (row.owner !== null) await tx.jobs.addEvent(row.id, { message: `Validating the files again ${why}`, data: { node: o.nodeId } });
         claimed.push(row);
       }
       return claimed;
@@ -308,8 +308,8 @@ export function createJobScheduler(o: JobSchedulerOptions): JobScheduler {
         }
         if (!(await tx.jobs.update(row.id, ['running'], lease()))) continue;
         // No owner: left running by a version that kept none, which was this node.
-        const again = row.owner === null || row.owner === o.nodeId ? 'after a server restart' : `on another node after node ${row.owner} stopped`;
-        await tx.jobs.addEvent(row.id, { message: `Resuming the job ${again}`, data: { node: o.nodeId } });
+        const why = row.owner === null || row.owner === o.nodeId ? 'after a server restart' : `on another node after node ${row.owner} stopped`;
+        await tx.jobs.addEvent(row.id, { message: `Resuming the job ${why}`, data: { node: o.nodeId } });
         claimed.push({ ...row, ...lease() });
       }
       return claimed;
