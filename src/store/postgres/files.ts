@@ -1,16 +1,12 @@
 // The files table on PostgreSQL: uploaded and generated files, each owned by a project.
-import type { FileRow, FileStore, Page } from '../store.ts';
+import type { FileRow, FileStore } from '../store.ts';
+import { page } from '../paging.ts';
 import { nowSeconds } from '../ids.ts';
 import type { Db } from './db.ts';
 
 const COLUMNS = 'id, project, bytes, created_at, expires_at, filename, purpose, status, status_details';
 const LIVE = '(expires_at IS NULL OR expires_at > $NOW)';
 const UNFINISHED = "'validating_files', 'queued', 'running', 'paused'";
-
-/** One page from `limit + 1` rows: the extra row only says that another page exists. */
-export function page<T>(rows: T[], limit: number): Page<T> {
-  return { rows: rows.slice(0, limit), hasMore: rows.length > limit };
-}
 
 export function fileStore(db: Db): FileStore {
   const live = (n: number) => LIVE.replace('$NOW', `$${n}`);

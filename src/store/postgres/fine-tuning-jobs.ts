@@ -3,7 +3,7 @@ import type { CheckpointRow, EventRow, FineTuningJobStore, JobRow, JobStatus, Ne
 import { CHECKPOINTS, EVENTS, JOB_COLUMNS, JOBS, SETTABLE_JOB_COLUMNS } from '../columns.ts';
 import { newId, nowSeconds } from '../ids.ts';
 import type { Db } from './db.ts';
-import { page } from './files.ts';
+import { page } from '../paging.ts';
 
 // The statuses in which a node works on a job it holds, and so keeps its lease.
 const HELD: readonly JobStatus[] = ['validating_files', 'running'];

@@ -1,6 +1,7 @@
 // The files table on SQLite: uploaded and generated files, each owned by a project.
 import type { Db } from './db.ts';
 import { nowSeconds } from '../ids.ts';
+import { page } from '../paging.ts';
 import type { FileRow, FileStore } from '../store.ts';
 
 const COLUMNS = 'id, project, bytes, created_at, expires_at, filename, purpose, status, status_details';
@@ -34,10 +35,10 @@ export function fileStore(db: Db): FileStore {
         if (!found) return undefined;
         position = found;
       }
-      const page = q.order === 'asc' ? pageAsc : pageDesc;
+      const query = q.order === 'asc' ? pageAsc : pageDesc;
       // One extra row tells whether another page exists.
-      const rows = page.all({ project, now, purpose: q.purpose ?? null, created: position.created_at, seq: position.seq, limit: q.limit + 1 }) as FileRow[];
-      return { rows: rows.slice(0, q.limit), hasMore: rows.length > q.limit };
+      const rows = query.all({ project, now, purpose: q.purpose ?? null, created: position.created_at, seq: position.seq, limit: q.limit + 1 }) as FileRow[];
+      return page(rows, q.limit);
     },
     delete: async (project, id) => remove.run(project, id).changes === 1,
     deleteExpired: async () => (expired.all({ now: nowSeconds() }) as { id: string }[]).map((r) => r.id),

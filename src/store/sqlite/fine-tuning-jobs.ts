@@ -2,7 +2,8 @@
 import type { Db } from './db.ts';
 import { CHECKPOINTS, EVENTS, JOB_COLUMNS, JOBS, SETTABLE_JOB_COLUMNS } from '../columns.ts';
 import { newId, nowSeconds } from '../ids.ts';
-import type { CheckpointRow, EventRow, FineTuningJobStore, JobRow, JobStatus, NewEvent, Page } from '../store.ts';
+import { page } from '../paging.ts';
+import type { CheckpointRow, EventRow, FineTuningJobStore, JobRow, JobStatus, NewEvent } from '../store.ts';
 
 
 export function fineTuningJobStore(db: Db): FineTuningJobStore {
@@ -71,7 +72,6 @@ export function fineTuningJobStore(db: Db): FineTuningJobStore {
       step,
     });
 
-  const page = <T>(rows: T[], limit: number): Page<T> => ({ rows: rows.slice(0, limit), hasMore: rows.length > limit });
   const insert = db.transaction((row: JobRow, events: NewEvent[]) => {
     insertJob.run(row);
     for (const e of events) addEvent(row.id, e);
