@@ -1,6 +1,6 @@
 // `npm run bench`: fp32 MatMul peak through onnxruntime, then LoRA train-step throughput, fraction of that peak and peak memory per model
 // shape and base precision (side by side against fp32 on the same shape). Each case runs in its own child process so its peak RSS is its own.
-// Usage: npm run bench [-- --cases small,smollm-4x256,smollm-1x1024,llama1b-1x512,llama8b-1x512 --precisions fp32,nf4,int4,int8 --model DIR --steps N --low-memory true|false]
+// Usage: npm run bench [-- --cases small,smollm-4x256,smollm-1x1024,smollm-1x2048,llama1b-1x512,llama1b-1x1024,llama8b-1x512 --precisions fp32,nf4,int4,int8 --model DIR --steps N --low-memory true|false]
 // (--low-memory: the sessions with or without memory patterns and prepacked weight copies; default the trainer's, low for nf4 only)
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -32,7 +32,9 @@ const CASES: Case[] = [
   { name: 'smollm-4x256', shape: 'smollm', rows: 4, seqLen: 256 },
   { name: 'smollm-1x1024', shape: 'smollm', rows: 1, seqLen: 1024 },
   { name: 'smollm-1x512', shape: 'smollm', rows: 1, seqLen: 512 },
+  { name: 'smollm-1x2048', shape: 'smollm', rows: 1, seqLen: 2048 }, // the trainer's largest micro-batch
   { name: 'llama1b-1x512', shape: 'llama1b', rows: 1, seqLen: 512 },
+  { name: 'llama1b-1x1024', shape: 'llama1b', rows: 1, seqLen: 1024 },
   { name: 'llama8b-1x512', shape: 'llama8b', rows: 1, seqLen: 512 },
 ];
 const DEFAULT_CASES = ['small', 'smollm-4x256', 'smollm-1x1024'];

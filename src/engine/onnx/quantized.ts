@@ -31,22 +31,30 @@ export interface QuantizedWeight {
 const bitsOf = (format: QuantKernel) => (format === 'int8' ? 8 : 4);
 
 /**
- * deq(W) [N, K] in the graph: codes → their levels (a Gather from the 256-entry table) × each block's scale. The codes
- * pass through DequantizeLinear first (an exact uint8 → float copy) because onnxruntime never constant-folds
- * DequantizeLinear: a chain starting from the initializers alone would otherwise be folded into an fp32 copy of every
- * weight at session creation, undoing the saving. Its scale, 1, is computed from one element of `after` (·0 + 1): a
- * chain that depends on initializers alone may run at any time, and onnxruntime's order ran the backward pass's
- * dequantizations together before their Gemms (measured: 24 of them alive at once), so it waits for the tensor its
- * consumer waits for and lives only until that consumer ran. The element passes through an int32 Cast, so autodiff
- * sees no path from `after` into the weight (a forward use, such as the training LM head, adds no gradient).
+ * deq(W) [N, K] in the graph. nf4: MatMulBnb4 itself, told the weight is [N·K, 1] and multiplied by [[1]] — its
+ * kernel dequantizes the flat bitsandbytes buffer block by block whatever the [N, K] split, so the product is deq(W)
+ * exactly (×1 is exact), at ~1.5 ns a weight on 2 threads against ~2.8 for the level-table Gather below. int4/int8:
+ * codes → their levels (a Gather from the 256-entry table) × each block's scale; the codes pass through
+ * DequantizeLinear first (an exact uint8 → float copy) because onnxruntime never constant-folds DequantizeLinear: a
+ * chain starting from the initializers alone would otherwise be folded into an fp32 copy of every weight at session
+ * creation, undoing the saving. Both routes start from a 1 computed from one element of `after` (·0 + 1): a chain that
+ * depends on initializers alone may run at any time, and onnxruntime's order ran the backward pass's dequantizations
+ * together before their Gemms (measured: 24 of them alive at once), so it waits for the tensor its consumer waits for
+ * and lives only until that consumer ran. The element passes through an int32 Cast, so autodiff sees no path from
+ * `after` into the weight (a forward use, such as the training LM head, adds no gradient).
  */
 export function dequantized(w: QuantizedWeight, after: Tensor): Tensor {
   const g = after.graph;
   const { rows: N, cols: K } = w;
   const codes = w.codes();
-  const first = op.reshape(op.slice(after, after.shape.map(() => 0), after.shape.map(() => 1), after.shape.map((_, i) => i)), []); // []
-  const one = op.add(op.mul(op.cast(op.cast(first, 'int32'), 'float32'), g.scalar(0, 'float32')), g.scalar(1, 'float32')); // [] 1, once `after` exists
-  const bytes = g.emit('DequantizeLinear', [codes, one, g.constant([0], 'uint8', [])], {}, [['float32', codes.shape]])[0]; // codes' shape
+  const first = op.reshape(op.slice(after, after.shape.map(() => 0), after.shape.map(() => 1), after.shape.map((_, i) => i)), [1, 1]); // [1, 1]
+  const one = op.add(op.mul(op.cast(op.cast(first, 'int32'), 'float32'), g.scalar(0, 'float32')), g.scalar(1, 'float32')); // [1, 1] 1, once `after` exists
+  if (w.format === 'nf4') {
+    const attrs = { K: attrInt(1), N: attrInt(N * K), block_size: attrInt(w.blockSize), quant_type: attrInt(1) };
+    const flat = g.emit('MatMulBnb4', [one, codes, w.kernelScales()], attrs, [['float32', [1, N * K]]], undefined, CONTRIB_DOMAIN)[0]; // [1, N·K]
+    return op.reshape(flat, [N, K]); // [N, K]
+  }
+  const bytes = g.emit('DequantizeLinear', [codes, op.reshape(one, []), g.constant([0], 'uint8', [])], {}, [['float32', codes.shape]])[0]; // codes' shape
   return op.reshape(scaledLevels(w, op.cast(bytes, 'int32'), w.scales()), [N, K]); // [N, K]
 }
 
