@@ -98,8 +98,9 @@ function nodesSuite(engine: 'sqlite' | 'postgres') {
     const takeover = (await allEvents(job.id)).find((e) => e.message === `Resuming the job on another node after node ${holder} stopped`);
     assert.ok(takeover, 'a takeover event names the node that stopped');
     assert.deepEqual(takeover.data, { node: other });
-    const resumedAt = Number(/Resumed training at step (\d+)\/30/.exec((await allEvents(job.id)).map((e) => e.message).join('\n'))?.[1]);
-    assert.ok(resumedAt >= 1, 'continued from a resume point, not from the start');
+    const resumed = (await allEvents(job.id)).find((e) => /^Resumed training at step \d+\/30 /.test(e.message));
+    assert.ok(Number(/step (\d+)/.exec(resumed?.message ?? '')?.[1]) >= 1, 'continued from a resume point, not from the start');
+    assert.deepEqual(resumed!.data, { node: other }, 'the resume event names the node that continued');
     assert.deepEqual((await metricsSteps(job.id)).sort((a, b) => a - b), Array.from({ length: 30 }, (_, i) => i + 1), 'every step once');
     await workers.get(holder)!.restart();
 

@@ -149,7 +149,7 @@ export function createJobResults(o: { store: Store; dataDir: string; catalog: Mo
           run.startStep = m.resumedFromStep;
           run.startedAt = Date.now();
           await jobs.update(id, ['running', 'paused'], { total_steps: m.totalSteps });
-          if (m.resumedFromStep > 0) await jobs.addEvent(id, { message: `Resumed training at step ${m.resumedFromStep}/${m.totalSteps} on ${m.device}` });
+          if (m.resumedFromStep > 0) await jobs.addEvent(id, { message: `Resumed training at step ${m.resumedFromStep}/${m.totalSteps} on ${m.device}`, data: run.job.owner ? { node: run.job.owner } : undefined });
           return;
         }
         case 'step': {
