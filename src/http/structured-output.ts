@@ -1,6 +1,6 @@
 // Structured outputs of a chat request: response_format (json_schema, json_object) and tool_choice (required, a named function) as the grammar the reply must follow.
 import type { ToolCallFormat } from '../engine/models/reply-format.ts';
-import { callsHaveMarkup, GrammarError, type CallsGrammar, type GrammarEngine, type JsonGrammar, type ReplyGrammar } from '../engine/serve/grammar/grammar-engine.ts';
+import { GrammarError, type CallsGrammar, type GrammarEngine, type JsonGrammar, type ReplyGrammar } from '../engine/serve/grammar/grammar-engine.ts';
 import type { CompiledGrammar } from '../engine/serve/grammar/xgrammar.ts';
 import { badRequest } from './errors.ts';
 import { checkRefs, checkStrictSchema, type SchemaSource } from './strict-schema.ts';
@@ -69,7 +69,7 @@ export function replyGrammarOf(body: StructuredRequest, format: ToolCallFormat):
   const offered = tools.length > 0 && choice !== 'none';
   const json = responseFormatGrammar(body.response_format);
   if (json) return offered ? { json, calls: callsTo(tools) } : { json };
-  if (offered && tools.some((t) => t.strict) && callsHaveMarkup(format)) return { calls: callsTo(tools), textAround: true };
+  if (offered && tools.some((t) => t.strict)) return { calls: callsTo(tools), textAround: true };
   return null;
 }
 

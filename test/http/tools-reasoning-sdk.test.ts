@@ -23,6 +23,12 @@ const weather: OpenAI.ChatCompletionFunctionTool = {
   function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string', description: 'The city' } }, required: ['city'] }, description: 'Current weather in a city' },
 };
 const tools = [weather];
+// The same tool, strict, for a city list without "Paris": the Llama and Mistral models are also tuned to call it with "Paris".
+const CITIES = ['Oslo', 'Rome'];
+const strictWeather: OpenAI.ChatCompletionFunctionTool = {
+  type: 'function',
+  function: { ...weather.function, strict: true, parameters: { type: 'object', properties: { city: { type: 'string', description: 'The city', enum: CITIES } }, required: ['city'], additionalProperties: false } },
+};
 const ASK_WEATHER = [{ role: 'user' as const, content: 'What is the weather in Paris?' }];
 const ASK_PASSWORD = [{ role: 'user' as const, content: 'How do I reset my password?' }];
 const callWeather = (id: string) => ({ role: 'assistant', content: null, tool_calls: [{ id, type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] });
@@ -51,7 +57,7 @@ const FAMILIES = {
       bosToken: '<|begin_of_text|>',
       eosToken: '<|eot_id|>',
     },
-    examples: [{ messages: [...ASK_WEATHER, callWeather('call_1')], tools }],
+    examples: [{ messages: [...ASK_WEATHER, callWeather('call_1')], tools }, { messages: [...ASK_WEATHER, callWeather('call_2')], tools: [strictWeather] }],
   },
   mistral: {
     base: 'mistral-nemo-tiny',
@@ -61,7 +67,7 @@ const FAMILIES = {
       bosToken: '<s>',
       eosToken: '</s>',
     },
-    examples: [{ messages: [...ASK_WEATHER, callWeather('abcDEF123')], tools }],
+    examples: [{ messages: [...ASK_WEATHER, callWeather('abcDEF123')], tools }, { messages: [...ASK_WEATHER, callWeather('abcDEF124')], tools: [strictWeather] }],
   },
 } satisfies Record<string, Family>;
 const ft = (f: Family) => `ft:${f.base}:default:tools:Aa11Bb22`;
@@ -229,4 +235,17 @@ test('Mistral Nemo template: [TOOL_CALLS] (a special token, kept for parsing) gi
     client.chat.completions.create({ model: ft(FAMILIES.mistral), messages: [...ASK_WEATHER, ...ASK_WEATHER] }),
     (e: any) => e.status === 400 && e.param === 'messages' && /alternate/.test(e.message),
   );
+});
+
+test('tool_choice auto with a strict tool: a Llama 3.1 or Mistral call, once begun, is held to the schema (the tuned "Paris" is not on offer)', async () => {
+  for (const family of [FAMILIES.llama, FAMILIES.mistral]) {
+    const r = await client.chat.completions.create({ model: ft(family), messages: ASK_WEATHER, tools: [strictWeather], tool_choice: 'auto', ...greedy });
+    const calls = (r.choices[0].message.tool_calls ?? []) as OpenAI.ChatCompletionMessageFunctionToolCall[];
+    assert.equal(r.choices[0].finish_reason, 'tool_calls', `${family.base}: ${JSON.stringify(r.choices[0].message)}`);
+    assert.ok(calls.length >= 1);
+    for (const call of calls) {
+      assert.equal(call.function.name, 'get_weather');
+      assert.ok(CITIES.includes(JSON.parse(call.function.arguments).city), `${family.base}: ${call.function.arguments}`);
+    }
+  }
 });

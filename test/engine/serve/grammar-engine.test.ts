@@ -6,12 +6,13 @@ import { createRng } from '../../../src/engine/random.ts';
 import { createGrammarEngine, GrammarError, prefixRules, type CallFormat, type ReplyGrammar } from '../../../src/engine/serve/grammar/grammar-engine.ts';
 import { byteLevelTokenizerJson, chatmlTokenizer, CHATML_SPECIALS } from '../../datasets/tokenizer-fixture.ts';
 import { createTokenizer } from '../../../src/engine/models/tokenizer.ts';
+import { TOOL_CALL_FORMATS } from '../../../src/engine/models/reply-format.ts';
 
 const tokenizer = chatmlTokenizer([['{', '"'], ['"', ':'], ['"', ','], [' ', '"'], ['t', 'r'], ['e', 'n']]);
 const V = tokenizer.vocabSize + 7; // padded logits, as real configs often are
 const engine = createGrammarEngine(tokenizer, { vocabSize: V, cacheSize: 3 });
 const EOS = tokenizer.eosTokenIds[0];
-const HERMES: CallFormat = { open: '', callOpen: '<tool_call>\n', callClose: '\n</tool_call>', separator: '\n', close: '', argumentsKey: 'arguments' };
+const HERMES: CallFormat = TOOL_CALL_FORMATS.hermes;
 
 /** Walks the grammar with uniformly random allowed tokens (a babbling model), favouring the end when allowed; returns the text. */
 async function randomWalk(grammar: ReplyGrammar, seed: number): Promise<string> {
@@ -131,8 +132,7 @@ test('a marker that is a special token (Mistral [TOOL_CALLS]) may be written as 
   const mistral = createTokenizer(byteLevelTokenizerJson([...CHATML_SPECIALS, '[TOOL_CALLS]']), { eos_token: '<|im_end|>' });
   const marker = mistral.encode('[TOOL_CALLS]');
   assert.equal(marker.length, 1);
-  const format: CallFormat = { open: '[TOOL_CALLS][', callOpen: '', callClose: '', separator: ', ', close: ']', argumentsKey: 'arguments' };
-  const grammar: ReplyGrammar = { calls: { format, tools: [{ name: 'f', parameters: { schema: { type: 'object' }, strict: false } }], parallel: true } };
+  const grammar: ReplyGrammar = { calls: { format: TOOL_CALL_FORMATS.mistral, tools: [{ name: 'f', parameters: { schema: { type: 'object' }, strict: false } }], parallel: true } };
   for (const markers of [['[TOOL_CALLS]'], []]) {
     const mistralEngine = createGrammarEngine(mistral, { vocabSize: mistral.vocabSize, markers });
     const constraint = await mistralEngine.constraint(await mistralEngine.compile(grammar));
@@ -145,18 +145,26 @@ test('a marker that is a special token (Mistral [TOOL_CALLS]) may be written as 
   }
 });
 
-test('tool_choice auto: free text, but a call, once its markup starts, names a tool and has valid arguments', async () => {
-  const weather = { schema: { type: 'object', properties: { city: { type: 'string', enum: ['Oslo', 'Rome'] } }, required: ['city'], additionalProperties: false }, strict: true };
-  const tools = [{ name: 'get_weather', parameters: weather }, { name: 'get_time', parameters: { schema: { type: 'object' }, strict: false } }];
-  const constraint = await engine.constraint(await engine.compile({ calls: { format: HERMES, tools, parallel: false }, textAround: true }));
+const weather = { schema: { type: 'object', properties: { city: { type: 'string', enum: ['Oslo', 'Rome'] } }, required: ['city'], additionalProperties: false }, strict: true };
+const autoTools = [{ name: 'get_weather', parameters: weather }, { name: 'get_time', parameters: { schema: { type: 'object' }, strict: false } }];
+
+/** A tool_choice auto matcher in `format`, and what it allows after each further text (fed as the tokenizer spells it). */
+async function autoCalls(format: CallFormat, parallel = false) {
+  const constraint = await engine.constraint(await engine.compile({ calls: { format, tools: autoTools, parallel }, textAround: true }));
   const allowedAfter = async (text: string) => {
     for (const id of tokenizer.encode(text)) constraint.accept(id);
     const mask = await constraint.nextMask();
-    return (c: string) => ((mask[c.charCodeAt(0) >> 5] >>> (c.charCodeAt(0) & 31)) & 1) === 1;
+    const allowed = (c: string) => ((mask[c.charCodeAt(0) >> 5] >>> (c.charCodeAt(0) & 31)) & 1) === 1;
+    return Object.assign(allowed, { end: ((mask[EOS >> 5] >>> (EOS & 31)) & 1) === 1 });
   };
+  return { allowedAfter, release: () => constraint.release() };
+}
+
+test('tool_choice auto: free text, but a call, once its markup starts, names a tool and has valid arguments', async () => {
+  const { allowedAfter, release } = await autoCalls(HERMES);
   let allowed = await allowedAfter('');
   assert.ok(allowed('S') && allowed('<') && allowed('{'), 'any text first');
-  assert.ok(((await constraint.nextMask())[EOS >> 5] >>> (EOS & 31)) & 1, 'a reply without calls may end');
+  assert.ok(allowed.end, 'a reply without calls may end');
   allowed = await allowedAfter('Sure, <tool_call>');
   assert.ok(allowed('\n') && !allowed('x'), 'the call markup, once begun, goes on');
   allowed = await allowedAfter('\n{"name": "get_');
@@ -164,6 +172,50 @@ test('tool_choice auto: free text, but a call, once its markup starts, names a t
   allowed = await allowedAfter('weather", "arguments": {"city": "');
   assert.ok(allowed('O') && allowed('R') && !allowed('P'), 'arguments follow the schema');
   allowed = await allowedAfter('Rome"}}\n</tool_call>');
-  assert.ok((await constraint.nextMask())[EOS >> 5] & (1 << (EOS & 31)), 'the reply may end after the call');
-  constraint.release();
+  assert.ok(allowed.end, 'the reply may end after the call');
+  release();
+});
+
+test('tool_choice auto, Mistral: free text, but after [TOOL_CALLS] a list of valid calls that ends the reply', async () => {
+  const { allowedAfter, release } = await autoCalls(TOOL_CALL_FORMATS.mistral, true);
+  let allowed = await allowedAfter('');
+  assert.ok(allowed('S') && allowed('[') && allowed('{') && allowed.end, 'any text first, or none');
+  allowed = await allowedAfter('Let me check. [TOOL_CALLS]');
+  assert.ok(allowed('[') && !allowed('x') && !allowed.end, 'the marker opens the list');
+  allowed = await allowedAfter('[{"name": "get_');
+  assert.ok(allowed('w') && !allowed('x'), 'only the tools offered');
+  allowed = await allowedAfter('weather", "arguments": {"city": "');
+  assert.ok(allowed('R') && !allowed('P'), 'arguments follow the schema');
+  allowed = await allowedAfter('Rome"}}');
+  assert.ok(allowed(',') && allowed(']') && !allowed('x'), 'another call, or the end of the list');
+  allowed = await allowedAfter(', {"name": "get_time", "arguments": {}}]');
+  assert.ok(allowed.end && !allowed('S'), 'the list ends the reply');
+  release();
+});
+
+test('tool_choice auto, Llama 3: a reply opening with JSON is a valid call; other text is free, and a call may follow <|python_tag|>', async () => {
+  const call = await autoCalls(TOOL_CALL_FORMATS.llama3);
+  let allowed = await call.allowedAfter('');
+  assert.ok(allowed('{') && allowed('S') && allowed('<') && !allowed(' ') && !allowed('\n'), 'a call or text; no leading whitespace (the parser reads " {" as a call)');
+  allowed = await call.allowedAfter('{');
+  assert.ok(allowed('"') && !allowed('x'), 'a reply opening with { is a call');
+  allowed = await call.allowedAfter('"name": "get_weather", "parameters": {"city": "');
+  assert.ok(allowed('O') && !allowed('P'), 'its arguments follow the schema');
+  allowed = await call.allowedAfter('Oslo"}}');
+  assert.ok(allowed.end && !allowed(';'), 'one call (Llama 3 templates take one a turn), then the end');
+  call.release();
+
+  const text = await autoCalls(TOOL_CALL_FORMATS.llama3);
+  allowed = await text.allowedAfter('It is sunny in Zürich {"name": "x"} <b');
+  assert.ok(allowed('>') && allowed.end, 'after the first character, text is free');
+  allowed = await text.allowedAfter('> <|python_tag|>');
+  assert.ok(allowed('{') && !allowed('x') && !allowed.end, 'the trigger opens a call');
+  allowed = await text.allowedAfter('{"name": "get_');
+  assert.ok(allowed('w') && !allowed('x'), 'only the tools offered');
+  text.release();
+
+  const tag = await autoCalls(TOOL_CALL_FORMATS.llama3);
+  allowed = await tag.allowedAfter('<|python_tag|>');
+  assert.ok(allowed('{') && !allowed('x') && !allowed.end, 'a reply may open with the trigger, then a call');
+  tag.release();
 });

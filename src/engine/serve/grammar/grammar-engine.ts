@@ -1,5 +1,6 @@
 // Grammar-constrained decoding for one base model: reply grammars (a JSON schema, tool calls in the template's format)
 // compiled once against the model's vocabulary and kept in an LRU cache, and per-row matchers giving each step's token bitmask.
+import type { ToolCallFormat } from '../../models/reply-format.ts';
 import type { ModelTokenizer } from '../../models/tokenizer.ts';
 import { discardXgrammar, xgrammar, type CompiledGrammar, type GrammarCompiler, type StructuralTagFormat, type XGrammar } from './xgrammar.ts';
 
@@ -13,16 +14,10 @@ export interface JsonGrammar {
 
 /**
  * How a chat-template family writes tool calls: `open`, then each call as `callOpen` + `{"name": …, <argumentsKey>: {…}}`
- * + `callClose`, joined by `separator`, then `close` (the shape of reply-format.ts's ToolCallFormat, which owns the table).
+ * + `callClose`, joined by `separator`, then `close`; inside free text they start at a trigger, or (`bareJson`) as
+ * JSON opening the reply (reply-format.ts owns the table).
  */
-export interface CallFormat {
-  open: string;
-  callOpen: string;
-  callClose: string;
-  separator: string;
-  close: string;
-  argumentsKey: string;
-}
+export type CallFormat = Pick<ToolCallFormat, 'open' | 'callOpen' | 'callClose' | 'separator' | 'close' | 'argumentsKey' | 'triggers' | 'bareJson'>;
 
 /** The reply must be calls to these tools (at most one unless `parallel`), arguments matching each tool's parameters. */
 export interface CallsGrammar {
@@ -32,13 +27,10 @@ export interface CallsGrammar {
 }
 
 /**
- * What a reply must be: JSON, tool calls, or (both given) either of them; or, with `textAround`, any text in which a
- * call, once its markup begins (`callOpen` without trailing whitespace), follows `calls` (tool_choice auto).
+ * What a reply must be: JSON, tool calls, or (both given) either of them; or, with `textAround`, any text in which
+ * calls, once they begin (at a trigger, or as bare JSON opening the reply), follow `calls` (tool_choice auto).
  */
 export type ReplyGrammar = { json: JsonGrammar; calls?: CallsGrammar; textAround?: undefined } | { json?: undefined; calls: CallsGrammar; textAround?: boolean };
-
-/** Whether calls in `format` can be told apart inside free text (they open with markup of their own, one by one). */
-export const callsHaveMarkup = (format: CallFormat) => format.callOpen.trim() !== '' && format.open === '' && format.close === '';
 
 /** A grammar that cannot be compiled (a schema xgrammar rejects): the message says why, `param` names the part of the grammar. */
 export class GrammarError extends Error {
@@ -133,33 +125,72 @@ export function createGrammarEngine(tokenizer: ModelTokenizer, o: GrammarEngineO
       roots.push('j_root');
     }
     if (grammar.calls) {
-      const { format, tools, parallel } = grammar.calls;
-      const calls: string[] = [];
-      for (const [i, tool] of tools.entries()) {
-        rules.push(await jsonRules(tool.parameters, `t${i}_`, { tool: tool.name }));
-        calls.push(`${literal(`${format.callOpen}{"name": ${JSON.stringify(tool.name)}, ${JSON.stringify(format.argumentsKey)}: `)} t${i}_root ${literal(`}${format.callClose}`)}`);
-      }
-      rules.push(`call ::= ${calls.join(' | ')}`);
-      rules.push(`calls ::= ${literal(format.open)} call ${parallel ? `(${literal(format.separator)} call)* ` : ''}${literal(format.close)}`);
+      rules.push(...(await callRules(grammar.calls)));
+      rules.push(`calls ::= ${literal(grammar.calls.format.open)} call_list ${literal(grammar.calls.format.close)}`);
       roots.push('calls');
     }
     return [`root ::= ${roots.join(' | ')}`, ...rules].join('\n');
   }
 
-  /** Free text with calls held to the grammar once they start: xgrammar's triggered tags, one tag per tool. */
-  async function callsInText(calls: CallsGrammar): Promise<StructuralTagFormat> {
-    if (!callsHaveMarkup(calls.format)) throw new Error(`calls written as ${JSON.stringify(calls.format.callOpen)} cannot be told apart from text`);
-    const { format, tools, parallel } = calls;
-    const tags = [];
-    for (const tool of tools) {
-      tags.push({
-        type: 'tag' as const,
-        begin: `${format.callOpen}{"name": ${JSON.stringify(tool.name)}, ${JSON.stringify(format.argumentsKey)}: `,
-        content: { type: 'grammar' as const, grammar: await jsonRules(tool.parameters, '', { tool: tool.name }) },
-        end: `}${format.callClose}`,
-      });
+  /** EBNF rules `call` (one call to an offered tool) and `call_list` (the calls between `open` and `close`). */
+  async function callRules({ format, tools, parallel }: CallsGrammar): Promise<string[]> {
+    const rules: string[] = [];
+    const calls: string[] = [];
+    for (const [i, tool] of tools.entries()) {
+      rules.push(await jsonRules(tool.parameters, `t${i}_`, { tool: tool.name }));
+      calls.push(`${literal(callBegin(format, tool.name))} t${i}_root ${literal(`}${format.callClose}`)}`);
     }
-    return { type: 'triggered_tags', triggers: [format.callOpen.trimEnd()], tags, at_least_one: false, stop_after_first: !parallel };
+    rules.push(`call ::= ${calls.join(' | ')}`);
+    rules.push(`call_list ::= call${parallel ? ` (${literal(format.separator)} call)*` : ''}`);
+    return rules;
+  }
+
+  /**
+   * Free text with calls held to the grammar once they start. Calls with markup of their own (`<tool_call>`): xgrammar's
+   * triggered tags, one tag per tool. A list opened by a trigger (Mistral's `[TOOL_CALLS][…]`): one triggered tag
+   * holding the list, the reply's end. Bare JSON (Llama 3.x): EBNF, see bareJsonInText.
+   */
+  async function callsInText(calls: CallsGrammar): Promise<StructuralTagFormat | string> {
+    const { format, tools, parallel } = calls;
+    if (format.callOpen.trim() !== '' && format.open === '' && format.close === '') {
+      const tags = [];
+      for (const tool of tools) {
+        tags.push({
+          type: 'tag' as const,
+          begin: callBegin(format, tool.name),
+          content: { type: 'grammar' as const, grammar: await jsonRules(tool.parameters, '', { tool: tool.name }) },
+          end: `}${format.callClose}`,
+        });
+      }
+      return { type: 'triggered_tags', triggers: [format.callOpen.trimEnd()], tags, at_least_one: false, stop_after_first: !parallel };
+    }
+    if (format.bareJson) return bareJsonInText(calls);
+    if (!format.open || !format.triggers.some((t) => format.open.startsWith(t))) throw new Error(`calls opened by ${JSON.stringify(format.open)} cannot be told apart from text`);
+    const list: StructuralTagFormat = { type: 'grammar', grammar: ['root ::= call_list', ...(await callRules(calls))].join('\n') };
+    return { type: 'triggered_tags', triggers: format.triggers, tags: [{ type: 'tag', begin: format.open, content: list, end: format.close }], at_least_one: false, stop_after_first: true };
+  }
+
+  /**
+   * tool_choice auto for bare-JSON calls (Llama 3.x), in EBNF (xgrammar's structural tags cannot put free text on one
+   * side of a choice): the reply is the calls, or text that opens with neither `{` nor whitespace (the reply parser
+   * reads a reply opening with `{` after any whitespace as a call) in which the trigger, wherever it comes (the start
+   * included), opens the calls that end the reply. Text is the automaton "matched k characters of the trigger" (`w0`
+   * none, `w<k>` k); a trigger whose first character recurs in it would need a fuller automaton, and no family has one.
+   */
+  async function bareJsonInText(calls: CallsGrammar): Promise<string> {
+    const [trigger, ...more] = calls.format.triggers;
+    if (!trigger || more.length > 0 || trigger.indexOf(trigger[0], 1) >= 0) throw new Error(`bare JSON calls with triggers ${JSON.stringify(calls.format.triggers)}: no grammar for the text around them`);
+    const escapes: Record<string, string> = { '\t': '\\t', '\n': '\\n', '\r': '\\r', '\\': '\\\\', ']': '\\]', '-': '\\-', '^': '\\^' };
+    const not = (...chars: string[]) => `[^${chars.map((c) => escapes[c] ?? c).join('')}]`;
+    const first = trigger[0];
+    const rules = await callRules(calls);
+    rules.push(`root ::= call_list | ${not('{', first, ' ', '\t', '\n', '\r')} w0 | ${literal(first)} w1`);
+    rules.push(`w0 ::= "" | ${not(first)} w0 | ${literal(first)} w1`);
+    for (let k = 1; k < trigger.length; k++) {
+      const next = k + 1 === trigger.length ? 'call_list' : `w${k + 1}`;
+      rules.push(`w${k} ::= "" | ${literal(first)} w1 | ${not(first, trigger[k])} w0 | ${literal(trigger[k])} ${next}`);
+    }
+    return rules.join('\n');
   }
 
   async function build(grammar: ReplyGrammar): Promise<CompiledGrammar> {
@@ -235,6 +266,9 @@ export function enforceableBounds(schema: unknown): unknown {
 
 /** An EBNF string literal of `text` ("" matches nothing). */
 const literal = (text: string) => JSON.stringify(text);
+
+/** A call's text up to its arguments object: `callOpen{"name": "<name>", "<argumentsKey>": `. */
+const callBegin = (format: CallFormat, name: string) => `${format.callOpen}{"name": ${JSON.stringify(name)}, ${JSON.stringify(format.argumentsKey)}: `;
 
 /**
  * Renames every rule of an EBNF grammar (definitions and references) to `prefix` + name. Identifiers outside string
