@@ -159,6 +159,21 @@ for (const format of ['nf4', 'int4', 'int8'] as QuantFormat[]) {
   });
 }
 
+test('the in-graph dequantization (input gradients, training head) equals the reference dequantize() exactly: nf4 through MatMulBnb4 over a [N·K, 1] view, int4/int8 through the level table', async () => {
+  const [N, K] = [96, 128];
+  for (const format of ['nf4', 'int4', 'int8'] as const) {
+    const q = quantize(randomMatrix(N * K, 12), [N, K], format);
+    const g = new Graph('deq');
+    const x = g.input('x', 'float32', [1, K]);
+    const [w] = embeddedWeights(new Map([['w', q]]))(g).matrixBlocks('w', x, N);
+    g.output(w, 'w');
+    const s = await createSession(g.serialize(), { device: 'cpu', threads: 2 });
+    const got = (await s.run({ x: new ort.Tensor('float32', new Float32Array(K), [1, K]) })).w.data as Float32Array;
+    await s.close();
+    assert.deepEqual(got, dequantize(q), format);
+  }
+});
+
 test('nf4 head in blocks of rows (kernel scratch one block at a time): the logits of the whole quantized matrix, plus c', async () => {
   const [N, K, M, block] = [200, 64, 3, 64]; // 4 blocks, the last of 8 rows
   const q = quantize(randomMatrix(N * K, 7), [N, K], 'nf4');
