@@ -43,11 +43,12 @@ async function sweepExpiredFiles(store: Store): Promise<{ files: number; parts: 
 }
 
 /** Finishes what a crash may have left half done, before any request is served. */
-async function recoverFileStorage(store: Store, log: (line: string) => void): Promise<void> {
+export async function recoverFileStorage(store: Store, log: (line: string) => void): Promise<void> {
   // Their half-assembled files are temp files, removed just below.
   const interrupted = await store.uploads.resetInterruptedCompletions();
   const expired = await sweepExpiredFiles(store);
-  const { temp, orphans } = await store.blobs.recover((id) => store.files.exists(id));
+  // In a transaction, as workers write a result file's blob and row (job-results): both or neither are seen.
+  const { temp, orphans } = await store.transaction((tx) => tx.blobs.recover((id) => tx.files.exists(id)));
   const strayParts = (await store.parts.recover((id) => store.uploads.partExists(id))).orphans;
   if (expired.files || expired.parts || temp || orphans || interrupted || strayParts) {
     log(`file storage: removed ${expired.files} expired file(s), ${temp} unfinished upload(s), ${orphans} orphaned blob(s), `

@@ -107,10 +107,12 @@ export function createJobResults(o: { store: Store; dataDir: string; catalog: Mo
     await o.store.dirs.publish(adapterDir);
     const csv = stepMetricsCsv(await jobs.stepMetrics(job.id), job.method);
     const fileId = newId('file-');
-    await blobs.write(fileId, csv);
     const outcome = await o.store.transaction(async (tx) => {
       const now = nowSeconds();
       const dropped: string[] = [];
+      // Inside the transaction that inserts its row: a server starting on a SQLite data directory this worker shares
+      // recovers file storage in a transaction too, so it never takes this blob, a moment before its row, for an orphan.
+      await tx.blobs.write(fileId, csv);
       const row = await tryTransition(tx.jobs, job.id, 'succeed', { message: `New fine-tuned model created: ${finalModel}` }, {
         fine_tuned_model: finalModel, finished_at: now, trained_tokens: m.trainedTokens, estimated_finish: null, result_file: fileId,
       });
