@@ -41,6 +41,9 @@ export function fineTuningJobStore(db: Db): FineTuningJobStore {
     VALUES (@id, @job_id, @created_at, @step_number, @fine_tuned_model_checkpoint, @metrics) ON CONFLICT (job_id, step_number) DO NOTHING`);
   const checkpoints = db.prepare(`SELECT ${CHECKPOINTS} FROM fine_tuning_checkpoints WHERE job_id = ? ORDER BY step_number`);
   const checkpointCursor = db.prepare('SELECT step_number FROM fine_tuning_checkpoints WHERE job_id = ? AND id = ?');
+  /** The row a page cursor (`after`) names within a job: null without a cursor, undefined when it names no row of the job. */
+  const cursor = <T>(statement: typeof eventCursor, jobId: string, after: string | undefined): T | null | undefined =>
+    after === undefined ? null : (statement.get(jobId, after) as T | undefined);
   const checkpointPage = db.prepare(`SELECT ${CHECKPOINTS} FROM fine_tuning_checkpoints WHERE job_id = @jobId
     AND (@step IS NULL OR step_number < @step) ORDER BY step_number DESC LIMIT @limit`);
   const deleteCheckpoint = db.prepare('DELETE FROM fine_tuning_checkpoints WHERE id = ?');
@@ -120,25 +123,17 @@ export function fineTuningJobStore(db: Db): FineTuningJobStore {
     putMetricsEvent: async (jobId, step, message, data) =>
       void putMetrics.run({ id: newId('ftevent-'), job_id: jobId, created_at: nowSeconds(), message, data: JSON.stringify(data), step }),
     async listEvents(jobId, q) {
-      let seq: number | null = null;
-      if (q.after !== undefined) {
-        const found = eventCursor.get(jobId, q.after) as { seq: number } | undefined;
-        if (!found) return undefined;
-        seq = found.seq;
-      }
-      return page(eventPage.all({ jobId, seq, limit: q.limit + 1 }) as EventRow[], q.limit);
+      const position = cursor<{ seq: number }>(eventCursor, jobId, q.after);
+      if (position === undefined) return undefined;
+      return page(eventPage.all({ jobId, seq: position?.seq ?? null, limit: q.limit + 1 }) as EventRow[], q.limit);
     },
     stepMetrics: async (jobId) => (metrics.all(jobId) as { data: string }[]).map((r) => JSON.parse(r.data) as Record<string, number>),
     insertCheckpoint: async (row) => insertCheckpoint.run(row).changes === 1,
     checkpoints: async (jobId) => checkpoints.all(jobId) as CheckpointRow[],
     async listCheckpoints(jobId, q) {
-      let step: number | null = null;
-      if (q.after !== undefined) {
-        const found = checkpointCursor.get(jobId, q.after) as { step_number: number } | undefined;
-        if (!found) return undefined;
-        step = found.step_number;
-      }
-      return page(checkpointPage.all({ jobId, step, limit: q.limit + 1 }) as CheckpointRow[], q.limit);
+      const position = cursor<{ step_number: number }>(checkpointCursor, jobId, q.after);
+      if (position === undefined) return undefined;
+      return page(checkpointPage.all({ jobId, step: position?.step_number ?? null, limit: q.limit + 1 }) as CheckpointRow[], q.limit);
     },
     deleteCheckpoint: async (id) => void deleteCheckpoint.run(id),
     renameCheckpointModel: async (id, model) => void renameCheckpoint.run(model, id),
